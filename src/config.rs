@@ -1,0 +1,471 @@
+//! The relay's configuration: one typed struct, read from flags or the
+//! environment in one place ([`Config::load`]) and validated at startup.
+//!
+//! Every setting has a documented environment name (the protocol's
+//! `DATABASE_URL`, `SOCKET_PORT`, `SOCKET_CORS_ORIGIN`, `JWT_SECRET`,
+//! `REALTIME_DEBUG`, and `ROWCAST_*` for the rest). A bad value is refused
+//! with one line that names the setting and never echoes a secret.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::cli::Settings;
+
+/// A setting that could not be used, named by its environment variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct ConfigError {
+    /// The environment name of the setting, so the operator knows what to fix.
+    pub name: &'static str,
+    /// What is wrong with it, without repeating a secret value.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(name: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything `rowcast serve` needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the application's database is and how to reach it.
+    pub database: DatabaseConfig,
+    /// How changes are captured.
+    pub capture: CaptureConfig,
+    /// Which routes file turns changes into events.
+    pub routes: RoutesSource,
+    /// How long stored events stay replayable.
+    pub retention: Retention,
+    /// The WebSocket and HTTP side.
+    pub gateway: GatewayConfig,
+    /// `REALTIME_DEBUG`: debug-level logs.
+    pub debug: bool,
+}
+
+/// The database connection, with its password kept out of every printout.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// Parsed `DATABASE_URL`.
+    pub pg: tokio_postgres::Config,
+    /// Connections in the runtime pool (authorization, history, the outbox writer).
+    pub pool_size: usize,
+    /// How long startup keeps retrying an unreachable database before giving up.
+    pub startup_timeout: Duration,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", crate::db::describe(&self.pg))
+    }
+}
+
+/// Which capture mechanism feeds the outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// Row triggers write to a durable capture table; NOTIFY wakes the relay.
+    Trigger,
+    /// A logical replication slot streams committed changes (pgoutput).
+    Logical,
+    /// Logical when the server has `wal_level=logical`, triggers otherwise.
+    Auto,
+}
+
+impl FromStr for CaptureMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "trigger" => Ok(Self::Trigger),
+            "logical" => Ok(Self::Logical),
+            "auto" | "" => Ok(Self::Auto),
+            other => Err(format!(
+                "unknown capture mode `{other}` (expected trigger, logical or auto)"
+            )),
+        }
+    }
+}
+
+/// Capture settings.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// `ROWCAST_CAPTURE`.
+    pub mode: CaptureMode,
+    /// Most captured changes one outbox transaction takes.
+    pub batch_size: usize,
+    /// Trigger mode polls this often even without a NOTIFY, so a lost
+    /// wake-up only delays delivery.
+    pub poll_interval: Duration,
+    /// Logical mode: the replication slot's name.
+    pub slot: String,
+    /// Logical mode: the publication's name.
+    pub publication: String,
+    /// Logical mode: how often an idle stream writes a heartbeat so the
+    /// slot's confirmed position keeps moving.
+    pub heartbeat: Duration,
+}
+
+/// Where the routes come from.
+#[derive(Clone, Debug)]
+pub enum RoutesSource {
+    /// The routes shipped with rowcast for the demo schema.
+    Builtin,
+    /// `ROWCAST_ROUTES`: a deployer's file.
+    File(PathBuf),
+}
+
+/// How much history the outbox keeps for replay.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Events older than this are deleted.
+    pub max_age: Duration,
+    /// At most this many of the newest events are kept.
+    pub max_events: u64,
+    /// How often retention runs.
+    pub interval: Duration,
+}
+
+/// Origins allowed to open a WebSocket.
+#[derive(Clone, Debug)]
+pub enum CorsOrigins {
+    /// `*`: any origin, and requests without one.
+    Any,
+    /// Exactly these origins; requests without an `Origin` header are allowed
+    /// because they do not come from a browser.
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// Whether an upgrade carrying this `Origin` header may proceed.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (Self::Any, _) | (Self::List(_), None) => true,
+            (Self::List(list), Some(origin)) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+/// A secret string that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret's bytes, for the one place that needs them.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Token verification settings.
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// `JWT_ALGORITHM`: the only algorithm accepted.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// `JWT_SECRET` for HS256/384/512.
+    pub secret: Option<Secret>,
+    /// `JWT_PUBLIC_KEY_FILE` contents for RS*/ES*.
+    pub public_key_pem: Option<Vec<u8>>,
+    /// `JWT_AUDIENCE`, checked when set.
+    pub audience: Option<String>,
+    /// `JWT_ISSUER`, checked when set.
+    pub issuer: Option<String>,
+}
+
+/// Limits that keep one client from hurting the others.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Frames a connection may have queued before it is closed with 4008.
+    pub send_queue: usize,
+    /// Largest client frame accepted; larger ones close with 1009.
+    pub max_frame_bytes: usize,
+    /// Client frames per second per connection (burst: twice that).
+    pub frames_per_sec: u32,
+    /// Joins per second per connection.
+    pub joins_per_sec: u32,
+    /// Emits per second per connection.
+    pub emits_per_sec: u32,
+    /// New connections per second per client IP.
+    pub connects_per_sec: u32,
+    /// Rate-limited frames within a minute before the connection closes with 4029.
+    pub abuse_strikes: u32,
+    /// Rooms one connection may be in at once.
+    pub max_rooms: usize,
+    /// Open connections the node accepts.
+    pub max_connections: usize,
+    /// Minimum spacing of `user-typing`/`user-editing` per sender and room.
+    pub typing_throttle: Duration,
+    /// How long a join authorization answer is reused.
+    pub auth_cache_ttl: Duration,
+}
+
+/// The WebSocket and HTTP server.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// `ROWCAST_BIND` host and `SOCKET_PORT`.
+    pub bind: SocketAddr,
+    /// `SOCKET_CORS_ORIGIN`.
+    pub cors: CorsOrigins,
+    /// Token verification.
+    pub jwt: JwtConfig,
+    /// Heartbeat interval announced in `welcome`; idle connections are
+    /// closed after two missed intervals.
+    pub heartbeat: Duration,
+    /// `ROWCAST_CLIENT_EVENTS`: names clients may `emit`.
+    pub client_events: Vec<String>,
+    /// Per-connection and per-IP limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and validates every setting; the first problem is returned.
+    pub fn load(s: &Settings) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database: database(s)?,
+            capture: CaptureConfig {
+                mode: s.capture.parse().map_err(|e| ConfigError::new("ROWCAST_CAPTURE", e))?,
+                batch_size: positive("ROWCAST_BATCH_SIZE", s.batch_size)?,
+                poll_interval: duration("ROWCAST_POLL_INTERVAL", &s.poll_interval)?,
+                slot: identifier("ROWCAST_SLOT", &s.slot)?,
+                publication: identifier("ROWCAST_PUBLICATION", &s.publication)?,
+                heartbeat: duration("ROWCAST_HEARTBEAT", &s.heartbeat)?,
+            },
+            routes: match &s.routes {
+                Some(path) if !path.as_os_str().is_empty() => RoutesSource::File(path.clone()),
+                _ => RoutesSource::Builtin,
+            },
+            retention: Retention {
+                max_age: duration("ROWCAST_RETENTION_AGE", &s.retention_age)?,
+                max_events: s.retention_events,
+                interval: duration("ROWCAST_RETENTION_INTERVAL", &s.retention_interval)?,
+            },
+            gateway: gateway(s)?,
+            debug: s.debug,
+        })
+    }
+}
+
+fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
+    let url = s.database_url.as_deref().unwrap_or_default();
+    if url.trim().is_empty() {
+        return Err(ConfigError::new(
+            "DATABASE_URL",
+            "not set (for example postgres://user:password@localhost:5432/app)",
+        ));
+    }
+    let pg = crate::db::parse_url(url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
+    Ok(DatabaseConfig {
+        pg,
+        pool_size: positive("ROWCAST_DB_POOL", s.db_pool)?,
+        startup_timeout: duration("ROWCAST_STARTUP_TIMEOUT", &s.startup_timeout)?,
+    })
+}
+
+fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
+    let host: IpAddr = s
+        .bind
+        .parse()
+        .map_err(|_| ConfigError::new("ROWCAST_BIND", format!("`{}` is not an IP address", s.bind)))?;
+    let port: u16 = s.port.trim().parse().map_err(|_| {
+        ConfigError::new("SOCKET_PORT", format!("`{}` is not a port number (0-65535)", s.port))
+    })?;
+    Ok(GatewayConfig {
+        bind: SocketAddr::new(host, port),
+        cors: cors(&s.cors_origin)?,
+        jwt: jwt(s)?,
+        heartbeat: duration("ROWCAST_HEARTBEAT_INTERVAL", &s.heartbeat_interval)?,
+        client_events: client_events(&s.client_events)?,
+        limits: Limits {
+            send_queue: positive("ROWCAST_SEND_QUEUE", s.send_queue)?,
+            max_frame_bytes: positive("ROWCAST_MAX_FRAME_BYTES", s.max_frame_bytes)?,
+            frames_per_sec: positive("ROWCAST_FRAME_RATE", s.frame_rate)?,
+            joins_per_sec: positive("ROWCAST_JOIN_RATE", s.join_rate)?,
+            emits_per_sec: positive("ROWCAST_EMIT_RATE", s.emit_rate)?,
+            connects_per_sec: positive("ROWCAST_CONNECT_RATE", s.connect_rate)?,
+            abuse_strikes: positive("ROWCAST_ABUSE_STRIKES", s.abuse_strikes)?,
+            max_rooms: positive("ROWCAST_MAX_ROOMS", s.max_rooms)?,
+            max_connections: positive("ROWCAST_MAX_CONNECTIONS", s.max_connections)?,
+            typing_throttle: duration("ROWCAST_TYPING_THROTTLE", &s.typing_throttle)?,
+            auth_cache_ttl: duration("ROWCAST_AUTH_CACHE_TTL", &s.auth_cache_ttl)?,
+        },
+    })
+}
+
+fn cors(value: &str) -> Result<CorsOrigins, ConfigError> {
+    let origins: Vec<String> = value
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        return Ok(CorsOrigins::Any);
+    }
+    if let Some(bad) = origins.iter().find(|o| !o.contains("://")) {
+        return Err(ConfigError::new(
+            "SOCKET_CORS_ORIGIN",
+            format!("`{bad}` is not an origin (expected scheme://host[:port] or *)"),
+        ));
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
+    use jsonwebtoken::Algorithm;
+    let algorithm = Algorithm::from_str(s.jwt_algorithm.trim()).map_err(|_| {
+        ConfigError::new(
+            "JWT_ALGORITHM",
+            format!("unsupported algorithm `{}` (HS256, RS256, ES256, ...)", s.jwt_algorithm),
+        )
+    })?;
+    let is_hmac = matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    let secret = s.jwt_secret.as_deref().filter(|v| !v.is_empty()).map(Secret::new);
+    let public_key_pem = match (&s.jwt_public_key_file, is_hmac) {
+        (Some(path), false) => Some(std::fs::read(path).map_err(|e| {
+            ConfigError::new("JWT_PUBLIC_KEY_FILE", format!("cannot read {}: {e}", path.display()))
+        })?),
+        (None, false) => {
+            return Err(ConfigError::new(
+                "JWT_PUBLIC_KEY_FILE",
+                format!("required for {algorithm:?} (a PEM public key)"),
+            ))
+        }
+        (_, true) => None,
+    };
+    match &secret {
+        None if is_hmac => {
+            return Err(ConfigError::new("JWT_SECRET", "not set (required for HS256 tokens)"))
+        }
+        Some(secret) if is_hmac && secret.expose().len() < 16 => {
+            return Err(ConfigError::new("JWT_SECRET", "too short (use at least 16 bytes)"))
+        }
+        _ => {}
+    }
+    Ok(JwtConfig {
+        algorithm,
+        secret,
+        public_key_pem,
+        audience: s.jwt_audience.clone().filter(|v| !v.is_empty()),
+        issuer: s.jwt_issuer.clone().filter(|v| !v.is_empty()),
+    })
+}
+
+fn client_events(value: &str) -> Result<Vec<String>, ConfigError> {
+    let names: Vec<String> = value
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if let Some(bad) = names.iter().find(|n| !crate::route::is_event_name(n)) {
+        return Err(ConfigError::new(
+            "ROWCAST_CLIENT_EVENTS",
+            format!("`{bad}` is not a valid event name"),
+        ));
+    }
+    Ok(names)
+}
+
+fn positive<T: PartialOrd + Default + Copy>(name: &'static str, value: T) -> Result<T, ConfigError> {
+    if value > T::default() {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(name, "must be greater than zero"))
+    }
+}
+
+fn identifier(name: &'static str, value: &str) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(ConfigError::new(
+            name,
+            format!("`{value}` must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"),
+        ))
+    }
+}
+
+fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value).ok_or_else(|| {
+        ConfigError::new(
+            name,
+            format!("`{value}` is not a duration (for example 500ms, 30s, 5m, 24h, 7d)"),
+        )
+    })
+}
+
+/// Parses `500ms`, `30s`, `5m`, `24h`, `7d` (a bare number means seconds).
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => number,
+        "" | "s" => number.checked_mul(1_000)?,
+        "m" => number.checked_mul(60_000)?,
+        "h" => number.checked_mul(3_600_000)?,
+        "d" => number.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("7 weeks"), None);
+        assert_eq!(parse_duration("ms"), None);
+    }
+
+    #[test]
+    fn cors_lists_and_wildcard() {
+        assert!(matches!(cors("*").unwrap(), CorsOrigins::Any));
+        assert!(matches!(cors("").unwrap(), CorsOrigins::Any));
+        let list = cors("https://a.example, http://localhost:5173/").unwrap();
+        assert!(list.allows(Some("https://a.example")));
+        assert!(list.allows(Some("http://localhost:5173")));
+        assert!(!list.allows(Some("https://evil.example")));
+        assert!(list.allows(None));
+        assert_eq!(cors("example.com").unwrap_err().name, "SOCKET_CORS_ORIGIN");
+    }
+
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(identifier("X", "rowcast_slot").is_ok());
+        assert!(identifier("X", "Rowcast").is_err());
+        assert!(identifier("X", "a;drop").is_err());
+        assert!(identifier("X", "").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2-hunter2-hunter2");
+        assert_eq!(format!("{secret:?}"), "[redacted]");
+    }
+}

@@ -1,0 +1,299 @@
+//! Reaching Postgres: parsing `DATABASE_URL`, the one runtime pool, and the
+//! single place that decides whether a database error is worth retrying.
+//!
+//! Every runtime query goes through one deadpool of tokio-postgres clients;
+//! the only other connections are the LISTEN socket (trigger mode) and the
+//! replication stream (logical mode), which a pool cannot serve.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
+use rand::Rng;
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseConfig;
+
+/// Parses a `postgres://` URL (or a key=value connection string) without
+/// ever repeating it in an error, since it may hold a password.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+    let trimmed = url.trim();
+    let looks_like_url = trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://");
+    if !looks_like_url && !trimmed.contains('=') {
+        return Err("not a Postgres URL (expected postgres://user:password@host:port/database)".into());
+    }
+    let mut pg = tokio_postgres::Config::from_str(trimmed)
+        .map_err(|_| "not a valid Postgres URL (expected postgres://user:password@host:port/database)".to_string())?;
+    if pg.get_hosts().is_empty() {
+        pg.host("localhost");
+    }
+    if pg.get_user().is_none() {
+        pg.user("postgres");
+    }
+    if pg.get_dbname().is_none() {
+        let user = pg.get_user().unwrap_or("postgres").to_string();
+        pg.dbname(&user);
+    }
+    if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err("sslmode=require is not supported by this build; connect over a trusted network or a local socket".into());
+    }
+    Ok(pg)
+}
+
+/// A printable description of where a config points, without the password.
+pub fn describe(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{}:{}/{}",
+        pg.get_user().unwrap_or("postgres"),
+        host,
+        port,
+        pg.get_dbname().unwrap_or("postgres")
+    )
+}
+
+/// The host, port, user, password and database of a config, for clients
+/// other than tokio-postgres (migrations, replication).
+#[derive(Clone)]
+pub struct Endpoint {
+    /// Hostname, IP, or a Unix socket directory (starting with `/`).
+    pub host: String,
+    /// TCP port, or the Unix socket's port suffix.
+    pub port: u16,
+    /// Role name.
+    pub user: String,
+    /// Password, empty when none.
+    pub password: String,
+    /// Database name.
+    pub dbname: String,
+}
+
+impl Endpoint {
+    /// Reads the first host of a config.
+    pub fn of(pg: &tokio_postgres::Config) -> Self {
+        let host = match pg.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".into(),
+        };
+        Self {
+            host,
+            port: pg.get_ports().first().copied().unwrap_or(5432),
+            user: pg.get_user().unwrap_or("postgres").to_string(),
+            password: pg
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default(),
+            dbname: pg.get_dbname().unwrap_or("postgres").to_string(),
+        }
+    }
+}
+
+/// Builds the runtime pool. Connections are opened lazily.
+pub fn pool(config: &DatabaseConfig) -> Pool {
+    let mut pg = config.pg.clone();
+    pg.application_name("rowcast");
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(5));
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .expect("a pool with a runtime and timeouts always builds")
+}
+
+/// Waits until the database answers, retrying with backoff until `timeout`.
+pub async fn wait_until_reachable(pool: &Pool, timeout: Duration) -> Result<(), DbError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let attempt = async {
+            let client = pool.get().await?;
+            client.simple_query("SELECT 1").await?;
+            Ok::<_, DbError>(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "database not reachable yet");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A database failure, classified once.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A query or connection failed.
+    #[error("{}", describe_pg_error(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No pooled connection could be had.
+    #[error("database pool: {0}")]
+    Pool(String),
+}
+
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => Self::Postgres(e),
+            other => Self::Pool(other.to_string()),
+        }
+    }
+}
+
+impl DbError {
+    /// Whether waiting and trying again can help: the connection dropped, the
+    /// server is restarting or overloaded, or a transaction lost a race.
+    /// Everything else (a missing table, bad SQL, bad credentials) is fatal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Postgres(e) => is_transient(e),
+        }
+    }
+
+    /// The SQLSTATE of a server-side error.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            Self::Postgres(e) => e.code(),
+            Self::Pool(_) => None,
+        }
+    }
+}
+
+/// The one rule for tokio-postgres errors; see [`DbError::is_transient`].
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let class = &code.code()[..2];
+            class == "08"
+                || class == "57"
+                || class == "53"
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
+        }
+        // No SQLSTATE: the socket failed or the connection could not be made.
+        None => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                if s.is::<std::io::Error>() {
+                    return true;
+                }
+                source = s.source();
+            }
+            e.to_string().contains("connection") || e.to_string().contains("timed out")
+        }
+    }
+}
+
+/// A one-line description of a Postgres error: its message and, for
+/// server errors, the SQLSTATE. Never includes connection parameters.
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: each delay is uniform in
+/// `[0, min(max, base * 2^attempt)]`, so many relays restarting together
+/// do not hammer a recovering database in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// The first ceiling.
+    base: Duration,
+    /// The largest ceiling.
+    max: Duration,
+    /// Consecutive failures so far.
+    attempt: u32,
+}
+
+impl Backoff {
+    /// Starts at `base`, doubling up to `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self { base, max, attempt: 0 }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let millis = ceiling.as_millis().max(1) as u64;
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    }
+
+    /// Called after a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_describe_without_password() {
+        let pg = parse_url("postgres://app:s3cret@db.internal:6432/shop").unwrap();
+        let text = describe(&pg);
+        assert_eq!(text, "postgres://app@db.internal:6432/shop");
+        assert!(!text.contains("s3cret"));
+        assert!(!format!("{:?}", crate::config::Secret::new("s3cret")).contains("s3cret"));
+    }
+
+    #[test]
+    fn bad_urls_do_not_echo_the_input() {
+        let err = parse_url("mysql://root:topsecret@x/y").unwrap_err();
+        assert!(!err.contains("topsecret"));
+        let err = parse_url("postgres://u:topsecret@host:notaport/db").unwrap_err();
+        assert!(!err.contains("topsecret"));
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] <= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(delays[9] >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

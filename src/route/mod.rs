@@ -1,0 +1,346 @@
+//! Routing: the stage between capture and the outbox. A [`Captured`] change
+//! goes in; the [`Event`]s that the declarative routes file makes of it come
+//! out, each with its rooms and only its allowlisted columns.
+//!
+//! Routes are loaded from a TOML file ([`file`]), compiled once into a
+//! [`Router`], and checked against the live catalog at startup
+//! ([`Router::check`]) so a typo in a table or column stops the relay with a
+//! clear message instead of silently dropping events.
+
+mod condition;
+pub mod file;
+mod template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+pub use condition::Condition;
+pub use file::RouteError;
+pub use template::Template;
+
+/// A row as captured: column name to JSON value.
+pub type Row = Map<String, Value>;
+
+/// The kind of row change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A new row.
+    Insert,
+    /// A changed row; both versions are known.
+    Update,
+    /// A removed row; the old version is known.
+    Delete,
+}
+
+impl Op {
+    /// Reads the capture table's one-letter code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            b'I' => Some(Self::Insert),
+            b'U' => Some(Self::Update),
+            b'D' => Some(Self::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One committed change of one row, from either capture mode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowChange {
+    /// `schema.table`.
+    pub table: Arc<str>,
+    /// What happened.
+    pub op: Op,
+    /// The previous row (updates and deletes).
+    pub old: Option<Row>,
+    /// The new row (inserts and updates).
+    pub new: Option<Row>,
+}
+
+/// An event published explicitly (`realtime.publish`, HTTP publish, presence).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    /// Rooms it goes to.
+    pub rooms: Vec<String>,
+    /// Its name.
+    pub event: String,
+    /// Its payload, a JSON object.
+    pub data: Value,
+}
+
+/// What capture hands to routing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Captured {
+    /// A row change, to be matched against the routes.
+    Row(RowChange),
+    /// An explicit event, stored as given.
+    Published(Published),
+}
+
+/// A captured change together with when it happened.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// The change.
+    pub captured: Captured,
+    /// When it was committed (logical mode) or captured (trigger mode).
+    pub at: OffsetDateTime,
+}
+
+/// What routing produces and the outbox stores: one named event for one
+/// or more rooms, its JSON already rendered so it is serialized only once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The event name, e.g. `content-created`.
+    pub name: Arc<str>,
+    /// Distinct rooms, in the route's order.
+    pub rooms: Vec<String>,
+    /// The row's exposed columns, as a JSON object.
+    pub data: String,
+    /// On updates, the previous values of the exposed columns that changed.
+    pub old: Option<String>,
+    /// Commit (or capture) time.
+    pub at: OffsetDateTime,
+    /// How many changes a coalesced event stands for.
+    pub count: Option<i32>,
+    /// Set when the route coalesces bursts within this window.
+    pub coalesce: Option<Duration>,
+}
+
+/// Whether a string can be an event name.
+pub fn is_event_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Whether a string can be a room name: 1 to 200 characters from
+/// `A-Z a-z 0-9 _ . : @ -`. Anything else is refused before any query.
+pub fn is_room_name(name: &str) -> bool {
+    (1..=200).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// The event it produces.
+    pub event: Arc<str>,
+    /// Which operations it matches.
+    pub ops: Vec<Op>,
+    /// Room templates.
+    pub rooms: Vec<Template>,
+    /// Columns allowed into `data` and `old`, in output order.
+    pub expose: Vec<String>,
+    /// Updates fire only when one of these changed.
+    pub changed: Vec<String>,
+    /// Extra conditions on the old and new rows.
+    pub when: Vec<Condition>,
+    /// Coalescing window, if any.
+    pub coalesce: Option<Duration>,
+}
+
+/// The routes of one table.
+#[derive(Debug)]
+pub struct TableRoutes {
+    /// Schema name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Every column any route of this table reads, in a stable order. Capture
+    /// takes exactly these, so unexposed columns never leave the database
+    /// in trigger mode.
+    pub columns: Vec<String>,
+    /// The routes, in file order.
+    pub routes: Vec<Route>,
+}
+
+impl TableRoutes {
+    /// `schema.table`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// All routes, compiled and indexed by `schema.table`.
+#[derive(Debug)]
+pub struct Router {
+    /// Routes per qualified table name.
+    tables: BTreeMap<String, TableRoutes>,
+}
+
+/// The live catalog: qualified table name to its columns.
+pub type Catalog = HashMap<String, Vec<String>>;
+
+impl Router {
+    /// Loads the built-in routes (the demo schema's defaults).
+    pub fn builtin() -> Result<Self, RouteError> {
+        file::parse(include_str!("../../routes.toml"), "built-in routes.toml")
+    }
+
+    /// Loads a routes file.
+    pub fn from_path(path: &std::path::Path) -> Result<Self, RouteError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RouteError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        file::parse(&text, &path.display().to_string())
+    }
+
+    pub(crate) fn new(tables: BTreeMap<String, TableRoutes>) -> Self {
+        Self { tables }
+    }
+
+    /// The routed tables.
+    pub fn tables(&self) -> impl Iterator<Item = &TableRoutes> {
+        self.tables.values()
+    }
+
+    /// Refuses routes naming a table or column the database does not have.
+    pub fn check(&self, catalog: &Catalog) -> Result<(), RouteError> {
+        for table in self.tables.values() {
+            let qualified = table.qualified();
+            let Some(columns) = catalog.get(&qualified) else {
+                return Err(RouteError::Catalog(format!("table {qualified} does not exist")));
+            };
+            if let Some(missing) = table.columns.iter().find(|c| !columns.contains(c)) {
+                let route = table
+                    .routes
+                    .iter()
+                    .find(|r| route_reads(r, missing))
+                    .map(|r| format!("route `{}`: ", r.event))
+                    .unwrap_or_default();
+                return Err(RouteError::Catalog(format!(
+                    "{route}column `{missing}` does not exist in table {qualified}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns one captured change into its events (possibly none).
+    pub fn route(&self, change: &Change) -> Vec<Event> {
+        match &change.captured {
+            Captured::Published(p) => vec![published_event(p, change.at)],
+            Captured::Row(row) => match self.tables.get(&*row.table) {
+                Some(table) => table
+                    .routes
+                    .iter()
+                    .filter_map(|route| route.apply(row, change.at))
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
+    }
+}
+
+fn route_reads(route: &Route, column: &str) -> bool {
+    route.expose.iter().any(|c| c == column)
+        || route.changed.iter().any(|c| c == column)
+        || route.when.iter().any(|w| w.column() == column)
+        || route.rooms.iter().any(|t| t.columns().any(|c| c == column))
+}
+
+fn published_event(p: &Published, at: OffsetDateTime) -> Event {
+    let mut rooms: Vec<String> = Vec::with_capacity(p.rooms.len());
+    for room in &p.rooms {
+        if is_room_name(room) && !rooms.contains(room) {
+            rooms.push(room.clone());
+        }
+    }
+    Event {
+        name: Arc::from(p.event.as_str()),
+        rooms,
+        data: p.data.to_string(),
+        old: None,
+        at,
+        count: None,
+        coalesce: None,
+    }
+}
+
+impl Route {
+    /// The event this route makes of a change, if it matches.
+    fn apply(&self, change: &RowChange, at: OffsetDateTime) -> Option<Event> {
+        if !self.ops.contains(&change.op) || !self.matches(change) {
+            return None;
+        }
+        let rooms = self.rooms_for(change);
+        if rooms.is_empty() {
+            return None;
+        }
+        let shown = match change.op {
+            Op::Delete => change.old.as_ref()?,
+            Op::Insert | Op::Update => change.new.as_ref()?,
+        };
+        Some(Event {
+            name: self.event.clone(),
+            rooms,
+            data: Value::Object(self.exposed(shown)).to_string(),
+            old: (change.op == Op::Update).then(|| Value::Object(self.changed_exposed(change)).to_string()),
+            at,
+            count: None,
+            coalesce: self.coalesce,
+        })
+    }
+
+    fn matches(&self, change: &RowChange) -> bool {
+        if change.op == Op::Update && !self.changed.iter().any(|c| column_changed(change, c)) {
+            return false;
+        }
+        self.when.iter().all(|w| w.holds(change))
+    }
+
+    /// Rooms from the new row, plus the old row's on updates (a row that
+    /// moved is announced where it was and where it is).
+    fn rooms_for(&self, change: &RowChange) -> Vec<String> {
+        let mut rooms = Vec::with_capacity(self.rooms.len());
+        let sources = [change.new.as_ref(), change.old.as_ref()];
+        for template in &self.rooms {
+            for row in sources.iter().flatten() {
+                if let Some(room) = template.render(row) {
+                    if !rooms.contains(&room) {
+                        rooms.push(room);
+                    }
+                }
+            }
+        }
+        rooms
+    }
+
+    fn exposed(&self, row: &Row) -> Row {
+        self.expose
+            .iter()
+            .filter_map(|c| row.get(c).map(|v| (c.clone(), v.clone())))
+            .collect()
+    }
+
+    fn changed_exposed(&self, change: &RowChange) -> Row {
+        let Some(old) = change.old.as_ref() else {
+            return Row::new();
+        };
+        self.expose
+            .iter()
+            .filter(|c| column_changed(change, c))
+            .filter_map(|c| old.get(c).map(|v| (c.clone(), v.clone())))
+            .collect()
+    }
+}
+
+/// Whether a column differs between the old and new row. Inserts and
+/// deletes count every column as changed.
+fn column_changed(change: &RowChange, column: &str) -> bool {
+    match (&change.old, &change.new) {
+        (Some(old), Some(new)) => old.get(column) != new.get(column),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests;
