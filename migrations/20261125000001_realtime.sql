@@ -16,6 +16,10 @@ CREATE TABLE IF NOT EXISTS realtime.capture (
     new         jsonb,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+-- A queue table: rows are inserted and deleted all day, so vacuum it often.
+ALTER TABLE realtime.capture SET (autovacuum_vacuum_scale_factor = 0,
+                                  autovacuum_vacuum_threshold = 5000,
+                                  autovacuum_vacuum_cost_delay = 0);
 
 -- Every stored event, once, under its global sequence number.
 CREATE TABLE IF NOT EXISTS realtime.outbox (
@@ -47,7 +51,10 @@ CREATE TABLE IF NOT EXISTS realtime.state (
     source_changes bigint  NOT NULL DEFAULT 0,     -- logical: changes of it applied so far
     source_done    boolean NOT NULL DEFAULT true,  -- logical: whether all of it is applied
     capture_mode   text
-);
+) WITH (fillfactor = 10);
+ALTER TABLE realtime.state SET (autovacuum_vacuum_scale_factor = 0,
+                                autovacuum_vacuum_threshold = 1000,
+                                autovacuum_vacuum_cost_delay = 0);
 INSERT INTO realtime.state DEFAULT VALUES ON CONFLICT DO NOTHING;
 
 -- Coalescing routes hold a burst here, durably, until its window closes and

@@ -25,7 +25,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(name: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(name: &'static str, reason: impl Into<String>) -> Self {
         Self {
             name,
             reason: reason.into(),

@@ -1,1 +1,83 @@
-fn main() {}
+//! The `rowcast` binary: parses the command line and runs a subcommand.
+//! Every failure ends with one line on stderr and a non-zero exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rowcast::cli::{Cli, Command, MigrateArgs, Settings};
+use rowcast::config::{Config, ConfigError};
+use rowcast::relay::Relay;
+use rowcast::shutdown::{self, Shutdown};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{}", line.trim());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(settings) => serve(*settings).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Dev(args) => rowcast::dev::run(*args).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let config = Config::load(&settings)?;
+    rowcast::telemetry::init_logs(config.debug);
+    let shutdown = Shutdown::new();
+    let relay = Relay::start(config, shutdown.clone()).await?;
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        tracing::info!("shutting down");
+        shutdown.trigger();
+    });
+    relay.wait().await?;
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    rowcast::telemetry::init_logs(args.debug);
+    let url = args.database_url.unwrap_or_default();
+    if url.trim().is_empty() {
+        return Err(ConfigError::new("DATABASE_URL", "not set").into());
+    }
+    let pg = rowcast::db::parse_url(&url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
+    let database = rowcast::config::DatabaseConfig {
+        pg,
+        pool_size: 1,
+        startup_timeout: std::time::Duration::from_secs(10),
+    };
+    rowcast::schema::migrate(&database).await?;
+    tracing::info!(database = %rowcast::db::describe(&database.pg), "schema is up to date");
+    Ok(())
+}

@@ -173,6 +173,9 @@ impl TableRoutes {
 pub struct Router {
     /// Routes per qualified table name.
     tables: BTreeMap<String, TableRoutes>,
+    /// Shared copies of the qualified names, so captured changes need not
+    /// allocate one per row.
+    names: HashMap<String, Arc<str>>,
 }
 
 /// The live catalog: qualified table name to its columns.
@@ -194,7 +197,13 @@ impl Router {
     }
 
     pub(crate) fn new(tables: BTreeMap<String, TableRoutes>) -> Self {
-        Self { tables }
+        let names = tables.keys().map(|k| (k.clone(), Arc::from(k.as_str()))).collect();
+        Self { tables, names }
+    }
+
+    /// The shared name of a routed table (`schema.table`).
+    pub fn table_name(&self, qualified: &str) -> Option<Arc<str>> {
+        self.names.get(qualified).cloned()
     }
 
     /// The routed tables.

@@ -1,0 +1,383 @@
+//! Trigger capture. A row trigger on every routed table writes the change
+//! (only the columns the routes read) to `realtime.capture` inside the
+//! writer's own transaction, then sends a NOTIFY. The relay deletes capture
+//! rows in the same transaction that stores their events: a row is either
+//! still in the table or stored, never both and never neither. Rows are
+//! taken whatever their id, so a sequence value handed out before a slow
+//! commit can never be skipped.
+//!
+//! NOTIFY is only a wake-up: the loop also polls, and drains everything
+//! after every (re)connect, so a missed notification only delays delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use super::{queued_requests, store_requests, Capture, CaptureError};
+use crate::db::{Backoff, DbError};
+use crate::outbox::Outbox;
+use crate::route::{Captured, Change, Op, Published, Router, RowChange, TableRoutes};
+
+/// The NOTIFY channel the capture triggers signal.
+pub const CHANNEL: &str = "realtime_capture";
+/// The name of every capture trigger rowcast installs.
+const TRIGGER: &str = "rowcast_capture";
+
+/// Installs (or refreshes) the capture trigger on every routed table and
+/// removes it from tables no route names any more.
+pub async fn install(pool: &Pool, router: &Router) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let mut routed = Vec::new();
+    for table in router.tables() {
+        client.batch_execute(&function_sql(table)).await?;
+        client.batch_execute(&trigger_sql(table)).await?;
+        routed.push(table.qualified());
+    }
+    let stale = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE t.tgname = $1 AND NOT (n.nspname || '.' || c.relname = ANY($2))",
+            &[&TRIGGER, &routed],
+        )
+        .await?;
+    for row in stale {
+        let table: String = row.get(0);
+        client
+            .batch_execute(&format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"))
+            .await?;
+        tracing::info!(%table, "removed capture trigger from a table no route names");
+    }
+    tracing::info!(tables = routed.len(), "capture triggers installed");
+    Ok(())
+}
+
+/// Removes every capture trigger (logical mode needs none).
+pub async fn uninstall(pool: &Pool) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = $1",
+            &[&TRIGGER],
+        )
+        .await?;
+    for row in rows {
+        let table: String = row.get(0);
+        client
+            .batch_execute(&format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Quotes an identifier for SQL.
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL.
+pub(crate) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn function_name(table: &TableRoutes) -> String {
+    let mut name = format!("capture {}.{}", table.schema, table.name);
+    if name.len() > 63 {
+        let hash = name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        name.truncate(54);
+        name.push_str(&format!(" {hash:08x}"));
+    }
+    format!("realtime.{}", ident(&name))
+}
+
+/// `jsonb_build_object(...)` of the captured columns of `row` (NEW or OLD),
+/// chained in groups because a function takes at most 100 arguments.
+fn row_json(table: &TableRoutes, row: &str) -> String {
+    let parts: Vec<String> = table
+        .columns
+        .chunks(50)
+        .map(|chunk| {
+            let pairs: Vec<String> = chunk
+                .iter()
+                .map(|c| format!("{}, {row}.{}", literal(c), ident(c)))
+                .collect();
+            format!("jsonb_build_object({})", pairs.join(", "))
+        })
+        .collect();
+    parts.join(" || ")
+}
+
+fn function_sql(table: &TableRoutes) -> String {
+    let name = literal(&table.qualified());
+    format!(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $rowcast$
+DECLARE
+    o jsonb;
+    n jsonb;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO realtime.capture (tbl, op, new) VALUES ({name}, 'I', {new});
+    ELSIF TG_OP = 'UPDATE' THEN
+        o := {old};
+        n := {new};
+        IF o = n THEN
+            RETURN NULL;
+        END IF;
+        INSERT INTO realtime.capture (tbl, op, old, new) VALUES ({name}, 'U', o, n);
+    ELSE
+        INSERT INTO realtime.capture (tbl, op, old) VALUES ({name}, 'D', {old});
+    END IF;
+    PERFORM pg_notify('{CHANNEL}', '');
+    RETURN NULL;
+END
+$rowcast$",
+        function = function_name(table),
+        new = row_json(table, "NEW"),
+        old = row_json(table, "OLD"),
+    )
+}
+
+fn trigger_sql(table: &TableRoutes) -> String {
+    format!(
+        "CREATE OR REPLACE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {}.{}
+         FOR EACH ROW EXECUTE FUNCTION {}()",
+        ident(&table.schema),
+        ident(&table.name),
+        function_name(table)
+    )
+}
+
+/// Takes the oldest captured rows, whatever their id order of commit.
+const TAKE: &str = "DELETE FROM realtime.capture
+    WHERE id IN (SELECT id FROM realtime.capture ORDER BY id LIMIT $1)
+    RETURNING id, tbl, op, old, new, captured_at";
+
+/// Consumes the capture table until shutdown; transient failures are
+/// retried with backoff and jitter.
+pub(super) async fn run(mut capture: Capture, mut outbox: Outbox) -> Result<(), CaptureError> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let wake = Arc::new(Notify::new());
+    loop {
+        let result = session(&mut capture, &mut outbox, &wake, &mut backoff).await;
+        capture.status.set_running(false);
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "trigger capture interrupted");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = capture.shutdown.wait() => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One connected stretch: LISTEN, catch up, then drain on every wake-up.
+async fn session(
+    capture: &mut Capture,
+    outbox: &mut Outbox,
+    wake: &Arc<Notify>,
+    backoff: &mut Backoff,
+) -> Result<(), DbError> {
+    let listener = Listener::start(&capture.database.pg, wake.clone()).await?;
+    outbox.resync().await?;
+    capture.status.set_running(true);
+    tracing::info!("trigger capture running");
+    loop {
+        drain(capture, outbox).await?;
+        backoff.reset();
+        if listener.is_closed() {
+            return Err(DbError::Pool("the LISTEN connection closed".into()));
+        }
+        let flush_at = outbox.next_flush();
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(capture.config.poll_interval) => {}
+            _ = sleep_until(flush_at) => {}
+            request = capture.requests.recv() => {
+                if let Some(first) = request {
+                    let batch = queued_requests(first, &mut capture.requests, capture.config.batch_size);
+                    store_requests(outbox, &capture.router, batch).await?;
+                }
+            }
+            _ = capture.shutdown.wait() => return Ok(()),
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stores everything captured so far, one batch per transaction.
+async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<(), DbError> {
+    loop {
+        let flush = outbox
+            .next_flush()
+            .is_some_and(|d| d <= tokio::time::Instant::now());
+        let taken = drain_batch(capture, outbox, flush).await?;
+        if taken < capture.config.batch_size {
+            return Ok(());
+        }
+    }
+}
+
+async fn drain_batch(capture: &Capture, outbox: &mut Outbox, flush: bool) -> Result<usize, DbError> {
+    let limit = capture.config.batch_size as i64;
+    let (taken, committed) = {
+        let mut client = outbox.pool().get().await?;
+        let mut writer = outbox.begin(&mut client).await?;
+        let take = writer.transaction().prepare_cached(TAKE).await?;
+        let mut rows = writer.transaction().query(&take, &[&limit]).await?;
+        rows.sort_by_key(|r| r.get::<_, i64>(0));
+        for row in &rows {
+            if let Some(change) = change_of(row, &capture.router) {
+                writer.append(capture.router.route(&change));
+            }
+        }
+        if flush {
+            writer.flush_due();
+        }
+        if rows.is_empty() && !flush {
+            return Ok(0);
+        }
+        (rows.len(), writer.commit(None).await?)
+    };
+    outbox.deliver(committed).await?;
+    Ok(taken)
+}
+
+/// Reads one capture row. Rows that cannot be understood are logged and
+/// dropped rather than blocking the table forever.
+fn change_of(row: &Row, router: &Router) -> Option<Change> {
+    let id: i64 = row.get(0);
+    let table: &str = row.get(1);
+    let op: i8 = row.get(2);
+    let old: Option<Value> = row.get(3);
+    let new: Option<Value> = row.get(4);
+    let at: OffsetDateTime = row.get(5);
+    let captured = if op as u8 == b'P' {
+        published(new?)
+    } else {
+        let op = Op::from_code(op as u8)?;
+        Some(Captured::Row(RowChange {
+            table: router.table_name(table).unwrap_or_else(|| Arc::from(table)),
+            op,
+            old: old.and_then(into_object),
+            new: new.and_then(into_object),
+        }))
+    };
+    if captured.is_none() {
+        tracing::warn!(id, "skipped a capture row that could not be read");
+    }
+    Some(Change { captured: captured?, at })
+}
+
+fn into_object(value: Value) -> Option<serde_json::Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn published(new: Value) -> Option<Captured> {
+    let Value::Object(mut fields) = new else {
+        return None;
+    };
+    let rooms = match fields.remove("rooms")? {
+        Value::Array(rooms) => rooms
+            .into_iter()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect(),
+        _ => return None,
+    };
+    let event = fields.remove("event")?.as_str()?.to_string();
+    let data = fields.remove("data").unwrap_or(Value::Object(Default::default()));
+    Some(Captured::Published(Published { rooms, event, data }))
+}
+
+/// The dedicated LISTEN connection (a pool cannot deliver notifications).
+struct Listener {
+    /// Keeps the connection open.
+    _client: tokio_postgres::Client,
+    /// Forwards notifications to the wake-up; ends when the connection does.
+    task: JoinHandle<()>,
+}
+
+impl Listener {
+    async fn start(pg: &tokio_postgres::Config, wake: Arc<Notify>) -> Result<Self, DbError> {
+        let mut pg = pg.clone();
+        pg.application_name("rowcast listen");
+        let (client, mut connection) = pg.connect(NoTls).await?;
+        let task = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            wake.notify_one();
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        Ok(Self {
+            _client: client,
+            task,
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_sql_quotes_names_and_captures_only_routed_columns() {
+        let router = Router::builtin().unwrap();
+        let users = router.tables().find(|t| t.name == "users").unwrap();
+        let sql = function_sql(users);
+        assert!(sql.contains("'username', NEW.\"username\""));
+        assert!(!sql.contains("email") && !sql.contains("password_hash"));
+        assert!(sql.contains("realtime.\"capture public.users\""));
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("o'k"), "'o''k'");
+    }
+
+    #[test]
+    fn published_rows_read_back() {
+        let value = serde_json::json!({"rooms": ["broadcast"], "event": "announcement", "data": {"x": 1}});
+        let Some(Captured::Published(p)) = published(value) else {
+            panic!("not read")
+        };
+        assert_eq!(p.rooms, vec!["broadcast"]);
+        assert_eq!(p.event, "announcement");
+    }
+}

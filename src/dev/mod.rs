@@ -1,0 +1,159 @@
+//! `rowcast dev`: the relay against a throwaway local Postgres with the demo
+//! schema, seeded data and a writer that changes demo rows every second, so
+//! events can be watched as they are stored. Ctrl-C stops everything and
+//! removes the cluster. With `DATABASE_URL` set, that database is used
+//! instead (the demo schema is applied to it; it is re-runnable).
+
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+
+use crate::cli::DevArgs;
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::config::{parse_duration, Config, ConfigError};
+use crate::fanout::Hub;
+use crate::relay::Relay;
+use crate::shutdown::{self, Shutdown};
+
+/// The demo application's schema.
+pub const DEMO_SCHEMA: &str = include_str!("../../sql/demo.sql");
+/// The demo's authorization and presence rules.
+pub const DEMO_AUTHORIZATION: &str = include_str!("../../sql/authorize.sql");
+/// Demo rows.
+pub const DEMO_SEED: &str = include_str!("../../sql/seed.sql");
+
+/// Applies the demo schema and its rules (not the seed) to a database.
+pub async fn apply_demo_schema(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute("SET client_min_messages = warning").await?;
+    client.batch_execute(DEMO_SCHEMA).await?;
+    client.batch_execute(DEMO_AUTHORIZATION).await
+}
+
+/// Runs the dev environment until Ctrl-C.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let mut settings = args.settings.clone();
+    crate::telemetry::init_logs(settings.debug);
+    let interval = parse_duration(&args.demo_interval)
+        .ok_or_else(|| ConfigError::new("ROWCAST_DEMO_INTERVAL", "not a duration (for example 1s)"))?;
+    let cluster = match settings.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(_) => None,
+        None => Some(start_cluster(args.keep).await?),
+    };
+    if let Some(cluster) = &cluster {
+        settings.database_url = Some(cluster.url("rowcast"));
+    }
+    if settings.jwt_secret.as_deref().unwrap_or_default().is_empty() {
+        settings.jwt_secret = Some(random_secret());
+    }
+    let config = Config::load(&settings)?;
+    prepare(&config).await?;
+
+    let shutdown = Shutdown::new();
+    let relay = Relay::start(config.clone(), shutdown.clone()).await?;
+    banner(&config, &relay);
+    let printer = tokio::spawn(print_events(relay.hub.clone(), shutdown.clone()));
+    let demo = (!interval.is_zero()).then(|| {
+        tokio::spawn(writer::run(relay.pool.clone(), interval, shutdown.clone()))
+    });
+    let stopper = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        eprintln!("\nrowcast dev: stopping...");
+        stopper.trigger();
+    });
+    let result = relay.wait().await;
+    shutdown.trigger();
+    let _ = printer.await;
+    if let Some(demo) = demo {
+        let _ = demo.await;
+    }
+    drop(cluster);
+    result.map_err(Into::into)
+}
+
+async fn start_cluster(keep: bool) -> anyhow::Result<Cluster> {
+    eprintln!("rowcast dev: starting a throwaway Postgres (wal_level=logical)...");
+    let cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start(&ClusterOptions {
+            keep,
+            durable: true,
+            ..ClusterOptions::default()
+        })
+    })
+    .await??;
+    let (client, connection) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .context("connecting to the throwaway cluster")?;
+    tokio::spawn(connection);
+    client.batch_execute("CREATE DATABASE rowcast").await?;
+    Ok(cluster)
+}
+
+/// Applies the demo schema, rules and seed.
+async fn prepare(config: &Config) -> anyhow::Result<()> {
+    let (client, connection) = config
+        .database
+        .pg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| anyhow::anyhow!("database {}: {}", crate::db::describe(&config.database.pg), crate::db::describe_pg_error(&e)))?;
+    tokio::spawn(connection);
+    apply_demo_schema(&client).await.context("applying sql/demo.sql")?;
+    client.batch_execute(DEMO_SEED).await.context("applying sql/seed.sql")?;
+    Ok(())
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn banner(config: &Config, relay: &Relay) {
+    eprintln!();
+    eprintln!("rowcast dev is running ({} capture)", relay.mode.name());
+    eprintln!("  database   {}", crate::db::describe(&config.database.pg));
+    eprintln!("  writer     changes a demo row every second; events print below");
+    eprintln!("  stop       Ctrl-C (the throwaway cluster is removed)");
+    eprintln!();
+}
+
+async fn print_events(hub: Arc<Hub>, shutdown: Shutdown) {
+    let mut tap = hub.tap();
+    loop {
+        tokio::select! {
+            event = tap.recv() => match event {
+                Ok(event) => println!(
+                    "seq={:<6} {:<26} rooms={} data={}{}",
+                    event.seq,
+                    event.name,
+                    event.rooms.join(","),
+                    event.data,
+                    event.old.as_ref().map(|o| format!(" old={o}")).unwrap_or_default()
+                ),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    println!("({n} events not shown)");
+                }
+                Err(_) => return,
+            },
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+/// Waits a little between demo actions, or stops.
+async fn pause(interval: Duration, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => true,
+        _ = shutdown.wait() => false,
+    }
+}
+
+/// The pool's first client, retried a few times while the relay settles.
+async fn client(pool: &Pool) -> Option<deadpool_postgres::Client> {
+    pool.get().await.ok()
+}

@@ -1,0 +1,416 @@
+//! The outbox: every event stored once, under a global `seq`, by a single
+//! writer.
+//!
+//! A [`Writer`] is one outbox transaction. It locks the one-row
+//! `realtime.state`, which serializes writers and yields the current head,
+//! so `seq` is assigned in commit order with no hole, even if a second relay
+//! ran against the same database. Capture consumes its input inside the same
+//! transaction (trigger mode deletes the capture rows, logical mode stores
+//! the source position), so each committed change is stored exactly once
+//! whatever crashes happen. Only after COMMIT succeeds are the events handed
+//! to the [`Subscriber`] (the fanout).
+
+mod pending;
+mod read;
+mod retention;
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Pool, Transaction};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_postgres::types::PgLsn;
+
+use crate::db::DbError;
+use crate::route::Event;
+
+pub use read::{room_events, RoomPage};
+pub use retention::retain;
+
+/// An event as stored: the routed [`Event`] plus its `seq`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Global, gap-free, increasing in commit order.
+    pub seq: i64,
+    /// Event name.
+    pub name: Arc<str>,
+    /// Rooms it was stored for.
+    pub rooms: Vec<String>,
+    /// JSON object text of the exposed columns.
+    pub data: String,
+    /// JSON object text of the changed columns' previous values (updates).
+    pub old: Option<String>,
+    /// Commit time of the change.
+    pub at: OffsetDateTime,
+    /// For coalesced events: how many changes it stands for.
+    pub count: Option<i32>,
+}
+
+/// Receives stored events after the transaction that stored them committed.
+///
+/// Contract: called from the single writer, in `seq` order, each `seq`
+/// exactly once per process and with no gap (a gap left by a commit whose
+/// outcome was unknown is filled from the table first). Must not block: it
+/// runs on the writer's path.
+pub trait Subscriber: Send + Sync + 'static {
+    /// Takes a batch of newly stored events.
+    fn stored(&self, events: &[Arc<StoredEvent>]);
+}
+
+/// A subscriber that drops everything (for `rowcast migrate`-like tools).
+pub struct Discard;
+
+impl Subscriber for Discard {
+    fn stored(&self, _events: &[Arc<StoredEvent>]) {}
+}
+
+/// Where the logical capture stood after a transaction: which source
+/// transaction (by its commit LSN) and how many of its changes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// Commit LSN of the source transaction.
+    pub lsn: u64,
+    /// Changes of it already stored.
+    pub changes: i64,
+    /// Whether all of it is stored.
+    pub done: bool,
+}
+
+/// The outbox writer's long-lived side: delivery bookkeeping and the
+/// coalescing deadline.
+pub struct Outbox {
+    /// The runtime pool.
+    pool: Pool,
+    /// The fanout.
+    subscriber: Arc<dyn Subscriber>,
+    /// Last seq handed to the subscriber.
+    delivered: i64,
+    /// When the earliest held coalesced burst is due.
+    next_flush: Option<Instant>,
+}
+
+impl Outbox {
+    /// Opens the outbox: the subscriber starts after the current head.
+    pub async fn open(pool: Pool, subscriber: Arc<dyn Subscriber>) -> Result<Self, DbError> {
+        let client = pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT head, (SELECT extract(epoch FROM min(flush_at) - clock_timestamp())::float8 FROM realtime.pending) FROM realtime.state",
+                &[],
+            )
+            .await?;
+        let head: i64 = row.get(0);
+        let due_in: Option<f64> = row.get(1);
+        drop(client);
+        Ok(Self {
+            pool,
+            subscriber,
+            delivered: head,
+            next_flush: due_in.map(pending::deadline_in),
+        })
+    }
+
+    /// The pool the outbox writes with.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Last seq handed to the subscriber.
+    pub fn delivered(&self) -> i64 {
+        self.delivered
+    }
+
+    /// When held coalesced events must be flushed, if any are held.
+    pub fn next_flush(&self) -> Option<Instant> {
+        self.next_flush
+    }
+
+    /// Starts an outbox transaction on a client of the pool.
+    pub async fn begin<'a>(&self, client: &'a mut deadpool_postgres::Client) -> Result<Writer<'a>, DbError> {
+        let tx = client.transaction().await?;
+        let lock = tx
+            .prepare_cached(
+                "SELECT head, source_lsn, source_changes, source_done FROM realtime.state FOR UPDATE",
+            )
+            .await?;
+        let row = tx.query_one(&lock, &[]).await?;
+        let lsn: Option<PgLsn> = row.get(1);
+        Ok(Writer {
+            tx,
+            head: row.get(0),
+            source: lsn.map(|lsn| SourcePosition {
+                lsn: u64::from(lsn),
+                changes: row.get(2),
+                done: row.get(3),
+            }),
+            events: Vec::new(),
+            held: Vec::new(),
+            flush_pending: false,
+        })
+    }
+
+    /// Hands committed events to the subscriber, first filling any gap
+    /// left by a commit whose outcome was not known (its events are read
+    /// back from the table).
+    pub async fn deliver(&mut self, committed: Committed) -> Result<(), DbError> {
+        if let Some(deadline) = committed.held_until {
+            self.next_flush = Some(self.next_flush.map_or(deadline, |d| d.min(deadline)));
+        }
+        if committed.flushed {
+            self.next_flush = committed.next_flush;
+        }
+        let Some(first) = committed.events.first() else {
+            return Ok(());
+        };
+        if first.seq > self.delivered + 1 {
+            self.catch_up(first.seq - 1).await?;
+        }
+        let fresh: Vec<Arc<StoredEvent>> = committed
+            .events
+            .into_iter()
+            .filter(|e| e.seq > self.delivered)
+            .collect();
+        if let Some(last) = fresh.last() {
+            self.delivered = last.seq;
+            metrics::counter!("rowcast_events_stored_total").increment(fresh.len() as u64);
+            self.subscriber.stored(&fresh);
+        }
+        Ok(())
+    }
+
+    /// Delivers everything stored up to `head` that was not delivered yet
+    /// (after a reconnect, or a commit whose result was lost).
+    pub async fn catch_up(&mut self, head: i64) -> Result<(), DbError> {
+        while self.delivered < head {
+            let client = self.pool.get().await?;
+            let batch = read::range(&client, self.delivered, head, 1000).await?;
+            let Some(last) = batch.last() else { break };
+            self.delivered = last.seq;
+            self.subscriber.stored(&batch);
+        }
+        Ok(())
+    }
+
+    /// Reads the stored head and delivers anything not delivered yet.
+    pub async fn resync(&mut self) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        let head: i64 = client
+            .query_one("SELECT head FROM realtime.state", &[])
+            .await?
+            .get(0);
+        drop(client);
+        self.catch_up(head).await
+    }
+}
+
+/// What a committed outbox transaction produced.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// The stored events, in seq order.
+    pub events: Vec<Arc<StoredEvent>>,
+    /// When the bursts it started holding are due.
+    held_until: Option<Instant>,
+    /// Whether it flushed due bursts (then `next_flush` is the new deadline).
+    flushed: bool,
+    /// The next deadline after a flush.
+    next_flush: Option<Instant>,
+}
+
+/// One outbox transaction.
+pub struct Writer<'a> {
+    /// The open transaction, holding the state row lock.
+    tx: Transaction<'a>,
+    /// Head at the start of the transaction.
+    head: i64,
+    /// The logical capture's stored position.
+    source: Option<SourcePosition>,
+    /// Events to store, in order.
+    events: Vec<Event>,
+    /// Events of coalescing routes, to hold.
+    held: Vec<Event>,
+    /// Whether to flush bursts whose window closed.
+    flush_pending: bool,
+}
+
+impl<'a> Writer<'a> {
+    /// The open transaction, for capture to consume its input in it.
+    pub fn transaction(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+
+    /// The logical capture's stored position at the start of this transaction.
+    pub fn source(&self) -> Option<SourcePosition> {
+        self.source
+    }
+
+    /// Queues events; coalescing ones are held instead of stored.
+    pub fn append(&mut self, events: impl IntoIterator<Item = Event>) {
+        for event in events {
+            if event.rooms.is_empty() {
+                continue;
+            }
+            if event.coalesce.is_some() {
+                self.held.push(event);
+            } else {
+                self.events.push(event);
+            }
+        }
+    }
+
+    /// Also stores held bursts whose window has closed.
+    pub fn flush_due(&mut self) {
+        self.flush_pending = true;
+    }
+
+    /// Whether there is anything to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.held.is_empty() && !self.flush_pending
+    }
+
+    /// Writes everything, records `position` (logical mode), and commits.
+    pub async fn commit(mut self, position: Option<SourcePosition>) -> Result<Committed, DbError> {
+        let held_until = pending::hold(&self.tx, &self.held).await?;
+        let mut next_flush = None;
+        if self.flush_pending {
+            let (due, next) = pending::take_due(&self.tx).await?;
+            self.events.extend(due);
+            next_flush = next;
+        }
+        let stored = self.store(position).await?;
+        self.tx.commit().await?;
+        Ok(Committed {
+            events: stored,
+            held_until,
+            flushed: self.flush_pending,
+            next_flush,
+        })
+    }
+
+    async fn store(&mut self, position: Option<SourcePosition>) -> Result<Vec<Arc<StoredEvent>>, DbError> {
+        let stored: Vec<Arc<StoredEvent>> = std::mem::take(&mut self.events)
+            .into_iter()
+            .zip(self.head + 1..)
+            .map(|(e, seq)| {
+                Arc::new(StoredEvent {
+                    seq,
+                    name: e.name,
+                    rooms: e.rooms,
+                    data: e.data,
+                    old: e.old,
+                    at: e.at,
+                    count: e.count,
+                })
+            })
+            .collect();
+        if stored.is_empty() && position.is_none() {
+            return Ok(stored);
+        }
+        let head = stored.last().map_or(self.head, |e| e.seq);
+        let columns = Columns::of(&stored);
+        let statement = self.tx.prepare_cached(INSERT_EVENTS).await?;
+        let (lsn, changes, done) = match position {
+            Some(p) => (Some(PgLsn::from(p.lsn)), p.changes, p.done),
+            None => (None, 0, true),
+        };
+        self.tx
+            .execute(
+                &statement,
+                &[
+                    &columns.seq, &columns.event, &columns.rooms, &columns.data, &columns.old,
+                    &columns.count, &columns.at, &columns.room, &columns.room_seq, &head, &lsn,
+                    &changes, &done,
+                ],
+            )
+            .await?;
+        Ok(stored)
+    }
+}
+
+/// Stores events and their rooms and moves the head (and the logical
+/// position, when one is given) in one statement.
+const INSERT_EVENTS: &str = "
+WITH events AS (
+    INSERT INTO realtime.outbox (seq, event, rooms, data, old, count, committed_at)
+    SELECT s, e, r::text[], d::json, o::json, c, t
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::timestamptz[])
+         AS x(s, e, r, d, o, c, t)
+), rooms AS (
+    INSERT INTO realtime.outbox_rooms (room, seq)
+    SELECT * FROM unnest($8::text[], $9::bigint[])
+)
+UPDATE realtime.state
+SET head = $10,
+    source_lsn = coalesce($11::pg_lsn, source_lsn),
+    source_changes = CASE WHEN $11::pg_lsn IS NULL THEN source_changes ELSE $12 END,
+    source_done = CASE WHEN $11::pg_lsn IS NULL THEN source_done ELSE $13 END";
+
+/// Column arrays for the multi-row insert.
+struct Columns<'e> {
+    seq: Vec<i64>,
+    event: Vec<&'e str>,
+    rooms: Vec<String>,
+    data: Vec<&'e str>,
+    old: Vec<Option<&'e str>>,
+    count: Vec<Option<i32>>,
+    at: Vec<OffsetDateTime>,
+    room: Vec<&'e str>,
+    room_seq: Vec<i64>,
+}
+
+impl<'e> Columns<'e> {
+    fn of(events: &'e [Arc<StoredEvent>]) -> Self {
+        let mut c = Columns {
+            seq: Vec::with_capacity(events.len()),
+            event: Vec::with_capacity(events.len()),
+            rooms: Vec::with_capacity(events.len()),
+            data: Vec::with_capacity(events.len()),
+            old: Vec::with_capacity(events.len()),
+            count: Vec::with_capacity(events.len()),
+            at: Vec::with_capacity(events.len()),
+            room: Vec::new(),
+            room_seq: Vec::new(),
+        };
+        for e in events {
+            c.seq.push(e.seq);
+            c.event.push(&e.name);
+            c.rooms.push(array_literal(&e.rooms));
+            c.data.push(&e.data);
+            c.old.push(e.old.as_deref());
+            c.count.push(e.count);
+            c.at.push(e.at);
+            for room in &e.rooms {
+                c.room.push(room);
+                c.room_seq.push(e.seq);
+            }
+        }
+        c
+    }
+}
+
+/// A text-array literal of room names. Room names never contain quotes,
+/// backslashes, commas or braces, so quoting each element is enough (and
+/// keeps a room called `NULL` a string).
+pub(crate) fn array_literal(rooms: &[String]) -> String {
+    let mut text = String::from("{");
+    for (i, room) in rooms.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push('"');
+        text.push_str(room);
+        text.push('"');
+    }
+    text.push('}');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_arrays_quote_every_element() {
+        assert_eq!(array_literal(&["a_1".into(), "NULL".into()]), r#"{"a_1","NULL"}"#);
+        assert_eq!(array_literal(&[]), "{}");
+    }
+}

@@ -1,0 +1,83 @@
+//! Reading stored events back: a room's history for replay and the HTTP
+//! API, and a seq range for catching the fanout up after a reconnect.
+
+use std::sync::Arc;
+
+use tokio_postgres::Row;
+
+use super::StoredEvent;
+use crate::db::DbError;
+
+/// One page of a room's history.
+#[derive(Debug, Clone)]
+pub struct RoomPage {
+    /// Events of the room with `after < seq <= until`, in seq order.
+    pub events: Vec<Arc<StoredEvent>>,
+    /// The stored head when the page was read.
+    pub head: i64,
+    /// Whether events after `after` were already deleted by retention:
+    /// the reader missed something and must reload its state.
+    pub gap: bool,
+}
+
+fn stored(row: &Row) -> Arc<StoredEvent> {
+    Arc::new(StoredEvent {
+        seq: row.get(0),
+        name: row.get::<_, &str>(1).into(),
+        rooms: row.get(2),
+        data: row.get(3),
+        old: row.get(4),
+        count: row.get(5),
+        at: row.get(6),
+    })
+}
+
+/// Events with `after < seq <= until` (all rooms), at most `limit`.
+pub(super) async fn range(
+    client: &deadpool_postgres::Client,
+    after: i64,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<Arc<StoredEvent>>, DbError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT seq, event, rooms, data::text, old::text, count, committed_at
+             FROM realtime.outbox WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&after, &until, &limit]).await?;
+    Ok(rows.iter().map(stored).collect())
+}
+
+/// A room's events with `after < seq <= until` (`until`: `None` for the
+/// current head), at most `limit`.
+pub async fn room_events(
+    client: &deadpool_postgres::Client,
+    room: &str,
+    after: i64,
+    until: Option<i64>,
+    limit: i64,
+) -> Result<RoomPage, DbError> {
+    let state = client
+        .prepare_cached("SELECT head, oldest FROM realtime.state")
+        .await?;
+    let state = client.query_one(&state, &[]).await?;
+    let (head, oldest): (i64, i64) = (state.get(0), state.get(1));
+    let until = until.unwrap_or(head).min(head);
+    let statement = client
+        .prepare_cached(
+            "SELECT o.seq, o.event, o.rooms, o.data::text, o.old::text, o.count, o.committed_at
+             FROM realtime.outbox_rooms r JOIN realtime.outbox o ON o.seq = r.seq
+             WHERE r.room = $1 AND r.seq > $2 AND r.seq <= $3
+             ORDER BY r.seq LIMIT $4",
+        )
+        .await?;
+    let rows = client
+        .query(&statement, &[&room, &after, &until, &limit])
+        .await?;
+    Ok(RoomPage {
+        events: rows.iter().map(stored).collect(),
+        head,
+        gap: after + 1 < oldest,
+    })
+}

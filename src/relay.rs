@@ -1,0 +1,159 @@
+//! The relay: the stages wired together. [`Relay::start`] reaches the
+//! database, applies the schema, loads and checks the routes, installs
+//! capture, and starts the capture loop, retention and the gateway; it
+//! returns once everything is running.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::capture::{self, Capture, CaptureError, CaptureStatus, Mode, PublishRequest};
+use crate::config::{Config, Retention, RoutesSource};
+use crate::db::{self, DbError};
+use crate::fanout::Hub;
+use crate::outbox::{self, Outbox};
+use crate::route::{RouteError, Router};
+use crate::schema::{self, MigrateError};
+use crate::shutdown::Shutdown;
+
+/// Why the relay could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The database could not be reached or refused a startup query.
+    #[error("database {target}: {source}")]
+    Database {
+        /// Where it pointed, without the password.
+        target: String,
+        /// What went wrong.
+        source: DbError,
+    },
+    /// The relay's schema could not be applied.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The routes file is unusable.
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+    /// Capture failed for good.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// A background task panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Explicit events waiting for the single writer, at most.
+const PUBLISH_QUEUE: usize = 4096;
+
+/// A running relay.
+pub struct Relay {
+    /// Rooms and members; also a tap of every stored event.
+    pub hub: Arc<Hub>,
+    /// The runtime pool.
+    pub pool: Pool,
+    /// The capture mode that runs.
+    pub mode: Mode,
+    /// Explicit events (HTTP publish, presence) for the writer.
+    pub publisher: mpsc::Sender<PublishRequest>,
+    /// Whether capture is up, for readiness.
+    pub capture_status: Arc<CaptureStatus>,
+    /// Stops every task.
+    shutdown: Shutdown,
+    /// The capture loop; its end ends the relay.
+    capture: JoinHandle<Result<(), CaptureError>>,
+    /// Retention, stopped with the relay.
+    retention: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Starts every stage; fails with a clear error when a prerequisite is
+    /// missing (database, schema, routes).
+    pub async fn start(config: Config, shutdown: Shutdown) -> Result<Self, RelayError> {
+        let target = db::describe(&config.database.pg);
+        let database_error = |source| RelayError::Database {
+            target: target.clone(),
+            source,
+        };
+        let pool = db::pool(&config.database);
+        db::wait_until_reachable(&pool, config.database.startup_timeout)
+            .await
+            .map_err(database_error)?;
+        schema::migrate(&config.database).await?;
+        let router = Arc::new(match &config.routes {
+            RoutesSource::Builtin => Router::builtin()?,
+            RoutesSource::File(path) => Router::from_path(path)?,
+        });
+        let catalog = capture::catalog(&pool, &router).await.map_err(database_error)?;
+        router.check(&catalog)?;
+        let (mode, why) = capture::resolve_mode(&pool, config.capture.mode)
+            .await
+            .map_err(database_error)?;
+        tracing::info!(mode = mode.name(), reason = %why, "capture mode selected");
+
+        let hub = Arc::new(Hub::new());
+        let outbox = Outbox::open(pool.clone(), hub.clone())
+            .await
+            .map_err(database_error)?;
+        let (publisher, requests) = mpsc::channel(PUBLISH_QUEUE);
+        let capture_status = Arc::new(CaptureStatus::default());
+        let capture = tokio::spawn(capture::run(
+            mode,
+            Capture {
+                pool: pool.clone(),
+                database: config.database.clone(),
+                router,
+                config: config.capture.clone(),
+                status: capture_status.clone(),
+                requests,
+                shutdown: shutdown.clone(),
+            },
+            outbox,
+        ));
+        let retention = tokio::spawn(retain(pool.clone(), config.retention, shutdown.clone()));
+        Ok(Self {
+            hub,
+            pool,
+            mode,
+            publisher,
+            capture_status,
+            shutdown,
+            capture,
+            retention,
+        })
+    }
+
+    /// Asks every task to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Waits until the relay stopped: after [`shutdown`](Self::shutdown),
+    /// or when capture failed for good (then every task is stopped too).
+    pub async fn wait(self) -> Result<(), RelayError> {
+        let result = self.capture.await;
+        self.shutdown.trigger();
+        let _ = self.retention.await;
+        match result {
+            Ok(result) => result.map_err(RelayError::from),
+            Err(e) => Err(RelayError::Internal(e.to_string())),
+        }
+    }
+}
+
+/// Runs retention every interval until shutdown.
+async fn retain(pool: Pool, retention: Retention, shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(retention.interval.max(Duration::from_millis(100)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if let Err(e) = outbox::retain(&pool, &retention).await {
+                    tracing::warn!(error = %e, "retention failed; will retry");
+                }
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
+}
