@@ -131,7 +131,11 @@ pub struct Settings {
     #[arg(long, env = "ROWCAST_HEARTBEAT_INTERVAL", default_value = "25s")]
     pub heartbeat_interval: String,
     /// Event names clients may emit.
-    #[arg(long, env = "ROWCAST_CLIENT_EVENTS", default_value = "user-typing,user-editing,message")]
+    #[arg(
+        long,
+        env = "ROWCAST_CLIENT_EVENTS",
+        default_value = "user-typing,user-editing,message"
+    )]
     pub client_events: String,
 
     /// Frames queued per connection before it is closed as too slow (4008).

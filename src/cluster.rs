@@ -133,7 +133,17 @@ impl Cluster {
         let data = self.root.join("data");
         let status = self
             .command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -161,7 +171,10 @@ impl Cluster {
         let mut settings: Vec<(String, String)> = [
             ("listen_addresses", "'127.0.0.1'".to_string()),
             ("port", self.port.to_string()),
-            ("unix_socket_directories", format!("'{}'", self.root.display())),
+            (
+                "unix_socket_directories",
+                format!("'{}'", self.root.display()),
+            ),
             ("wal_level", "logical".into()),
             ("max_wal_senders", "64".into()),
             ("max_replication_slots", "64".into()),
@@ -207,7 +220,10 @@ impl Cluster {
     /// A command for a server binary, run as the server user when needed.
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin.join(program));
-        command.current_dir(&self.root).env("LC_ALL", "C").env("TZ", "UTC");
+        command
+            .current_dir(&self.root)
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC");
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
@@ -321,17 +337,37 @@ fn install() -> Result<(), ClusterError> {
             .is_ok_and(|s| s.success());
     if !is_root && !sudo_ok {
         return Err(ClusterError::NoBinaries(
-            "install them (apt-get install postgresql) or set DATABASE_URL to an existing server".into(),
+            "install them (apt-get install postgresql) or set DATABASE_URL to an existing server"
+                .into(),
         ));
     }
-    if Command::new("apt-get").arg("--version").stdout(Stdio::null()).status().is_err() {
+    if Command::new("apt-get")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
         return Err(ClusterError::NoBinaries(
-            "no apt-get here: install the PostgreSQL server (14 or newer) or set DATABASE_URL".into(),
+            "no apt-get here: install the PostgreSQL server (14 or newer) or set DATABASE_URL"
+                .into(),
         ));
     }
     eprintln!("rowcast: installing the PostgreSQL server binaries (apt-get install postgresql)...");
-    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "--no-install-recommends", "postgresql"][..]] {
-        let mut command = if is_root { Command::new("apt-get") } else { Command::new("sudo") };
+    for args in [
+        &["update", "-qq"][..],
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "postgresql",
+        ][..],
+    ] {
+        let mut command = if is_root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
         if !is_root {
             command.args(["-n", "apt-get"]);
         }
@@ -342,7 +378,10 @@ fn install() -> Result<(), ClusterError> {
             .status()
             .map_err(|e| ClusterError::NoBinaries(format!("apt-get: {e}")))?;
         if !status.success() {
-            return Err(ClusterError::NoBinaries(format!("apt-get {} failed", args[0])));
+            return Err(ClusterError::NoBinaries(format!(
+                "apt-get {} failed",
+                args[0]
+            )));
         }
     }
     Ok(())
@@ -358,7 +397,14 @@ fn server_user() -> Result<Option<(u32, u32)>, ClusterError> {
         return Ok(Some(ids));
     }
     let status = Command::new("useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--shell", "/bin/sh", "postgres"])
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/bin/sh",
+            "postgres",
+        ])
         .status()
         .map_err(|e| setup(format!("useradd postgres: {e}")))?;
     if !status.success() {

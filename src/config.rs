@@ -238,7 +238,10 @@ impl Config {
         Ok(Self {
             database: database(s)?,
             capture: CaptureConfig {
-                mode: s.capture.parse().map_err(|e| ConfigError::new("ROWCAST_CAPTURE", e))?,
+                mode: s
+                    .capture
+                    .parse()
+                    .map_err(|e| ConfigError::new("ROWCAST_CAPTURE", e))?,
                 batch_size: positive("ROWCAST_BATCH_SIZE", s.batch_size)?,
                 poll_interval: duration("ROWCAST_POLL_INTERVAL", &s.poll_interval)?,
                 slot: identifier("ROWCAST_SLOT", &s.slot)?,
@@ -268,7 +271,8 @@ fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
             "not set (for example postgres://user:password@localhost:5432/app)",
         ));
     }
-    let pg = crate::db::parse_url(url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
+    let pg =
+        crate::db::parse_url(url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
     Ok(DatabaseConfig {
         pg,
         pool_size: positive("ROWCAST_DB_POOL", s.db_pool)?,
@@ -277,12 +281,14 @@ fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
 }
 
 fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
-    let host: IpAddr = s
-        .bind
-        .parse()
-        .map_err(|_| ConfigError::new("ROWCAST_BIND", format!("`{}` is not an IP address", s.bind)))?;
+    let host: IpAddr = s.bind.parse().map_err(|_| {
+        ConfigError::new("ROWCAST_BIND", format!("`{}` is not an IP address", s.bind))
+    })?;
     let port: u16 = s.port.trim().parse().map_err(|_| {
-        ConfigError::new("SOCKET_PORT", format!("`{}` is not a port number (0-65535)", s.port))
+        ConfigError::new(
+            "SOCKET_PORT",
+            format!("`{}` is not a port number (0-65535)", s.port),
+        )
     })?;
     Ok(GatewayConfig {
         bind: SocketAddr::new(host, port),
@@ -329,14 +335,27 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
     let algorithm = Algorithm::from_str(s.jwt_algorithm.trim()).map_err(|_| {
         ConfigError::new(
             "JWT_ALGORITHM",
-            format!("unsupported algorithm `{}` (HS256, RS256, ES256, ...)", s.jwt_algorithm),
+            format!(
+                "unsupported algorithm `{}` (HS256, RS256, ES256, ...)",
+                s.jwt_algorithm
+            ),
         )
     })?;
-    let is_hmac = matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-    let secret = s.jwt_secret.as_deref().filter(|v| !v.is_empty()).map(Secret::new);
+    let is_hmac = matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    );
+    let secret = s
+        .jwt_secret
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new);
     let public_key_pem = match (&s.jwt_public_key_file, is_hmac) {
         (Some(path), false) => Some(std::fs::read(path).map_err(|e| {
-            ConfigError::new("JWT_PUBLIC_KEY_FILE", format!("cannot read {}: {e}", path.display()))
+            ConfigError::new(
+                "JWT_PUBLIC_KEY_FILE",
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?),
         (None, false) => {
             return Err(ConfigError::new(
@@ -348,10 +367,16 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
     };
     match &secret {
         None if is_hmac => {
-            return Err(ConfigError::new("JWT_SECRET", "not set (required for HS256 tokens)"))
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "not set (required for HS256 tokens)",
+            ))
         }
         Some(secret) if is_hmac && secret.expose().len() < 16 => {
-            return Err(ConfigError::new("JWT_SECRET", "too short (use at least 16 bytes)"))
+            return Err(ConfigError::new(
+                "JWT_SECRET",
+                "too short (use at least 16 bytes)",
+            ))
         }
         _ => {}
     }
@@ -379,7 +404,10 @@ fn client_events(value: &str) -> Result<Vec<String>, ConfigError> {
     Ok(names)
 }
 
-fn positive<T: PartialOrd + Default + Copy>(name: &'static str, value: T) -> Result<T, ConfigError> {
+fn positive<T: PartialOrd + Default + Copy>(
+    name: &'static str,
+    value: T,
+) -> Result<T, ConfigError> {
     if value > T::default() {
         Ok(value)
     } else {
@@ -391,13 +419,17 @@ fn identifier(name: &'static str, value: &str) -> Result<String, ConfigError> {
     let ok = !value.is_empty()
         && value.len() <= 63
         && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(value.to_string())
     } else {
         Err(ConfigError::new(
             name,
-            format!("`{value}` must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"),
+            format!(
+                "`{value}` must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
+            ),
         ))
     }
 }
@@ -414,7 +446,9 @@ fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
 /// Parses `500ms`, `30s`, `5m`, `24h`, `7d` (a bare number means seconds).
 pub fn parse_duration(value: &str) -> Option<Duration> {
     let value = value.trim();
-    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
     let number: u64 = number.parse().ok()?;
     let millis = match unit.trim() {

@@ -22,10 +22,14 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
     let trimmed = url.trim();
     let looks_like_url = trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://");
     if !looks_like_url && !trimmed.contains('=') {
-        return Err("not a Postgres URL (expected postgres://user:password@host:port/database)".into());
+        return Err(
+            "not a Postgres URL (expected postgres://user:password@host:port/database)".into(),
+        );
     }
-    let mut pg = tokio_postgres::Config::from_str(trimmed)
-        .map_err(|_| "not a valid Postgres URL (expected postgres://user:password@host:port/database)".to_string())?;
+    let mut pg = tokio_postgres::Config::from_str(trimmed).map_err(|_| {
+        "not a valid Postgres URL (expected postgres://user:password@host:port/database)"
+            .to_string()
+    })?;
     if pg.get_hosts().is_empty() {
         pg.host("localhost");
     }
@@ -221,7 +225,10 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(e);
             while let Some(s) = source {
-                text = format!("{text}: {s}");
+                let more = s.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
                 source = s.source();
             }
             text
@@ -245,7 +252,11 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `base`, doubling up to `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The delay before the next attempt.

@@ -10,16 +10,16 @@
 //! [`relay`] wires the stages together; [`cluster`] starts a throwaway
 //! Postgres for `rowcast dev`, the tests and the benchmarks.
 
+pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
-pub mod route;
-pub mod capture;
-pub mod cluster;
 pub mod dev;
 pub mod fanout;
 pub mod outbox;
 pub mod relay;
+pub mod route;
 pub mod schema;
 pub mod shutdown;
 pub mod telemetry;

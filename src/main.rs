@@ -39,8 +39,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The error and its causes on one line, each cause only when it adds
+/// something (rowcast's errors already quote their cause).
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -71,7 +83,8 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     if url.trim().is_empty() {
         return Err(ConfigError::new("DATABASE_URL", "not set").into());
     }
-    let pg = rowcast::db::parse_url(&url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
+    let pg =
+        rowcast::db::parse_url(&url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
     let database = rowcast::config::DatabaseConfig {
         pg,
         pool_size: 1,

@@ -23,12 +23,12 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// The database could not be reached or refused a startup query.
-    #[error("database {target}: {source}")]
+    #[error("database {target}: {error}")]
     Database {
         /// Where it pointed, without the password.
         target: String,
-        /// What went wrong.
-        source: DbError,
+        /// What went wrong (already in the message, so not a separate cause).
+        error: DbError,
     },
     /// The relay's schema could not be applied.
     #[error(transparent)]
@@ -72,9 +72,9 @@ impl Relay {
     /// missing (database, schema, routes).
     pub async fn start(config: Config, shutdown: Shutdown) -> Result<Self, RelayError> {
         let target = db::describe(&config.database.pg);
-        let database_error = |source| RelayError::Database {
+        let database_error = |error| RelayError::Database {
             target: target.clone(),
-            source,
+            error,
         };
         let pool = db::pool(&config.database);
         db::wait_until_reachable(&pool, config.database.startup_timeout)
@@ -85,12 +85,15 @@ impl Relay {
             RoutesSource::Builtin => Router::builtin()?,
             RoutesSource::File(path) => Router::from_path(path)?,
         });
-        let catalog = capture::catalog(&pool, &router).await.map_err(database_error)?;
+        let catalog = capture::catalog(&pool, &router)
+            .await
+            .map_err(database_error)?;
         router.check(&catalog)?;
         let (mode, why) = capture::resolve_mode(&pool, config.capture.mode)
             .await
             .map_err(database_error)?;
         tracing::info!(mode = mode.name(), reason = %why, "capture mode selected");
+        capture::install(mode, &pool, &router, &config.capture).await?;
 
         let hub = Arc::new(Hub::new());
         let outbox = Outbox::open(pool.clone(), hub.clone())

@@ -25,7 +25,10 @@ pub async fn migrate(database: &DatabaseConfig) -> Result<(), MigrateError> {
         .username(&endpoint.user)
         .database(&endpoint.dbname)
         .application_name("rowcast migrate")
-        .options([("search_path", "realtime"), ("client_min_messages", "warning")])
+        .options([
+            ("search_path", "realtime"),
+            ("client_min_messages", "warning"),
+        ])
         .log_statements(tracing::log::LevelFilter::Trace);
     if !endpoint.password.is_empty() {
         options = options.password(&endpoint.password);

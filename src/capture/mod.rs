@@ -66,9 +66,10 @@ pub async fn resolve_mode(pool: &Pool, configured: CaptureMode) -> Result<(Mode,
     Ok(match configured {
         CaptureMode::Trigger => (Mode::Trigger, "ROWCAST_CAPTURE=trigger".into()),
         CaptureMode::Logical => (Mode::Logical, "ROWCAST_CAPTURE=logical".into()),
-        CaptureMode::Auto if wal_level == "logical" => {
-            (Mode::Logical, "auto: the server has wal_level=logical".into())
-        }
+        CaptureMode::Auto if wal_level == "logical" => (
+            Mode::Logical,
+            "auto: the server has wal_level=logical".into(),
+        ),
         CaptureMode::Auto => (
             Mode::Trigger,
             format!("auto: the server has wal_level={wal_level}, not logical"),
@@ -144,27 +145,44 @@ pub struct Capture {
     pub shutdown: Shutdown,
 }
 
-/// Installs capture for `mode` (idempotently) and runs it until shutdown or
-/// a fatal error. Transient failures are retried with backoff inside.
-pub async fn run(mode: Mode, capture: Capture, outbox: Outbox) -> Result<(), CaptureError> {
-    record_mode(&capture.pool, mode).await?;
+/// Installs capture for `mode`, idempotently. Once this returns, every
+/// committed change to a routed table is captured.
+pub async fn install(
+    mode: Mode,
+    pool: &Pool,
+    router: &Router,
+    config: &CaptureConfig,
+) -> Result<(), CaptureError> {
+    record_mode(pool, mode).await?;
     match mode {
         Mode::Trigger => {
-            logical::retire(&capture.pool, &capture.config).await?;
-            trigger::install(&capture.pool, &capture.router).await?;
-            trigger::run(capture, outbox).await
+            trigger::install(pool, router).await?;
+            logical::retire(pool, config).await?;
         }
         Mode::Logical => {
-            trigger::uninstall(&capture.pool).await?;
-            logical::run(capture, outbox).await
+            logical::install(pool, router, config).await?;
+            trigger::uninstall(pool).await?;
         }
+    }
+    Ok(())
+}
+
+/// Runs installed capture until shutdown or a fatal error. Transient
+/// failures are retried with backoff inside.
+pub async fn run(mode: Mode, capture: Capture, outbox: Outbox) -> Result<(), CaptureError> {
+    match mode {
+        Mode::Trigger => trigger::run(capture, outbox).await,
+        Mode::Logical => logical::run(capture, outbox).await,
     }
 }
 
 async fn record_mode(pool: &Pool, mode: Mode) -> Result<(), DbError> {
     let client = pool.get().await?;
     client
-        .execute("UPDATE realtime.state SET capture_mode = $1", &[&mode.name()])
+        .execute(
+            "UPDATE realtime.state SET capture_mode = $1",
+            &[&mode.name()],
+        )
         .await?;
     Ok(())
 }
@@ -176,9 +194,13 @@ pub(crate) async fn store_requests(
     router: &Router,
     batch: Vec<PublishRequest>,
 ) -> Result<(), DbError> {
-    let (batch, refused): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(|r| r.event.rooms.iter().all(|room| crate::route::is_room_name(room)) && !r.event.rooms.is_empty());
+    let (batch, refused): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| {
+        r.event
+            .rooms
+            .iter()
+            .all(|room| crate::route::is_room_name(room))
+            && !r.event.rooms.is_empty()
+    });
     for request in refused {
         let _ = request.reply.send(Err("invalid rooms".into()));
     }
@@ -202,7 +224,9 @@ pub(crate) async fn store_requests(
         }
         Err(e) => {
             for request in batch {
-                let _ = request.reply.send(Err("the event could not be stored".into()));
+                let _ = request
+                    .reply
+                    .send(Err("the event could not be stored".into()));
             }
             Err(e)
         }

@@ -93,7 +93,9 @@ pub(crate) fn literal(text: &str) -> String {
 fn function_name(table: &TableRoutes) -> String {
     let mut name = format!("capture {}.{}", table.schema, table.name);
     if name.len() > 63 {
-        let hash = name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let hash = name
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
         name.truncate(54);
         name.push_str(&format!(" {hash:08x}"));
     }
@@ -239,7 +241,11 @@ async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<(), DbError> {
     }
 }
 
-async fn drain_batch(capture: &Capture, outbox: &mut Outbox, flush: bool) -> Result<usize, DbError> {
+async fn drain_batch(
+    capture: &Capture,
+    outbox: &mut Outbox,
+    flush: bool,
+) -> Result<usize, DbError> {
     let limit = capture.config.batch_size as i64;
     let (taken, committed) = {
         let mut client = outbox.pool().get().await?;
@@ -287,7 +293,10 @@ fn change_of(row: &Row, router: &Router) -> Option<Change> {
     if captured.is_none() {
         tracing::warn!(id, "skipped a capture row that could not be read");
     }
-    Some(Change { captured: captured?, at })
+    Some(Change {
+        captured: captured?,
+        at,
+    })
 }
 
 fn into_object(value: Value) -> Option<serde_json::Map<String, Value>> {
@@ -309,7 +318,9 @@ fn published(new: Value) -> Option<Captured> {
         _ => return None,
     };
     let event = fields.remove("event")?.as_str()?.to_string();
-    let data = fields.remove("data").unwrap_or(Value::Object(Default::default()));
+    let data = fields
+        .remove("data")
+        .unwrap_or(Value::Object(Default::default()));
     Some(Captured::Published(Published { rooms, event, data }))
 }
 
@@ -373,7 +384,8 @@ mod tests {
 
     #[test]
     fn published_rows_read_back() {
-        let value = serde_json::json!({"rooms": ["broadcast"], "event": "announcement", "data": {"x": 1}});
+        let value =
+            serde_json::json!({"rooms": ["broadcast"], "event": "announcement", "data": {"x": 1}});
         let Some(Captured::Published(p)) = published(value) else {
             panic!("not read")
         };

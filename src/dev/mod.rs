@@ -27,8 +27,12 @@ pub const DEMO_AUTHORIZATION: &str = include_str!("../../sql/authorize.sql");
 pub const DEMO_SEED: &str = include_str!("../../sql/seed.sql");
 
 /// Applies the demo schema and its rules (not the seed) to a database.
-pub async fn apply_demo_schema(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute("SET client_min_messages = warning").await?;
+pub async fn apply_demo_schema(
+    client: &tokio_postgres::Client,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .await?;
     client.batch_execute(DEMO_SCHEMA).await?;
     client.batch_execute(DEMO_AUTHORIZATION).await
 }
@@ -37,16 +41,26 @@ pub async fn apply_demo_schema(client: &tokio_postgres::Client) -> Result<(), to
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = args.settings.clone();
     crate::telemetry::init_logs(settings.debug);
-    let interval = parse_duration(&args.demo_interval)
-        .ok_or_else(|| ConfigError::new("ROWCAST_DEMO_INTERVAL", "not a duration (for example 1s)"))?;
-    let cluster = match settings.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
+    let interval = parse_duration(&args.demo_interval).ok_or_else(|| {
+        ConfigError::new("ROWCAST_DEMO_INTERVAL", "not a duration (for example 1s)")
+    })?;
+    let cluster = match settings
+        .database_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    {
         Some(_) => None,
         None => Some(start_cluster(args.keep).await?),
     };
     if let Some(cluster) = &cluster {
         settings.database_url = Some(cluster.url("rowcast"));
     }
-    if settings.jwt_secret.as_deref().unwrap_or_default().is_empty() {
+    if settings
+        .jwt_secret
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
         settings.jwt_secret = Some(random_secret());
     }
     let config = Config::load(&settings)?;
@@ -56,9 +70,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let relay = Relay::start(config.clone(), shutdown.clone()).await?;
     banner(&config, &relay);
     let printer = tokio::spawn(print_events(relay.hub.clone(), shutdown.clone()));
-    let demo = (!interval.is_zero()).then(|| {
-        tokio::spawn(writer::run(relay.pool.clone(), interval, shutdown.clone()))
-    });
+    let demo = (!interval.is_zero())
+        .then(|| tokio::spawn(writer::run(relay.pool.clone(), interval, shutdown.clone())));
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         shutdown::signal().await;
@@ -85,9 +98,10 @@ async fn start_cluster(keep: bool) -> anyhow::Result<Cluster> {
         })
     })
     .await??;
-    let (client, connection) = tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
-        .await
-        .context("connecting to the throwaway cluster")?;
+    let (client, connection) =
+        tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .context("connecting to the throwaway cluster")?;
     tokio::spawn(connection);
     client.batch_execute("CREATE DATABASE rowcast").await?;
     Ok(cluster)
@@ -100,10 +114,21 @@ async fn prepare(config: &Config) -> anyhow::Result<()> {
         .pg
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| anyhow::anyhow!("database {}: {}", crate::db::describe(&config.database.pg), crate::db::describe_pg_error(&e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "database {}: {}",
+                crate::db::describe(&config.database.pg),
+                crate::db::describe_pg_error(&e)
+            )
+        })?;
     tokio::spawn(connection);
-    apply_demo_schema(&client).await.context("applying sql/demo.sql")?;
-    client.batch_execute(DEMO_SEED).await.context("applying sql/seed.sql")?;
+    apply_demo_schema(&client)
+        .await
+        .context("applying sql/demo.sql")?;
+    client
+        .batch_execute(DEMO_SEED)
+        .await
+        .context("applying sql/seed.sql")?;
     Ok(())
 }
 

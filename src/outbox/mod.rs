@@ -126,7 +126,10 @@ impl Outbox {
     }
 
     /// Starts an outbox transaction on a client of the pool.
-    pub async fn begin<'a>(&self, client: &'a mut deadpool_postgres::Client) -> Result<Writer<'a>, DbError> {
+    pub async fn begin<'a>(
+        &self,
+        client: &'a mut deadpool_postgres::Client,
+    ) -> Result<Writer<'a>, DbError> {
         let tx = client.transaction().await?;
         let lock = tx
             .prepare_cached(
@@ -286,7 +289,10 @@ impl<'a> Writer<'a> {
         })
     }
 
-    async fn store(&mut self, position: Option<SourcePosition>) -> Result<Vec<Arc<StoredEvent>>, DbError> {
+    async fn store(
+        &mut self,
+        position: Option<SourcePosition>,
+    ) -> Result<Vec<Arc<StoredEvent>>, DbError> {
         let stored: Vec<Arc<StoredEvent>> = std::mem::take(&mut self.events)
             .into_iter()
             .zip(self.head + 1..)
@@ -316,9 +322,19 @@ impl<'a> Writer<'a> {
             .execute(
                 &statement,
                 &[
-                    &columns.seq, &columns.event, &columns.rooms, &columns.data, &columns.old,
-                    &columns.count, &columns.at, &columns.room, &columns.room_seq, &head, &lsn,
-                    &changes, &done,
+                    &columns.seq,
+                    &columns.event,
+                    &columns.rooms,
+                    &columns.data,
+                    &columns.old,
+                    &columns.count,
+                    &columns.at,
+                    &columns.room,
+                    &columns.room_seq,
+                    &head,
+                    &lsn,
+                    &changes,
+                    &done,
                 ],
             )
             .await?;
@@ -410,7 +426,10 @@ mod tests {
 
     #[test]
     fn room_arrays_quote_every_element() {
-        assert_eq!(array_literal(&["a_1".into(), "NULL".into()]), r#"{"a_1","NULL"}"#);
+        assert_eq!(
+            array_literal(&["a_1".into(), "NULL".into()]),
+            r#"{"a_1","NULL"}"#
+        );
         assert_eq!(array_literal(&[]), "{}");
     }
 }

@@ -84,7 +84,9 @@ fn merge(held: &[Event]) -> Vec<(String, (&Event, i32))> {
 
 /// Takes the bursts whose window closed, as events to store, and the next
 /// deadline.
-pub(super) async fn take_due(tx: &Transaction<'_>) -> Result<(Vec<Event>, Option<Instant>), DbError> {
+pub(super) async fn take_due(
+    tx: &Transaction<'_>,
+) -> Result<(Vec<Event>, Option<Instant>), DbError> {
     let statement = tx
         .prepare_cached(
             "DELETE FROM realtime.pending WHERE flush_at <= clock_timestamp()

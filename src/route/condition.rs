@@ -107,12 +107,20 @@ mod tests {
         assert!(cond(Side::New, "status", Test::Eq(json!("accepted"))).holds(&change));
         assert!(!cond(Side::New, "status", Test::Eq(json!("rejected"))).holds(&change));
         assert!(cond(Side::New, "status", Test::Not(json!("rejected"))).holds(&change));
-        assert!(cond(Side::New, "status", Test::In(vec![json!("x"), json!("accepted")])).holds(&change));
+        assert!(cond(
+            Side::New,
+            "status",
+            Test::In(vec![json!("x"), json!("accepted")])
+        )
+        .holds(&change));
     }
 
     #[test]
     fn null_tests_and_missing_columns() {
-        let change = update(json!({"read_at": null}), json!({"read_at": "2026-01-01T00:00:00+00:00"}));
+        let change = update(
+            json!({"read_at": null}),
+            json!({"read_at": "2026-01-01T00:00:00+00:00"}),
+        );
         assert!(cond(Side::Old, "read_at", Test::Null(true)).holds(&change));
         assert!(cond(Side::New, "read_at", Test::Null(false)).holds(&change));
         assert!(!cond(Side::New, "read_at", Test::Null(true)).holds(&change));

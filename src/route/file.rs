@@ -135,7 +135,12 @@ pub fn parse(text: &str, source_name: &str) -> Result<Router, RouteError> {
 }
 
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+    let message = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .to_string();
     match e.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -209,7 +214,11 @@ fn ops(on: &[String]) -> Result<Vec<Op>, String> {
             "insert" => Op::Insert,
             "update" => Op::Update,
             "delete" => Op::Delete,
-            other => return Err(format!("unknown operation `{other}` in `on` (insert, update, delete)")),
+            other => {
+                return Err(format!(
+                    "unknown operation `{other}` in `on` (insert, update, delete)"
+                ))
+            }
         };
         if !ops.contains(&op) {
             ops.push(op);
@@ -249,7 +258,12 @@ fn test_of(column: &str, test: &TestFile) -> Result<Test, String> {
         TestFile::Literal(value) => return Ok(Test::Eq(scalar(column, value)?)),
         TestFile::Op(op) => op,
     };
-    let given = [op.eq.is_some(), op.not.is_some(), op.one_of.is_some(), op.null.is_some()];
+    let given = [
+        op.eq.is_some(),
+        op.not.is_some(),
+        op.one_of.is_some(),
+        op.null.is_some(),
+    ];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(format!(
             "condition on `{column}` needs exactly one of eq, not, in, null"
@@ -258,7 +272,11 @@ fn test_of(column: &str, test: &TestFile) -> Result<Test, String> {
     Ok(match (&op.eq, &op.not, &op.one_of, op.null) {
         (Some(v), ..) => Test::Eq(scalar(column, v)?),
         (_, Some(v), ..) => Test::Not(scalar(column, v)?),
-        (_, _, Some(vs), _) => Test::In(vs.iter().map(|v| scalar(column, v)).collect::<Result<_, _>>()?),
+        (_, _, Some(vs), _) => Test::In(
+            vs.iter()
+                .map(|v| scalar(column, v))
+                .collect::<Result<_, _>>()?,
+        ),
         (_, _, _, Some(null)) => Test::Null(null),
         _ => unreachable!("exactly one was checked above"),
     })
@@ -279,7 +297,9 @@ fn scalar(column: &str, value: &toml::Value) -> Result<Value, String> {
 fn window(text: &str) -> Result<Duration, String> {
     match crate::config::parse_duration(text) {
         Some(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(3600) => Ok(d),
-        _ => Err(format!("`coalesce = \"{text}\"` must be a duration between 1ms and 1h")),
+        _ => Err(format!(
+            "`coalesce = \"{text}\"` must be a duration between 1ms and 1h"
+        )),
     }
 }
 

@@ -197,7 +197,10 @@ impl Router {
     }
 
     pub(crate) fn new(tables: BTreeMap<String, TableRoutes>) -> Self {
-        let names = tables.keys().map(|k| (k.clone(), Arc::from(k.as_str()))).collect();
+        let names = tables
+            .keys()
+            .map(|k| (k.clone(), Arc::from(k.as_str())))
+            .collect();
         Self { tables, names }
     }
 
@@ -216,7 +219,9 @@ impl Router {
         for table in self.tables.values() {
             let qualified = table.qualified();
             let Some(columns) = catalog.get(&qualified) else {
-                return Err(RouteError::Catalog(format!("table {qualified} does not exist")));
+                return Err(RouteError::Catalog(format!(
+                    "table {qualified} does not exist"
+                )));
             };
             if let Some(missing) = table.columns.iter().find(|c| !columns.contains(c)) {
                 let route = table
@@ -292,7 +297,8 @@ impl Route {
             name: self.event.clone(),
             rooms,
             data: Value::Object(self.exposed(shown)).to_string(),
-            old: (change.op == Op::Update).then(|| Value::Object(self.changed_exposed(change)).to_string()),
+            old: (change.op == Op::Update)
+                .then(|| Value::Object(self.changed_exposed(change)).to_string()),
             at,
             count: None,
             coalesce: self.coalesce,

@@ -33,7 +33,9 @@ impl Template {
         while !rest.is_empty() {
             match rest.find('{') {
                 Some(0) => {
-                    let end = rest.find('}').ok_or_else(|| format!("`{source}`: unclosed `{{`"))?;
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("`{source}`: unclosed `{{`"))?;
                     let column = rest[1..end].trim();
                     if column.is_empty() || column.contains('{') {
                         return Err(format!("`{source}`: empty or nested placeholder"));
@@ -45,7 +47,9 @@ impl Template {
                     let end = found.unwrap_or(rest.len());
                     let literal = &rest[..end];
                     if literal.contains('}') || !is_room_name(literal) {
-                        return Err(format!("`{source}`: `{literal}` cannot be part of a room name"));
+                        return Err(format!(
+                            "`{source}`: `{literal}` cannot be part of a room name"
+                        ));
                     }
                     parts.push(Part::Literal(literal.to_string()));
                     rest = &rest[end..];
@@ -117,7 +121,10 @@ mod tests {
     fn values_that_break_room_names_drop_the_room() {
         let t = Template::parse("tag_{name}").unwrap();
         assert_eq!(t.render(&row(json!({"name": "a b; drop"}))), None);
-        assert_eq!(t.render(&row(json!({"name": "rust"}))), Some("tag_rust".into()));
+        assert_eq!(
+            t.render(&row(json!({"name": "rust"}))),
+            Some("tag_rust".into())
+        );
     }
 
     #[test]

@@ -38,7 +38,10 @@ fn content_insert_goes_to_content_and_author_rooms() {
     ));
     assert_eq!(
         names_and_rooms(&events),
-        vec![("content-created".into(), vec!["content_7".into(), "user_3".into()])]
+        vec![(
+            "content-created".into(),
+            vec!["content_7".into(), "user_3".into()]
+        )]
     );
     let data: Value = serde_json::from_str(&events[0].data).unwrap();
     assert_eq!(data["title"], "t");
@@ -61,7 +64,12 @@ fn updates_carry_changed_exposed_columns_in_old() {
 #[test]
 fn secret_only_user_updates_produce_nothing() {
     let row = |email: &str| json!({"id": 1, "username": "u", "display_name": "U", "bio": null, "avatar_url": null, "status": "offline", "email": email});
-    let events = router().route(&change("users", Op::Update, Some(row("a@x")), Some(row("b@x"))));
+    let events = router().route(&change(
+        "users",
+        Op::Update,
+        Some(row("a@x")),
+        Some(row("b@x")),
+    ));
     assert!(events.is_empty());
 }
 
@@ -73,16 +81,23 @@ fn profile_updates_never_expose_secrets() {
         Some(json!({"id": 1, "username": "u", "email": "a@x", "password_hash": "h1"})),
         Some(json!({"id": 1, "username": "v", "email": "b@x", "password_hash": "h2"})),
     ));
-    assert_eq!(names_and_rooms(&events), vec![("user-profile-updated".into(), vec!["user_1".into()])]);
+    assert_eq!(
+        names_and_rooms(&events),
+        vec![("user-profile-updated".into(), vec!["user_1".into()])]
+    );
     for text in [&events[0].data, events[0].old.as_ref().unwrap()] {
-        assert!(!text.contains("email") && !text.contains("password_hash") && !text.contains("a@x"));
+        assert!(
+            !text.contains("email") && !text.contains("password_hash") && !text.contains("a@x")
+        );
     }
 }
 
 #[test]
 fn friend_request_transitions() {
     let r = router();
-    let row = |status: &str| Some(json!({"id": 9, "requester_id": 1, "addressee_id": 2, "status": status}));
+    let row = |status: &str| {
+        Some(json!({"id": 9, "requester_id": 1, "addressee_id": 2, "status": status}))
+    };
     let sent = r.route(&change("friend_requests", Op::Insert, None, row("pending")));
     assert_eq!(
         names_and_rooms(&sent),
@@ -91,37 +106,88 @@ fn friend_request_transitions() {
             ("friend-request-received".into(), vec!["user_2".into()]),
         ]
     );
-    let accepted = r.route(&change("friend_requests", Op::Update, row("pending"), row("accepted")));
+    let accepted = r.route(&change(
+        "friend_requests",
+        Op::Update,
+        row("pending"),
+        row("accepted"),
+    ));
     assert_eq!(
         names_and_rooms(&accepted),
-        vec![("friend-request-accepted".into(), vec!["user_1".into(), "user_2".into()])]
+        vec![(
+            "friend-request-accepted".into(),
+            vec!["user_1".into(), "user_2".into()]
+        )]
     );
-    let rejected = r.route(&change("friend_requests", Op::Update, row("pending"), row("rejected")));
-    assert_eq!(names_and_rooms(&rejected), vec![("friend-request-rejected".into(), vec!["user_1".into()])]);
-    let reopened = r.route(&change("friend_requests", Op::Update, row("rejected"), row("accepted")));
+    let rejected = r.route(&change(
+        "friend_requests",
+        Op::Update,
+        row("pending"),
+        row("rejected"),
+    ));
+    assert_eq!(
+        names_and_rooms(&rejected),
+        vec![("friend-request-rejected".into(), vec!["user_1".into()])]
+    );
+    let reopened = r.route(&change(
+        "friend_requests",
+        Op::Update,
+        row("rejected"),
+        row("accepted"),
+    ));
     assert!(reopened.is_empty());
 }
 
 #[test]
 fn payments_complete_on_insert_or_transition_only() {
     let r = router();
-    let row = |status: &str| Some(json!({"id": 1, "user_id": 5, "amount_cents": 100, "status": status, "card_token": "tok_secret"}));
+    let row = |status: &str| {
+        Some(
+            json!({"id": 1, "user_id": 5, "amount_cents": 100, "status": status, "card_token": "tok_secret"}),
+        )
+    };
     let inserted = r.route(&change("payments", Op::Insert, None, row("completed")));
-    assert_eq!(names_and_rooms(&inserted), vec![("payment-completed".into(), vec!["user_5".into()])]);
+    assert_eq!(
+        names_and_rooms(&inserted),
+        vec![("payment-completed".into(), vec!["user_5".into()])]
+    );
     assert!(!inserted[0].data.contains("tok_secret"));
-    assert!(r.route(&change("payments", Op::Insert, None, row("pending"))).is_empty());
-    assert_eq!(r.route(&change("payments", Op::Update, row("pending"), row("completed"))).len(), 1);
+    assert!(r
+        .route(&change("payments", Op::Insert, None, row("pending")))
+        .is_empty());
+    assert_eq!(
+        r.route(&change(
+            "payments",
+            Op::Update,
+            row("pending"),
+            row("completed")
+        ))
+        .len(),
+        1
+    );
     let mut same = row("completed");
     same.as_mut().unwrap()["amount_cents"] = json!(200);
-    assert!(r.route(&change("payments", Op::Update, row("completed"), same)).is_empty());
+    assert!(r
+        .route(&change("payments", Op::Update, row("completed"), same))
+        .is_empty());
 }
 
 #[test]
 fn notification_read_needs_null_to_set() {
     let r = router();
-    let row = |read_at: Value| Some(json!({"id": 1, "user_id": 4, "kind": "k", "body": "b", "read_at": read_at}));
-    let read = r.route(&change("notifications", Op::Update, row(Value::Null), row(json!("2026-01-01T00:00:00+00:00"))));
-    assert_eq!(names_and_rooms(&read), vec![("notification-read".into(), vec!["user_4".into()])]);
+    let row = |read_at: Value| {
+        Some(json!({"id": 1, "user_id": 4, "kind": "k", "body": "b", "read_at": read_at}))
+    };
+    let read = r.route(&change(
+        "notifications",
+        Op::Update,
+        row(Value::Null),
+        row(json!("2026-01-01T00:00:00+00:00")),
+    ));
+    assert_eq!(
+        names_and_rooms(&read),
+        vec![("notification-read".into(), vec!["user_4".into()])]
+    );
     let again = r.route(&change(
         "notifications",
         Op::Update,
@@ -138,22 +204,41 @@ fn media_rooms_follow_the_album_and_a_move() {
     let loose = r.route(&change("media", Op::Insert, None, row(Value::Null)));
     assert_eq!(loose[0].rooms, vec!["media_3", "user_2"]);
     let moved = r.route(&change("media", Op::Update, row(json!(1)), row(json!(2))));
-    assert_eq!(moved[0].rooms, vec!["media_3", "user_2", "album_2", "album_1"]);
+    assert_eq!(
+        moved[0].rooms,
+        vec!["media_3", "user_2", "album_2", "album_1"]
+    );
 }
 
 #[test]
 fn deletes_show_the_old_row() {
-    let events = router().route(&change("friendships", Op::Delete, Some(json!({"user_a": 1, "user_b": 2})), None));
+    let events = router().route(&change(
+        "friendships",
+        Op::Delete,
+        Some(json!({"user_a": 1, "user_b": 2})),
+        None,
+    ));
     assert_eq!(
         names_and_rooms(&events),
-        vec![("friendship-ended".into(), vec!["user_1".into(), "user_2".into()])]
+        vec![(
+            "friendship-ended".into(),
+            vec!["user_1".into(), "user_2".into()]
+        )]
     );
-    assert_eq!(serde_json::from_str::<Value>(&events[0].data).unwrap(), json!({"user_a": 1, "user_b": 2}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&events[0].data).unwrap(),
+        json!({"user_a": 1, "user_b": 2})
+    );
 }
 
 #[test]
 fn content_views_coalesce() {
-    let events = router().route(&change("content_views", Op::Insert, None, Some(json!({"id": 1, "content_id": 8}))));
+    let events = router().route(&change(
+        "content_views",
+        Op::Insert,
+        None,
+        Some(json!({"id": 1, "content_id": 8})),
+    ));
     assert_eq!(events[0].coalesce, Some(Duration::from_secs(1)));
 }
 
@@ -167,7 +252,10 @@ fn published_events_pass_through_with_valid_rooms_only() {
         }),
         at: OffsetDateTime::UNIX_EPOCH,
     });
-    assert_eq!(names_and_rooms(&events), vec![("announcement".into(), vec!["broadcast".into()])]);
+    assert_eq!(
+        names_and_rooms(&events),
+        vec![("announcement".into(), vec!["broadcast".into()])]
+    );
 }
 
 #[test]
@@ -175,7 +263,11 @@ fn captured_columns_exclude_secrets() {
     let r = router();
     for table in r.tables() {
         for secret in ["email", "password_hash", "card_token"] {
-            assert!(!table.columns.iter().any(|c| c == secret), "{} captures {secret}", table.name);
+            assert!(
+                !table.columns.iter().any(|c| c == secret),
+                "{} captures {secret}",
+                table.name
+            );
         }
     }
 }
@@ -188,9 +280,15 @@ fn catalog_check_names_the_missing_piece() {
         .map(|t| (t.qualified(), t.columns.clone()))
         .collect();
     assert!(r.check(&catalog).is_ok());
-    catalog.get_mut("public.content").unwrap().retain(|c| c != "author_id");
+    catalog
+        .get_mut("public.content")
+        .unwrap()
+        .retain(|c| c != "author_id");
     let err = r.check(&catalog).unwrap_err().to_string();
-    assert!(err.contains("author_id") && err.contains("public.content"), "{err}");
+    assert!(
+        err.contains("author_id") && err.contains("public.content"),
+        "{err}"
+    );
     catalog.remove("public.content");
     let err = r.check(&catalog).unwrap_err().to_string();
     assert!(err.contains("public.content does not exist"), "{err}");
@@ -198,18 +296,28 @@ fn catalog_check_names_the_missing_piece() {
 
 #[test]
 fn bad_files_are_refused_with_a_line() {
-    let err = file::parse("[[route]]\nevnt = \"x\"\n", "r.toml").unwrap_err().to_string();
+    let err = file::parse("[[route]]\nevnt = \"x\"\n", "r.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("routes file r.toml: line"), "{err}");
     let base = "[[route]]\nevent = \"e\"\ntable = \"t\"\nexpose = [\"id\"]\nrooms = [\"t_{id}\"]\n";
-    let err = file::parse(&format!("{base}on = [\"upsert\"]\n"), "r.toml").unwrap_err().to_string();
+    let err = file::parse(&format!("{base}on = [\"upsert\"]\n"), "r.toml")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown operation `upsert`"), "{err}");
-    let err = file::parse(&format!("{base}on = [\"insert\"]\nwhen.old.x = 1\n"), "r.toml")
-        .unwrap_err()
-        .to_string();
+    let err = file::parse(
+        &format!("{base}on = [\"insert\"]\nwhen.old.x = 1\n"),
+        "r.toml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("insert-only"), "{err}");
-    let err = file::parse(&format!("{base}on = [\"insert\"]\ncoalesce = \"forever\"\n"), "r.toml")
-        .unwrap_err()
-        .to_string();
+    let err = file::parse(
+        &format!("{base}on = [\"insert\"]\ncoalesce = \"forever\"\n"),
+        "r.toml",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("coalesce"), "{err}");
     let err = file::parse(
         "[[route]]\nevent = \"e\"\ntable = \"t\"\non = [\"insert\"]\nrooms = [\"t_{id}\"]\n",
@@ -228,17 +336,47 @@ fn every_catalog_event_has_a_route() {
         .flat_map(|t| t.routes.iter().map(|route| route.event.to_string()))
         .collect();
     for expected in [
-        "content-created", "content-updated", "content-deleted", "content-rated", "content-viewed",
-        "chapter-created", "chapter-updated", "chapter-deleted", "user-profile-updated",
-        "friend-request-sent", "friend-request-received", "friend-request-accepted",
-        "friend-request-rejected", "friendship-ended", "calendar-event-created",
-        "calendar-event-updated", "calendar-event-deleted", "calendar-invite-received",
-        "calendar-invite-accepted", "calendar-invite-rejected", "media-uploaded", "media-updated",
-        "media-deleted", "album-created", "album-updated", "album-deleted", "diary-entry-created",
-        "diary-entry-updated", "diary-entry-deleted", "message-sent", "message-received",
-        "payment-completed", "subscription-updated", "ad-view-logged", "notification",
-        "notification-read", "announcement",
+        "content-created",
+        "content-updated",
+        "content-deleted",
+        "content-rated",
+        "content-viewed",
+        "chapter-created",
+        "chapter-updated",
+        "chapter-deleted",
+        "user-profile-updated",
+        "friend-request-sent",
+        "friend-request-received",
+        "friend-request-accepted",
+        "friend-request-rejected",
+        "friendship-ended",
+        "calendar-event-created",
+        "calendar-event-updated",
+        "calendar-event-deleted",
+        "calendar-invite-received",
+        "calendar-invite-accepted",
+        "calendar-invite-rejected",
+        "media-uploaded",
+        "media-updated",
+        "media-deleted",
+        "album-created",
+        "album-updated",
+        "album-deleted",
+        "diary-entry-created",
+        "diary-entry-updated",
+        "diary-entry-deleted",
+        "message-sent",
+        "message-received",
+        "payment-completed",
+        "subscription-updated",
+        "ad-view-logged",
+        "notification",
+        "notification-read",
+        "announcement",
     ] {
-        assert!(names.iter().any(|n| n == expected), "no route for {expected}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "no route for {expected}"
+        );
     }
 }

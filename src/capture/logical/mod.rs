@@ -28,6 +28,15 @@ pub async fn retire(pool: &Pool, config: &CaptureConfig) -> Result<(), DbError> 
     Ok(())
 }
 
+/// Creates the slot and publication (not available yet).
+pub async fn install(
+    _pool: &Pool,
+    _router: &crate::route::Router,
+    _config: &CaptureConfig,
+) -> Result<(), CaptureError> {
+    Err(CaptureError::Logical("not available yet".into()))
+}
+
 /// Streams changes from the slot into the outbox until shutdown.
 pub(super) async fn run(_capture: Capture, _outbox: Outbox) -> Result<(), CaptureError> {
     Err(CaptureError::Logical("not available yet".into()))

@@ -1,0 +1,286 @@
+//! The relay under failure: SIGKILL in the middle of a write burst, a
+//! Postgres restart under load, bad settings at startup, schema order, and
+//! retention bookkeeping.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+macro_rules! in_both_modes {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod trigger_mode {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$body("trigger").await })*
+        }
+        mod logical_mode {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$body("logical").await })*
+        }
+    };
+}
+
+in_both_modes! {
+    sigkill_mid_burst_loses_and_repeats_nothing => sigkill_mid_burst,
+    postgres_restart_under_load_loses_nothing => postgres_restart,
+}
+
+async fn wait_for_head(client: &tokio_postgres::Client, at_least: i64) {
+    wait_for("stored events", Duration::from_secs(60), || async {
+        (head(client).await >= at_least).then_some(())
+    })
+    .await;
+}
+
+/// Kills the relay binary with SIGKILL at several points of an 8-writer
+/// burst, restarting it each time.
+async fn sigkill_mid_burst(mode: &str) {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    burst::setup(&client).await;
+    let mut relay = spawn_relay_binary(&db, mode, &[]);
+    wait_for(
+        "the relay to install capture",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM realtime.state WHERE capture_mode IS NOT NULL",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    barrier(&client).await;
+    let writers = burst::start(&db.url, 8, 500);
+    for threshold in [300, 1200, 2400] {
+        wait_for_head(&client, threshold).await;
+        relay.kill().expect("SIGKILL the relay");
+        relay.wait().expect("reap the relay");
+        relay = spawn_relay_binary(&db, mode, &[]);
+    }
+    burst::join(writers).await;
+    let until = barrier(&client).await;
+    burst::verify(&client, until).await;
+    relay.kill().ok();
+    relay.wait().ok();
+}
+
+/// Restarts Postgres while writers and the relay are busy.
+async fn postgres_restart(mode: &str) {
+    let cluster = private_cluster();
+    let db = private_demo_db(&cluster).await;
+    let client = db.client().await;
+    burst::setup(&client).await;
+    let relay = start_relay(&db, mode).await;
+    let writers = burst::start(&db.url, 8, 500);
+    wait_for_head(&client, 400).await;
+    drop(client);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster
+            .restart(rowcast::cluster::StopMode::Fast)
+            .expect("restart postgres");
+        cluster
+    })
+    .await
+    .unwrap();
+    burst::join(writers).await;
+    let client = db.client().await;
+    let until = barrier(&client).await;
+    burst::verify(&client, until).await;
+    assert!(relay.capture_status.is_running(), "capture recovered");
+    stop_relay(relay).await;
+    drop(cluster);
+}
+
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let output = relay_binary(args, env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run rowcast");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn assert_one_clear_line(stderr: &str, mentions: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(
+        lines[0].contains(mentions),
+        "`{}` does not mention {mentions}",
+        lines[0]
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn bad_settings_fail_with_one_line() {
+    let db = TestDb::demo().await;
+    let dir = std::env::temp_dir().join(format!("rowcast-routes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_column = dir.join("bad_column.toml");
+    std::fs::write(
+        &bad_column,
+        "[[route]]\nevent = \"x\"\ntable = \"content\"\non = [\"insert\"]\nexpose = [\"id\", \"nope\"]\nrooms = [\"content_{id}\"]\n",
+    )
+    .unwrap();
+    let bad_table = dir.join("bad_table.toml");
+    std::fs::write(
+        &bad_table,
+        "[[route]]\nevent = \"x\"\ntable = \"contnt\"\non = [\"insert\"]\nexpose = [\"id\"]\nrooms = [\"content_{id}\"]\n",
+    )
+    .unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "[[route]]\nevent = \n").unwrap();
+
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![("ROWCAST_ROUTES", bad_column.display().to_string())],
+            "nope",
+        ),
+        (
+            vec![("ROWCAST_ROUTES", bad_table.display().to_string())],
+            "public.contnt does not exist",
+        ),
+        (
+            vec![("ROWCAST_ROUTES", bad_toml.display().to_string())],
+            "line 2",
+        ),
+        (
+            vec![("ROWCAST_ROUTES", "/nonexistent/routes.toml".into())],
+            "/nonexistent/routes.toml",
+        ),
+        (
+            vec![("DATABASE_URL", "mysql://root:hunter2@localhost/x".into())],
+            "DATABASE_URL",
+        ),
+        (
+            vec![("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:1/x".into())],
+            "127.0.0.1:1",
+        ),
+        (vec![("SOCKET_PORT", "seventy".into())], "SOCKET_PORT"),
+        (vec![("ROWCAST_CAPTURE", "magic".into())], "ROWCAST_CAPTURE"),
+        (vec![("JWT_SECRET", "".into())], "JWT_SECRET"),
+    ];
+    for (overrides, mentions) in cases {
+        let mut env: Vec<(&str, String)> = vec![
+            ("DATABASE_URL", db.url.clone()),
+            ("ROWCAST_CAPTURE", "trigger".into()),
+        ];
+        for (key, value) in &overrides {
+            env.retain(|(k, _)| k != key);
+            env.push((key, value.clone()));
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, stderr) = run_to_exit(&["serve"], &env);
+        assert_ne!(code, 0, "{overrides:?} should fail");
+        assert_one_clear_line(&stderr, mentions);
+        assert!(
+            !stderr.contains("hunter2"),
+            "a password reached the output: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema_before_or_after_the_demo() {
+    let db = TestDb::blank().await;
+    let (code, stderr) = run_to_exit(&["migrate"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(code, 0, "{stderr}");
+    let client = db.client().await;
+    rowcast::dev::apply_demo_schema(&client)
+        .await
+        .expect("demo after migrations");
+    rowcast::dev::apply_demo_schema(&client)
+        .await
+        .expect("demo twice");
+    let (code, stderr) = run_to_exit(&["migrate"], &[("DATABASE_URL", &db.url)]);
+    assert_eq!(code, 0, "migrate twice: {stderr}");
+    let rule: bool = client
+        .query_one("SELECT realtime.authorize('1', 'diary_999', '{}')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !rule,
+        "the demo's rule is installed and refuses a missing diary"
+    );
+    let views: i64 = client
+        .query_one("SELECT count(*) FROM realtime.events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(views, 0);
+}
+
+#[tokio::test]
+async fn help_lists_the_subcommands() {
+    let output = relay_binary(&["--help"], &[]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    for sub in ["serve", "migrate", "dev"] {
+        assert!(text.contains(sub), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_the_newest_and_reports_the_gap() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    let mut config = config_for(&db.url, "trigger");
+    config.retention.max_events = 10;
+    config.retention.interval = Duration::from_millis(200);
+    let relay = start_relay_with(config).await;
+    for i in 0..30 {
+        client
+            .execute(
+                "SELECT realtime.publish(ARRAY['room_1'], 'tick', jsonb_build_object('i', $1::int))",
+                &[&i],
+            )
+            .await
+            .unwrap();
+    }
+    let last = barrier(&client).await;
+    let oldest: i64 = wait_for("retention", Duration::from_secs(10), || async {
+        let row = client
+            .query_one(
+                "SELECT oldest, (SELECT count(*) FROM realtime.outbox) FROM realtime.state",
+                &[],
+            )
+            .await
+            .ok()?;
+        let (oldest, count): (i64, i64) = (row.get(0), row.get(1));
+        (count <= 10 && oldest > 1).then_some(oldest)
+    })
+    .await;
+    assert_eq!(oldest, last - 9, "the newest 10 are kept");
+    let room_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM realtime.outbox_rooms WHERE seq < $1",
+            &[&oldest],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(room_rows, 0);
+    let pool = relay.pool.clone();
+    let page = rowcast::outbox::room_events(&pool.get().await.unwrap(), "room_1", 0, None, 100)
+        .await
+        .unwrap();
+    assert!(page.gap, "replay from 0 must report the gap");
+    assert!(page.events.iter().all(|e| e.seq >= oldest));
+    let page =
+        rowcast::outbox::room_events(&pool.get().await.unwrap(), "room_1", oldest - 1, None, 100)
+            .await
+            .unwrap();
+    assert!(!page.gap);
+    stop_relay(relay).await;
+}
