@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS realtime.state (
     source_lsn     pg_lsn,                         -- logical: last source transaction applied
     source_changes bigint  NOT NULL DEFAULT 0,     -- logical: changes of it applied so far
     source_done    boolean NOT NULL DEFAULT true,  -- logical: whether all of it is applied
-    capture_mode   text
+    capture_mode   text,
+    switch_pending boolean NOT NULL DEFAULT false  -- logical: triggers were just replaced by the slot
 ) WITH (fillfactor = 10);
 ALTER TABLE realtime.state SET (autovacuum_vacuum_scale_factor = 0,
                                 autovacuum_vacuum_threshold = 1000,

@@ -83,8 +83,8 @@ pub struct Settings {
     /// Trigger mode: poll the capture table this often without a NOTIFY.
     #[arg(long, env = "ROWCAST_POLL_INTERVAL", default_value = "1s")]
     pub poll_interval: String,
-    /// Logical mode: replication slot name.
-    #[arg(long, env = "ROWCAST_SLOT", default_value = "rowcast")]
+    /// Logical mode: replication slot name (default: rowcast_<database>).
+    #[arg(long, env = "ROWCAST_SLOT", default_value = "")]
     pub slot: String,
     /// Logical mode: publication name.
     #[arg(long, env = "ROWCAST_PUBLICATION", default_value = "rowcast")]

@@ -102,8 +102,9 @@ pub struct CaptureConfig {
     /// Trigger mode polls this often even without a NOTIFY, so a lost
     /// wake-up only delays delivery.
     pub poll_interval: Duration,
-    /// Logical mode: the replication slot's name.
-    pub slot: String,
+    /// Logical mode: the replication slot's name; by default
+    /// `rowcast_<database>`, since slots are shared by the whole cluster.
+    pub slot: Option<String>,
     /// Logical mode: the publication's name.
     pub publication: String,
     /// Logical mode: how often an idle stream writes a heartbeat so the
@@ -244,7 +245,10 @@ impl Config {
                     .map_err(|e| ConfigError::new("ROWCAST_CAPTURE", e))?,
                 batch_size: positive("ROWCAST_BATCH_SIZE", s.batch_size)?,
                 poll_interval: duration("ROWCAST_POLL_INTERVAL", &s.poll_interval)?,
-                slot: identifier("ROWCAST_SLOT", &s.slot)?,
+                slot: match s.slot.trim() {
+                    "" => None,
+                    slot => Some(identifier("ROWCAST_SLOT", slot)?),
+                },
                 publication: identifier("ROWCAST_PUBLICATION", &s.publication)?,
                 heartbeat: duration("ROWCAST_HEARTBEAT", &s.heartbeat)?,
             },

@@ -114,6 +114,12 @@ pub struct CaptureStatus {
     running: AtomicBool,
 }
 
+impl From<deadpool_postgres::PoolError> for CaptureError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Db(e.into())
+    }
+}
+
 impl CaptureStatus {
     /// Marks capture up or down.
     pub fn set_running(&self, running: bool) {
@@ -156,22 +162,22 @@ pub async fn install(
     record_mode(pool, mode).await?;
     match mode {
         Mode::Trigger => {
-            trigger::install(pool, router).await?;
-            logical::retire(pool, config).await?;
+            let retiring = logical::slot_exists(pool, config).await?;
+            trigger::install(pool, router, retiring).await?;
         }
-        Mode::Logical => {
-            logical::install(pool, router, config).await?;
-            trigger::uninstall(pool).await?;
-        }
+        Mode::Logical => logical::install(pool, router, config).await?,
     }
     Ok(())
 }
 
 /// Runs installed capture until shutdown or a fatal error. Transient
 /// failures are retried with backoff inside.
-pub async fn run(mode: Mode, capture: Capture, outbox: Outbox) -> Result<(), CaptureError> {
+pub async fn run(mode: Mode, mut capture: Capture, mut outbox: Outbox) -> Result<(), CaptureError> {
     match mode {
-        Mode::Trigger => trigger::run(capture, outbox).await,
+        Mode::Trigger => {
+            logical::retire(&mut capture, &mut outbox).await?;
+            trigger::run(capture, outbox).await
+        }
         Mode::Logical => logical::run(capture, outbox).await,
     }
 }

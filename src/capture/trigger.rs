@@ -31,16 +31,20 @@ pub const CHANNEL: &str = "realtime_capture";
 const TRIGGER: &str = "rowcast_capture";
 
 /// Installs (or refreshes) the capture trigger on every routed table and
-/// removes it from tables no route names any more.
-pub async fn install(pool: &Pool, router: &Router) -> Result<(), DbError> {
-    let client = pool.get().await?;
+/// removes it from tables no route names any more, in one transaction.
+/// With `switch_message`, the same transaction writes the capture-mode
+/// switch message into WAL, so a replication slot being retired can be read
+/// exactly up to the first change the triggers capture.
+pub async fn install(pool: &Pool, router: &Router, switch_message: bool) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     let mut routed = Vec::new();
     for table in router.tables() {
-        client.batch_execute(&function_sql(table)).await?;
-        client.batch_execute(&trigger_sql(table)).await?;
+        tx.batch_execute(&function_sql(table)).await?;
+        tx.batch_execute(&trigger_sql(table)).await?;
         routed.push(table.qualified());
     }
-    let stale = client
+    let stale = tx
         .query(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
              FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
@@ -51,32 +55,19 @@ pub async fn install(pool: &Pool, router: &Router) -> Result<(), DbError> {
         .await?;
     for row in stale {
         let table: String = row.get(0);
-        client
-            .batch_execute(&format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"))
+        tx.batch_execute(&format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"))
             .await?;
         tracing::info!(%table, "removed capture trigger from a table no route names");
     }
-    tracing::info!(tables = routed.len(), "capture triggers installed");
-    Ok(())
-}
-
-/// Removes every capture trigger (logical mode needs none).
-pub async fn uninstall(pool: &Pool) -> Result<(), DbError> {
-    let client = pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = $1",
-            &[&TRIGGER],
+    if switch_message {
+        tx.execute(
+            "SELECT pg_logical_emit_message(true, 'rowcast', 'switch')",
+            &[],
         )
         .await?;
-    for row in rows {
-        let table: String = row.get(0);
-        client
-            .batch_execute(&format!("DROP TRIGGER IF EXISTS {TRIGGER} ON {table}"))
-            .await?;
     }
+    tx.commit().await?;
+    tracing::info!(tables = routed.len(), "capture triggers installed");
     Ok(())
 }
 
@@ -229,7 +220,7 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Stores everything captured so far, one batch per transaction.
-async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<(), DbError> {
+pub(super) async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<(), DbError> {
     loop {
         let flush = outbox
             .next_flush()

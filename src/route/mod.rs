@@ -204,6 +204,11 @@ impl Router {
         Self { tables, names }
     }
 
+    /// The routes of one table (`schema.table`).
+    pub fn table(&self, qualified: &str) -> Option<&TableRoutes> {
+        self.tables.get(qualified)
+    }
+
     /// The shared name of a routed table (`schema.table`).
     pub fn table_name(&self, qualified: &str) -> Option<Arc<str>> {
         self.names.get(qualified).cloned()

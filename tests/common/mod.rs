@@ -160,7 +160,6 @@ pub fn config_for(url: &str, capture: &str) -> Config {
     settings.poll_interval = "200ms".into();
     settings.startup_timeout = "5s".into();
     settings.db_pool = 8;
-    settings.slot = format!("rowcast_{}", std::process::id());
     Config::load(&settings).expect("test config")
 }
 
@@ -299,23 +298,51 @@ pub fn relay_binary(args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
+/// A `rowcast serve` process, killed when dropped (also when a test
+/// panics), and killed by the kernel if the test process dies.
+pub struct RelayProcess(Child);
+
+impl RelayProcess {
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts `rowcast serve` against a test database.
-pub fn spawn_relay_binary(db: &TestDb, capture: &str, extra: &[(&str, &str)]) -> Child {
-    let slot = format!("rowcast_{}", std::process::id());
+pub fn spawn_relay_binary(db: &TestDb, capture: &str, extra: &[(&str, &str)]) -> RelayProcess {
     let mut env = vec![
         ("DATABASE_URL", db.url.as_str()),
         ("ROWCAST_CAPTURE", capture),
         ("SOCKET_PORT", "0"),
         ("ROWCAST_BIND", "127.0.0.1"),
         ("ROWCAST_POLL_INTERVAL", "200ms"),
-        ("ROWCAST_SLOT", slot.as_str()),
     ];
     env.extend_from_slice(extra);
-    relay_binary(&["serve"], &env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn rowcast")
+    let mut command = relay_binary(&["serve"], &env);
+    command.stdout(Stdio::null()).stderr(Stdio::inherit());
+    // SAFETY: prctl is async-signal-safe; it only marks the child to be
+    // killed when the thread that spawned it (a test thread) exits.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    RelayProcess(command.spawn().expect("spawn rowcast"))
 }
 
 /// A private cluster for tests that restart Postgres.

@@ -1,0 +1,268 @@
+//! The server side of logical capture: the publications, the routed
+//! tables' replica identity, the replication slot, the switch between
+//! capture modes, slot lag, and the heartbeat that keeps an idle slot moving.
+
+use deadpool_postgres::Pool;
+
+use super::super::trigger::{ident, literal};
+use super::super::CaptureError;
+use crate::config::CaptureConfig;
+use crate::db::DbError;
+use crate::route::Router;
+
+/// The prefix of the logical messages rowcast writes into WAL.
+pub(super) const MESSAGE_PREFIX: &str = "rowcast";
+/// The content of the message written when the capture mode switches.
+pub(super) const SWITCH: &str = "switch";
+
+/// The slot's name: configured, or `rowcast_<database>`.
+pub(super) async fn slot_name(pool: &Pool, config: &CaptureConfig) -> Result<String, DbError> {
+    if let Some(slot) = &config.slot {
+        return Ok(slot.clone());
+    }
+    let client = pool.get().await?;
+    let database: String = client
+        .query_one("SELECT current_database()", &[])
+        .await?
+        .get(0);
+    let mut name: String = format!("rowcast_{database}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.truncate(63);
+    Ok(name)
+}
+
+/// The publication carrying `realtime.publish` events (inserts only).
+pub(super) fn publish_publication(config: &CaptureConfig) -> String {
+    format!("{}_publish", config.publication)
+}
+
+/// Makes the publications cover exactly the routed tables (and the capture
+/// table for published events), with full old rows on updates and deletes.
+pub(super) async fn prepare_tables(
+    pool: &Pool,
+    router: &Router,
+    config: &CaptureConfig,
+) -> Result<(), CaptureError> {
+    let client = pool.get().await.map_err(DbError::from)?;
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(DbError::from)?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(CaptureError::Logical(format!(
+            "the server has wal_level={wal_level}; set wal_level=logical and restart Postgres, or use ROWCAST_CAPTURE=trigger"
+        )));
+    }
+    let tables: Vec<String> = router
+        .tables()
+        .map(|t| format!("{}.{}", ident(&t.schema), ident(&t.name)))
+        .collect();
+    for table in &tables {
+        let identity: i8 = client
+            .query_one(
+                "SELECT relreplident FROM pg_class WHERE oid = $1::text::regclass",
+                &[table],
+            )
+            .await
+            .map_err(DbError::from)?
+            .get(0);
+        if identity as u8 != b'f' {
+            client
+                .batch_execute(&format!("ALTER TABLE {table} REPLICA IDENTITY FULL"))
+                .await
+                .map_err(DbError::from)?;
+        }
+    }
+    let list = tables.join(", ");
+    ensure_publication(
+        &client,
+        &config.publication,
+        &list,
+        "insert, update, delete, truncate",
+    )
+    .await?;
+    ensure_publication(
+        &client,
+        &publish_publication(config),
+        "realtime.capture",
+        "insert",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn ensure_publication(
+    client: &deadpool_postgres::Client,
+    name: &str,
+    tables: &str,
+    publish: &str,
+) -> Result<(), DbError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await?
+        .is_some();
+    let sql = if exists {
+        format!(
+            "ALTER PUBLICATION {name} SET TABLE {tables}; ALTER PUBLICATION {name} SET (publish = {publish})",
+            name = ident(name),
+            publish = literal(publish)
+        )
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {tables} WITH (publish = {})",
+            ident(name),
+            literal(publish)
+        )
+    };
+    client.batch_execute(&sql).await?;
+    Ok(())
+}
+
+/// Creates the slot when it does not exist. A slot of the same name in
+/// another database, or with another plugin, is refused.
+pub(super) async fn ensure_slot(pool: &Pool, slot: &str) -> Result<(), CaptureError> {
+    let client = pool.get().await.map_err(DbError::from)?;
+    let row = client
+        .query_opt(
+            "SELECT database = current_database(), plugin, slot_type FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(DbError::from)?;
+    match row {
+        Some(row) => {
+            let (same_db, plugin, kind): (Option<bool>, Option<String>, String) =
+                (row.get(0), row.get(1), row.get(2));
+            if kind != "logical" || plugin.as_deref() != Some("pgoutput") || same_db != Some(true) {
+                return Err(CaptureError::Logical(format!(
+                    "replication slot `{slot}` exists but is not a pgoutput slot of this database; set ROWCAST_SLOT to another name"
+                )));
+            }
+        }
+        None => {
+            client
+                .query(
+                    "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                    &[&slot],
+                )
+                .await
+                .map_err(DbError::from)?;
+            tracing::info!(%slot, "created the logical replication slot");
+        }
+    }
+    Ok(())
+}
+
+/// Whether a slot of this name exists in this database.
+pub(super) async fn slot_exists(pool: &Pool, slot: &str) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await?
+        .is_some())
+}
+
+/// Drops the slot (when trigger capture takes over), so it cannot hold WAL.
+pub(super) async fn drop_slot(pool: &Pool, slot: &str) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let dropped = client
+        .query(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+             WHERE slot_name = $1 AND database = current_database() AND NOT active",
+            &[&slot],
+        )
+        .await?;
+    if !dropped.is_empty() {
+        tracing::info!(%slot, "dropped the logical replication slot");
+    }
+    Ok(())
+}
+
+/// Where the slot has confirmed up to.
+pub(super) async fn confirmed_flush(pool: &Pool, slot: &str) -> Result<u64, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<tokio_postgres::types::PgLsn>>(0))
+        .map(u64::from)
+        .unwrap_or(0))
+}
+
+/// Writes a non-transactional logical message so an idle slot sees WAL it
+/// can confirm, and exports how far behind the slot is.
+pub(super) async fn heartbeat(pool: &Pool, slot: &str) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "SELECT pg_logical_emit_message(false, $1, 'heartbeat')",
+            &[&MESSAGE_PREFIX],
+        )
+        .await?;
+    let lag: Option<f64> = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .get(0);
+    metrics::gauge!("rowcast_slot_lag_bytes").set(lag.unwrap_or(0.0));
+    Ok(())
+}
+
+/// Replaces the capture triggers by the slot in one transaction that also
+/// writes a switch message into WAL and remembers the switch: until the
+/// stream reaches that message, changes are read from the capture rows the
+/// triggers wrote, never twice.
+pub(super) async fn switch_from_triggers(pool: &Pool) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let tables: Vec<String> = tx
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = 'rowcast_capture'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    for table in &tables {
+        tx.batch_execute(&format!("DROP TRIGGER rowcast_capture ON {table}"))
+            .await?;
+    }
+    tx.execute(
+        "SELECT pg_logical_emit_message(true, $1, $2)",
+        &[&MESSAGE_PREFIX, &SWITCH],
+    )
+    .await?;
+    tx.execute("UPDATE realtime.state SET switch_pending = true", &[])
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        tables = tables.len(),
+        "capture triggers replaced by the replication slot"
+    );
+    Ok(())
+}
