@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS realtime.state (
     source_changes bigint  NOT NULL DEFAULT 0,     -- logical: changes of it applied so far
     source_done    boolean NOT NULL DEFAULT true,  -- logical: whether all of it is applied
     capture_mode   text,
-    switch_pending boolean NOT NULL DEFAULT false  -- logical: triggers were just replaced by the slot
+    triggers_active boolean NOT NULL DEFAULT false, -- logical: capture triggers were active at source_lsn
+    drain_before   bigint,                         -- logical: capture rows below this id predate the slot
+    drained        boolean NOT NULL DEFAULT true   -- logical: those rows were read from the table
 ) WITH (fillfactor = 10);
 ALTER TABLE realtime.state SET (autovacuum_vacuum_scale_factor = 0,
                                 autovacuum_vacuum_threshold = 1000,

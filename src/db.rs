@@ -156,6 +156,10 @@ pub enum DbError {
     /// No pooled connection could be had.
     #[error("database pool: {0}")]
     Pool(String),
+    /// A condition that clears by itself (a dropped LISTEN socket, rows
+    /// not yet visible): retry after a backoff.
+    #[error("{0}")]
+    Retry(String),
 }
 
 impl From<PoolError> for DbError {
@@ -173,7 +177,7 @@ impl DbError {
     /// Everything else (a missing table, bad SQL, bad credentials) is fatal.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Pool(_) => true,
+            Self::Pool(_) | Self::Retry(_) => true,
             Self::Postgres(e) => is_transient(e),
         }
     }
@@ -182,7 +186,7 @@ impl DbError {
     pub fn code(&self) -> Option<&SqlState> {
         match self {
             Self::Postgres(e) => e.code(),
-            Self::Pool(_) => None,
+            Self::Pool(_) | Self::Retry(_) => None,
         }
     }
 }

@@ -93,7 +93,7 @@ impl Relay {
             .await
             .map_err(database_error)?;
         tracing::info!(mode = mode.name(), reason = %why, "capture mode selected");
-        capture::install(mode, &pool, &router, &config.capture).await?;
+        let retire_token = capture::install(mode, &pool, &router, &config.capture).await?;
 
         let hub = Arc::new(Hub::new());
         let outbox = Outbox::open(pool.clone(), hub.clone())
@@ -111,6 +111,7 @@ impl Relay {
                 status: capture_status.clone(),
                 requests,
                 shutdown: shutdown.clone(),
+                retire_token,
             },
             outbox,
         ));

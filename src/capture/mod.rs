@@ -149,25 +149,34 @@ pub struct Capture {
     pub requests: mpsc::Receiver<PublishRequest>,
     /// Stop signal.
     pub shutdown: Shutdown,
+    /// Trigger mode taking over from a slot: the switch message's token.
+    pub retire_token: Option<String>,
 }
 
 /// Installs capture for `mode`, idempotently. Once this returns, every
-/// committed change to a routed table is captured.
+/// committed change to a routed table is captured. In trigger mode, when a
+/// replication slot is still there, returns the token of the switch message
+/// up to which [`run`] reads the slot before dropping it.
 pub async fn install(
     mode: Mode,
     pool: &Pool,
     router: &Router,
     config: &CaptureConfig,
-) -> Result<(), CaptureError> {
+) -> Result<Option<String>, CaptureError> {
     record_mode(pool, mode).await?;
     match mode {
         Mode::Trigger => {
-            let retiring = logical::slot_exists(pool, config).await?;
-            trigger::install(pool, router, retiring).await?;
+            let token = logical::slot_exists(pool, config)
+                .await?
+                .then(|| format!("{:016x}", rand::random::<u64>()));
+            trigger::install(pool, router, token.as_deref()).await?;
+            Ok(token)
         }
-        Mode::Logical => logical::install(pool, router, config).await?,
+        Mode::Logical => {
+            logical::install(pool, router, config).await?;
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 /// Runs installed capture until shutdown or a fatal error. Transient
@@ -175,7 +184,12 @@ pub async fn install(
 pub async fn run(mode: Mode, mut capture: Capture, mut outbox: Outbox) -> Result<(), CaptureError> {
     match mode {
         Mode::Trigger => {
-            logical::retire(&mut capture, &mut outbox).await?;
+            if let Some(token) = capture.retire_token.take() {
+                logical::retire(&mut capture, &mut outbox, &token).await?;
+                if capture.shutdown.is_triggered() {
+                    return Ok(());
+                }
+            }
             trigger::run(capture, outbox).await
         }
         Mode::Logical => logical::run(capture, outbox).await,

@@ -32,10 +32,14 @@ const TRIGGER: &str = "rowcast_capture";
 
 /// Installs (or refreshes) the capture trigger on every routed table and
 /// removes it from tables no route names any more, in one transaction.
-/// With `switch_message`, the same transaction writes the capture-mode
+/// With a `switch_token`, the same transaction writes the capture-mode
 /// switch message into WAL, so a replication slot being retired can be read
 /// exactly up to the first change the triggers capture.
-pub async fn install(pool: &Pool, router: &Router, switch_message: bool) -> Result<(), DbError> {
+pub async fn install(
+    pool: &Pool,
+    router: &Router,
+    switch_token: Option<&str>,
+) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut routed = Vec::new();
@@ -59,10 +63,11 @@ pub async fn install(pool: &Pool, router: &Router, switch_message: bool) -> Resu
             .await?;
         tracing::info!(%table, "removed capture trigger from a table no route names");
     }
-    if switch_message {
+    if let Some(token) = switch_token {
+        let message = super::logical::to_trigger_message(token);
         tx.execute(
-            "SELECT pg_logical_emit_message(true, 'rowcast', 'switch')",
-            &[],
+            "SELECT pg_logical_emit_message(true, 'rowcast', $1)",
+            &[&message],
         )
         .await?;
     }
@@ -150,9 +155,10 @@ fn trigger_sql(table: &TableRoutes) -> String {
     )
 }
 
-/// Takes the oldest captured rows, whatever their id order of commit.
+/// Takes the oldest captured rows below an id bound, whatever the order
+/// their transactions committed in.
 const TAKE: &str = "DELETE FROM realtime.capture
-    WHERE id IN (SELECT id FROM realtime.capture ORDER BY id LIMIT $1)
+    WHERE id IN (SELECT id FROM realtime.capture WHERE id < $2 ORDER BY id LIMIT $1)
     RETURNING id, tbl, op, old, new, captured_at";
 
 /// Consumes the capture table until shutdown; transient failures are
@@ -193,7 +199,7 @@ async fn session(
         drain(capture, outbox).await?;
         backoff.reset();
         if listener.is_closed() {
-            return Err(DbError::Pool("the LISTEN connection closed".into()));
+            return Err(DbError::Retry("the LISTEN connection closed".into()));
         }
         let flush_at = outbox.next_flush();
         tokio::select! {
@@ -220,12 +226,21 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Stores everything captured so far, one batch per transaction.
-pub(super) async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<(), DbError> {
+async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<(), DbError> {
+    drain_before(capture, outbox, i64::MAX).await
+}
+
+/// Stores the captured rows with an id below `bound`.
+pub(super) async fn drain_before(
+    capture: &Capture,
+    outbox: &mut Outbox,
+    bound: i64,
+) -> Result<(), DbError> {
     loop {
         let flush = outbox
             .next_flush()
             .is_some_and(|d| d <= tokio::time::Instant::now());
-        let taken = drain_batch(capture, outbox, flush).await?;
+        let taken = drain_batch(capture, outbox, flush, bound).await?;
         if taken < capture.config.batch_size {
             return Ok(());
         }
@@ -236,13 +251,14 @@ async fn drain_batch(
     capture: &Capture,
     outbox: &mut Outbox,
     flush: bool,
+    bound: i64,
 ) -> Result<usize, DbError> {
     let limit = capture.config.batch_size as i64;
     let (taken, committed) = {
         let mut client = outbox.pool().get().await?;
         let mut writer = outbox.begin(&mut client).await?;
         let take = writer.transaction().prepare_cached(TAKE).await?;
-        let mut rows = writer.transaction().query(&take, &[&limit]).await?;
+        let mut rows = writer.transaction().query(&take, &[&limit, &bound]).await?;
         rows.sort_by_key(|r| r.get::<_, i64>(0));
         for row in &rows {
             if let Some(change) = change_of(row, &capture.router) {

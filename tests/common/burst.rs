@@ -27,9 +27,12 @@ pub async fn setup(client: &Client) {
         .expect("burst setup");
 }
 
-/// Starts `writers` writers of `per_writer` transactions each.
+/// Starts `writers` writers of `per_writer` transactions each. Writers of
+/// every call get distinct numbers, so their message bodies never collide.
 pub fn start(url: &str, writers: usize, per_writer: usize) -> Vec<JoinHandle<()>> {
-    (0..writers)
+    static NEXT_WRITER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let first = NEXT_WRITER.fetch_add(writers, std::sync::atomic::Ordering::Relaxed);
+    (first..first + writers)
         .map(|w| {
             let url = url.to_string();
             tokio::spawn(async move { write(&url, w, per_writer).await })
@@ -119,10 +122,21 @@ pub async fn verify(client: &Client, until: i64) {
         let committed: i64 = committed.parse().unwrap();
         let seen = counters.remove(&row).unwrap_or_default();
         let expected: Vec<i64> = (1..=committed).collect();
-        assert_eq!(
-            seen, expected,
-            "content {row}: events must be the committed values 1..={committed}, once each, in seq order"
-        );
+        if seen != expected {
+            let first = seen
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(seen.len().min(expected.len()));
+            let around = |v: &[i64]| v[first.saturating_sub(3)..(first + 5).min(v.len())].to_vec();
+            panic!(
+                "content {row}: events must be the committed values 1..={committed}, once each, in seq order; \
+                 {} events seen, first difference at index {first}: seen {:?}, expected {:?}",
+                seen.len(),
+                around(&seen),
+                around(&expected)
+            );
+        }
     }
     let in_table: HashSet<String> = client
         .query("SELECT body FROM messages", &[])

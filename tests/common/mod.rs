@@ -170,6 +170,9 @@ pub async fn start_relay(db: &TestDb, capture: &str) -> Relay {
 
 /// Starts the relay in-process with a given config.
 pub async fn start_relay_with(config: Config) -> Relay {
+    if std::env::var_os("ROWCAST_TEST_LOG").is_some() {
+        rowcast::telemetry::init_logs(true);
+    }
     Relay::start(config, Shutdown::new())
         .await
         .unwrap_or_else(|e| panic!("relay start: {e}"))

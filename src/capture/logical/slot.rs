@@ -12,8 +12,42 @@ use crate::route::Router;
 
 /// The prefix of the logical messages rowcast writes into WAL.
 pub(super) const MESSAGE_PREFIX: &str = "rowcast";
-/// The content of the message written when the capture mode switches.
-pub(super) const SWITCH: &str = "switch";
+/// Written with the transaction that drops the capture triggers.
+const TO_LOGICAL: &str = "to-logical";
+/// Written, with a token, by the transaction that installs the triggers.
+const TO_TRIGGER: &str = "to-trigger:";
+
+/// A capture-mode switch read from the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Switch {
+    /// The triggers were dropped: from the next transaction on, the WAL
+    /// carries the changes.
+    ToLogical,
+    /// The triggers were installed (with this token): their capture rows
+    /// carry the changes from the next transaction on.
+    ToTrigger(String),
+}
+
+impl Switch {
+    /// Reads a transactional logical message, if it is one of rowcast's.
+    pub(super) fn parse(prefix: &str, content: &[u8]) -> Option<Self> {
+        if prefix != MESSAGE_PREFIX {
+            return None;
+        }
+        let content = std::str::from_utf8(content).ok()?;
+        if content == TO_LOGICAL {
+            return Some(Self::ToLogical);
+        }
+        content
+            .strip_prefix(TO_TRIGGER)
+            .map(|token| Self::ToTrigger(token.to_string()))
+    }
+}
+
+/// The message the trigger-installing transaction writes.
+pub(crate) fn to_trigger_message(token: &str) -> String {
+    format!("{TO_TRIGGER}{token}")
+}
 
 /// The slot's name: configured, or `rowcast_<database>`.
 pub(super) async fn slot_name(pool: &Pool, config: &CaptureConfig) -> Result<String, DbError> {
@@ -156,9 +190,26 @@ pub(super) async fn ensure_slot(pool: &Pool, slot: &str) -> Result<(), CaptureEr
                 )
                 .await
                 .map_err(DbError::from)?;
+            mark_slot_start(&**client).await?;
             tracing::info!(%slot, "created the logical replication slot");
         }
     }
+    Ok(())
+}
+
+/// Called when the slot is created: capture rows written before it are not
+/// in its stream, so they are read once from the table; and whether capture
+/// triggers are active tells the stream where its changes are.
+async fn mark_slot_start(client: &impl tokio_postgres::GenericClient) -> Result<(), DbError> {
+    client
+        .execute(
+            "UPDATE realtime.state
+             SET drain_before = (SELECT coalesce(max(id), 0) + 1 FROM realtime.capture),
+                 drained = false,
+                 triggers_active = EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'rowcast_capture')",
+            &[],
+        )
+        .await?;
     Ok(())
 }
 
@@ -254,11 +305,9 @@ pub(super) async fn switch_from_triggers(pool: &Pool) -> Result<(), DbError> {
     }
     tx.execute(
         "SELECT pg_logical_emit_message(true, $1, $2)",
-        &[&MESSAGE_PREFIX, &SWITCH],
+        &[&MESSAGE_PREFIX, &TO_LOGICAL],
     )
     .await?;
-    tx.execute("UPDATE realtime.state SET switch_pending = true", &[])
-        .await?;
     tx.commit().await?;
     tracing::info!(
         tables = tables.len(),
