@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod dev;
 pub mod fanout;
+pub mod gateway;
 pub mod outbox;
 pub mod relay;
 pub mod route;

@@ -14,6 +14,7 @@ use crate::capture::{self, Capture, CaptureError, CaptureStatus, Mode, PublishRe
 use crate::config::{Config, Retention, RoutesSource};
 use crate::db::{self, DbError};
 use crate::fanout::Hub;
+use crate::gateway::{Gateway, GatewayError};
 use crate::outbox::{self, Outbox};
 use crate::route::{RouteError, Router};
 use crate::schema::{self, MigrateError};
@@ -39,6 +40,9 @@ pub enum RelayError {
     /// Capture failed for good.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// The gateway could not start.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
     /// A background task panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -49,6 +53,10 @@ const PUBLISH_QUEUE: usize = 4096;
 
 /// A running relay.
 pub struct Relay {
+    /// Where the gateway listens.
+    pub addr: std::net::SocketAddr,
+    /// The WebSocket and HTTP server.
+    gateway: Gateway,
     /// Rooms and members; also a tap of every stored event.
     pub hub: Arc<Hub>,
     /// The runtime pool.
@@ -95,12 +103,22 @@ impl Relay {
         tracing::info!(mode = mode.name(), reason = %why, "capture mode selected");
         let retire_token = capture::install(mode, &pool, &router, &config.capture).await?;
 
-        let hub = Arc::new(Hub::new());
+        let hub = Arc::new(Hub::new(0));
         let outbox = Outbox::open(pool.clone(), hub.clone())
             .await
             .map_err(database_error)?;
+        hub.advance_head(outbox.delivered());
         let (publisher, requests) = mpsc::channel(PUBLISH_QUEUE);
         let capture_status = Arc::new(CaptureStatus::default());
+        let gateway = Gateway::start(
+            &config.gateway,
+            hub.clone(),
+            pool.clone(),
+            publisher.clone(),
+            capture_status.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let capture = tokio::spawn(capture::run(
             mode,
             Capture {
@@ -117,6 +135,8 @@ impl Relay {
         ));
         let retention = tokio::spawn(retain(pool.clone(), config.retention, shutdown.clone()));
         Ok(Self {
+            addr: gateway.addr,
+            gateway,
             hub,
             pool,
             mode,
@@ -138,6 +158,7 @@ impl Relay {
     pub async fn wait(self) -> Result<(), RelayError> {
         let result = self.capture.await;
         self.shutdown.trigger();
+        self.gateway.wait().await;
         let _ = self.retention.await;
         match result {
             Ok(result) => result.map_err(RelayError::from),

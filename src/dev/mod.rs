@@ -139,12 +139,40 @@ fn random_secret() -> String {
 }
 
 fn banner(config: &Config, relay: &Relay) {
+    let secret = config
+        .gateway
+        .jwt
+        .secret
+        .as_ref()
+        .map(|s| s.expose())
+        .unwrap_or_default();
+    let token = demo_token(secret, "2");
+    let port = relay.addr.port();
     eprintln!();
     eprintln!("rowcast dev is running ({} capture)", relay.mode.name());
     eprintln!("  database   {}", crate::db::describe(&config.database.pg));
-    eprintln!("  writer     changes a demo row every second; events print below");
+    eprintln!("  websocket  ws://localhost:{port}/v1/ws?token={token}");
+    eprintln!("             (a token for demo user 2, \"bob\", valid for 24 hours)");
+    eprintln!("  try        {{\"type\":\"join\",\"room\":\"user_2\"}}  {{\"type\":\"join\",\"room\":\"content_1\",\"since\":0}}");
+    eprintln!("  history    curl -H 'Authorization: Bearer {token}' http://localhost:{port}/v1/rooms/content_1/events");
+    eprintln!("  writer     changes a demo row every second; stored events print below");
     eprintln!("  stop       Ctrl-C (the throwaway cluster is removed)");
     eprintln!();
+}
+
+/// A token for a demo user, signed with the relay's secret.
+pub fn demo_token(secret: &str, sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 86_400;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap_or_default()
 }
 
 async fn print_events(hub: Arc<Hub>, shutdown: Shutdown) {

@@ -1,57 +1,350 @@
 //! Fanout: stored events to the members of their rooms.
 //!
 //! The [`Hub`] is the outbox's [`Subscriber`]: it receives each committed
-//! event once, in seq order, and hands it to every member of its rooms.
+//! event once, in seq order, serializes it once per room, and hands the same
+//! bytes to every member's bounded send queue. It never waits on a member: a
+//! full queue marks that connection too slow (closed with 4008; the client
+//! resumes with `since`). Rooms live in shards, each behind a lock that is
+//! held only to look members up or change them, never across an await.
+//!
 //! Observers (`rowcast dev`, tests) can also tap the whole stream.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+pub mod frame;
 
-use tokio::sync::broadcast;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::outbox::{StoredEvent, Subscriber};
 
-/// Rooms, their members, and the stream of stored events.
+/// Room shards; a power of two.
+const SHARDS: usize = 64;
+
+/// A connection's identity within this node.
+pub type ConnId = u64;
+
+/// What goes down a connection's send queue.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A stored event of a room, serialized once for all its members.
+    Event {
+        /// The room (shared name).
+        room: Arc<str>,
+        /// The event's seq, so the writer can drop what replay already sent.
+        seq: i64,
+        /// The frame text.
+        frame: Utf8Bytes,
+    },
+    /// Any other frame (an ephemeral event, a reply).
+    Frame(Utf8Bytes),
+    /// The reader asks the writer to act, in queue order.
+    Control(Control),
+}
+
+/// Requests from a connection's reader to its writer.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// A room was joined: hold its live events until `Replay` (or start
+    /// delivering at once when `replay` is false).
+    Join {
+        /// The room.
+        room: Arc<str>,
+        /// Whether a replay follows.
+        replay: bool,
+    },
+    /// Replay a room's stored events with `after < seq <= until`, then the
+    /// held live events that are newer, then send `reply` (its `replayed`
+    /// and `gap` fields are filled in by the writer).
+    Replay {
+        /// The room.
+        room: Arc<str>,
+        /// Last seq the client has.
+        after: i64,
+        /// Head when the room was joined.
+        until: i64,
+        /// The join reply, completed after the replay.
+        reply: serde_json::Map<String, serde_json::Value>,
+    },
+    /// The room was left: drop anything still queued for it.
+    Leave(Arc<str>),
+}
+
+/// Why a connection must close, shared by its tasks and the hub.
+#[derive(Debug, Default)]
+pub struct Closer {
+    /// The close code (0: open).
+    code: AtomicU16,
+    /// Wakes the connection's tasks.
+    notify: Notify,
+}
+
+impl Closer {
+    /// Asks the connection to close with `code`; the first code wins.
+    pub fn close(&self, code: u16) {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+
+    /// The requested close code, if any.
+    pub fn code(&self) -> Option<u16> {
+        match self.code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+
+    /// Resolves once a close was requested.
+    pub async fn closed(&self) -> u16 {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(code) = self.code() {
+                return code;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A member of a room: one connection's send queue.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its bounded send queue.
+    pub queue: mpsc::Sender<Outgoing>,
+    /// How to close it when it cannot keep up.
+    pub closer: Arc<Closer>,
+}
+
+impl Member {
+    /// Queues a frame without waiting; a full queue closes the connection
+    /// with 4008. Returns whether it was queued.
+    pub fn offer(&self, item: Outgoing) -> bool {
+        match self.queue.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.closer.code().is_none() {
+                    metrics::counter!("rowcast_queue_overflows_total").increment(1);
+                    tracing::debug!(conn = self.conn, "send queue full: closing as too slow");
+                }
+                self.closer.close(crate::gateway::close::TOO_SLOW);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// One shard of rooms.
+type Shard = RwLock<HashMap<Arc<str>, Room>>;
+
+/// The members of one room.
+struct Room {
+    /// Its shared name.
+    name: Option<Arc<str>>,
+    /// Its members, in join order.
+    members: Vec<Member>,
+}
+
+/// Rooms, their members, open connections, and the stream of stored events.
 pub struct Hub {
-    /// Last seq delivered.
+    /// Rooms by name, sharded.
+    shards: Box<[Shard]>,
+    /// Hasher for shard selection.
+    hasher: std::collections::hash_map::RandomState,
+    /// The highest seq handed to fanout. Set before an event is fanned out,
+    /// so a joiner that reads it after subscribing misses nothing.
     head: AtomicI64,
+    /// Open connections, to close them all on shutdown.
+    connections: Mutex<HashMap<ConnId, Arc<Closer>>>,
+    /// Next connection id.
+    next_conn: AtomicU64,
+    /// Rooms with at least one member.
+    rooms: AtomicUsize,
     /// Every stored event, for observers; lagging observers lose events.
     tap: broadcast::Sender<Arc<StoredEvent>>,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new() -> Self {
+    /// An empty hub starting after `head`.
+    pub fn new(head: i64) -> Self {
         Self {
-            head: AtomicI64::new(0),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+            head: AtomicI64::new(head),
+            connections: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            rooms: AtomicUsize::new(0),
             tap: broadcast::channel(4096).0,
         }
     }
 
-    /// Last seq delivered.
+    /// The highest seq handed to fanout.
     pub fn head(&self) -> i64 {
         self.head.load(Ordering::Acquire)
+    }
+
+    /// Moves the head forward (when the outbox opens on existing events).
+    pub fn advance_head(&self, seq: i64) {
+        self.head.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Rooms with at least one member.
+    pub fn room_count(&self) -> usize {
+        self.rooms.load(Ordering::Relaxed)
     }
 
     /// Every stored event from now on (bounded; a slow observer skips ahead).
     pub fn tap(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.tap.subscribe()
     }
-}
 
-impl Default for Hub {
-    fn default() -> Self {
-        Self::new()
+    fn shard(&self, room: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(room) as usize & (SHARDS - 1)]
+    }
+
+    /// Registers a connection; returns its id.
+    pub fn connect(&self, closer: Arc<Closer>) -> ConnId {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut connections = lock(&self.connections);
+        connections.insert(id, closer);
+        metrics::gauge!("rowcast_connections").set(connections.len() as f64);
+        id
+    }
+
+    /// Forgets a connection (its rooms must have been left).
+    pub fn disconnect(&self, conn: ConnId) {
+        let mut connections = lock(&self.connections);
+        connections.remove(&conn);
+        metrics::gauge!("rowcast_connections").set(connections.len() as f64);
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.connections).len()
+    }
+
+    /// Asks every connection to close with `code`.
+    pub fn close_all(&self, code: u16) {
+        for closer in lock(&self.connections).values() {
+            closer.close(code);
+        }
+    }
+
+    /// Adds a member to a room; returns the room's shared name.
+    pub fn join(&self, room: &str, member: Member) -> Arc<str> {
+        let mut shard = write(self.shard(room));
+        let name: Arc<str> = match shard.get_key_value(room) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(room),
+        };
+        let entry = shard.entry(name.clone()).or_insert_with(|| {
+            let rooms = self.rooms.fetch_add(1, Ordering::Relaxed) + 1;
+            metrics::gauge!("rowcast_rooms").set(rooms as f64);
+            Room {
+                name: Some(name.clone()),
+                members: Vec::new(),
+            }
+        });
+        entry.members.retain(|m| m.conn != member.conn);
+        entry.members.push(member);
+        name
+    }
+
+    /// Removes a member from a room.
+    pub fn leave(&self, room: &str, conn: ConnId) {
+        let mut shard = write(self.shard(room));
+        if let Some(entry) = shard.get_mut(room) {
+            entry.members.retain(|m| m.conn != conn);
+            if entry.members.is_empty() {
+                shard.remove(room);
+                let rooms = self.rooms.fetch_sub(1, Ordering::Relaxed) - 1;
+                metrics::gauge!("rowcast_rooms").set(rooms as f64);
+            }
+        }
+    }
+
+    /// Sends an ephemeral frame to a room's members except `from`; returns
+    /// how many got it.
+    pub fn emit(&self, room: &str, frame: Utf8Bytes, from: ConnId) -> usize {
+        let shard = read(self.shard(room));
+        let Some(entry) = shard.get(room) else {
+            return 0;
+        };
+        entry
+            .members
+            .iter()
+            .filter(|m| m.conn != from)
+            .filter(|m| m.offer(Outgoing::Frame(frame.clone())))
+            .count()
+    }
+
+    /// Fans one stored event out to its rooms.
+    fn fan_out(&self, event: &StoredEvent) {
+        let tail = frame::event_tail(event);
+        let mut delivered = 0u64;
+        for room in &event.rooms {
+            let shard = read(self.shard(room));
+            let Some(entry) = shard.get(room.as_str()) else {
+                continue;
+            };
+            let (Some(name), false) = (&entry.name, entry.members.is_empty()) else {
+                continue;
+            };
+            let frame = frame::event_frame(room, &tail);
+            for member in &entry.members {
+                let item = Outgoing::Event {
+                    room: name.clone(),
+                    seq: event.seq,
+                    frame: frame.clone(),
+                };
+                if member.offer(item) {
+                    delivered += 1;
+                }
+            }
+        }
+        if delivered > 0 {
+            metrics::counter!("rowcast_events_delivered_total").increment(delivered);
+        }
     }
 }
 
 impl Subscriber for Hub {
     fn stored(&self, events: &[Arc<StoredEvent>]) {
+        let now = time::OffsetDateTime::now_utc();
         for event in events {
+            self.head.fetch_max(event.seq, Ordering::AcqRel);
+            self.fan_out(event);
+            let latency = (now - event.at).as_seconds_f64().max(0.0);
+            metrics::histogram!("rowcast_delivery_latency_seconds").record(latency);
             let _ = self.tap.send(event.clone());
-        }
-        if let Some(last) = events.last() {
-            self.head.store(last.seq, Ordering::Release);
         }
     }
 }
+
+/// Locks a mutex, recovering the data if a panic poisoned it (every update
+/// under these locks is a single insert or remove).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

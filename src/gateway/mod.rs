@@ -1,0 +1,307 @@
+//! The gateway: the WebSocket protocol v1 (`/v1/ws`) and the HTTP API
+//! (history, publish, health, readiness, metrics), on one axum server.
+
+pub mod auth;
+pub mod close;
+mod error;
+mod http;
+pub mod limits;
+mod presence;
+pub mod protocol;
+pub mod session;
+pub mod writer;
+mod ws;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::routing::{get, post};
+use axum::Router;
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::capture::{CaptureStatus, PublishRequest};
+use crate::config::{CorsOrigins, GatewayConfig};
+use crate::fanout::Hub;
+use crate::outbox::RoomPage;
+use crate::shutdown::Shutdown;
+use auth::{Claims, Verifier};
+use limits::ConnectLimits;
+use presence::Presence;
+use session::{Authorize, SessionConfig};
+use writer::History;
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        reason: String,
+    },
+    /// A setting is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// What every handler and connection shares.
+pub(crate) struct Shared {
+    /// Server settings and limits.
+    config: GatewayConfig,
+    /// Rooms and fanout.
+    hub: Arc<Hub>,
+    /// The runtime pool.
+    pool: Pool,
+    /// Authorization and history.
+    database: Arc<Database>,
+    /// Token verification.
+    verifier: Arc<Verifier>,
+    /// Settings for sessions.
+    session: Arc<SessionConfig>,
+    /// Per-IP connect limits.
+    connects: ConnectLimits,
+    /// Online/offline tracking.
+    presence: Presence,
+    /// Explicit events for the single writer.
+    publisher: mpsc::Sender<PublishRequest>,
+    /// Whether capture runs.
+    capture_status: Arc<CaptureStatus>,
+    /// Metrics exporter.
+    metrics: PrometheusHandle,
+    /// Stop signal.
+    shutdown: Shutdown,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The server; ends after shutdown, once clients are closed.
+    task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds and starts serving.
+    pub async fn start(
+        config: &GatewayConfig,
+        hub: Arc<Hub>,
+        pool: Pool,
+        publisher: mpsc::Sender<PublishRequest>,
+        capture_status: Arc<CaptureStatus>,
+        shutdown: Shutdown,
+    ) -> Result<Self, GatewayError> {
+        let verifier = Arc::new(Verifier::new(&config.jwt)?);
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| GatewayError::Bind {
+                addr: config.bind,
+                reason: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| GatewayError::Bind {
+            addr: config.bind,
+            reason: e.to_string(),
+        })?;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            hub: hub.clone(),
+            pool: pool.clone(),
+            database: Arc::new(Database::new(pool.clone(), config.limits.auth_cache_ttl)),
+            verifier,
+            session: Arc::new(SessionConfig {
+                limits: config.limits.clone(),
+                heartbeat: config.heartbeat,
+                client_events: config.client_events.clone(),
+                throttled_events: vec!["user-typing".into(), "user-editing".into()],
+            }),
+            connects: ConnectLimits::new(&config.limits),
+            presence: Presence::start(pool, publisher.clone()),
+            publisher,
+            capture_status,
+            metrics: metrics_handle(),
+            shutdown: shutdown.clone(),
+        });
+        tokio::spawn(forget_idle_addresses(shared.clone()));
+        let app = router(shared);
+        let served = axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(close_clients(hub, shutdown));
+        let task = tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "the server stopped");
+            }
+        });
+        tracing::info!(%addr, "gateway listening (WebSocket at /v1/ws)");
+        Ok(Self { addr, task })
+    }
+
+    /// Waits until the server stopped (after shutdown).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let cors = match &shared.config.cors {
+        CorsOrigins::Any => CorsLayer::new().allow_origin(AllowOrigin::any()),
+        CorsOrigins::List(list) => CorsLayer::new().allow_origin(AllowOrigin::list(
+            list.iter().filter_map(|o| o.parse().ok()),
+        )),
+    }
+    .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+    .allow_headers([
+        axum::http::header::AUTHORIZATION,
+        axum::http::header::CONTENT_TYPE,
+    ]);
+    Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/rooms/{room}/events", get(http::history))
+        .route("/v1/publish", post(http::publish))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
+        .layer(cors)
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
+        .with_state(shared)
+}
+
+/// On shutdown: stop accepting (new upgrades get 503), close every client
+/// with 1001, and wait (bounded) until they are gone.
+async fn close_clients(hub: Arc<Hub>, shutdown: Shutdown) {
+    shutdown.wait().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        hub.close_all(close::GOING_AWAY);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn forget_idle_addresses(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => shared.connects.forget_idle(),
+            _ = shared.shutdown.wait() => return,
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("rowcast_delivery_latency_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0,
+                    ],
+                )
+                .expect("static buckets are valid");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::debug!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Authorization (with a short cache) and history, from the database.
+pub(crate) struct Database {
+    /// The runtime pool.
+    pool: Pool,
+    /// How long an answer is reused.
+    ttl: Duration,
+    /// Recent answers by (claims, room).
+    cache: Mutex<HashMap<(String, String), (bool, Instant)>>,
+}
+
+/// Most cached authorization answers before the cache is emptied.
+const AUTH_CACHE_MAX: usize = 100_000;
+
+impl Database {
+    fn new(pool: Pool, ttl: Duration) -> Self {
+        Self {
+            pool,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cache key of a token's claims: everything but the time claims,
+    /// so a refreshed token keeps its cached answers.
+    fn identity(claims: &Claims) -> String {
+        match &claims.all {
+            serde_json::Value::Object(map) => {
+                let mut map = map.clone();
+                for time in ["exp", "iat", "nbf", "jti"] {
+                    map.remove(time);
+                }
+                serde_json::Value::Object(map).to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Authorize for Database {
+    async fn authorize(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+        let key = (Self::identity(claims), room.to_string());
+        if let Some((answer, at)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < self.ttl {
+                return Ok(*answer);
+            }
+        }
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let statement = client
+            .prepare_cached("SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)")
+            .await
+            .map_err(|e| crate::db::describe_pg_error(&e))?;
+        let answer: bool = client
+            .query_one(&statement, &[&claims.sub, &room, &claims.all])
+            .await
+            .map_err(|e| crate::db::describe_pg_error(&e))?
+            .get(0);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= AUTH_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (answer, Instant::now()));
+        Ok(answer)
+    }
+}
+
+impl History for Database {
+    async fn page(
+        &self,
+        room: &str,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<RoomPage, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        crate::outbox::room_events(&client, room, after, Some(until), limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,455 @@
+//! The receive half of a connection: reads client frames, enforces the
+//! limits, and answers `join`, `leave`, `emit`, `auth` and `ping`. It never
+//! writes to the socket itself; everything goes through the connection's
+//! send queue to its [`Writer`](super::writer::Writer). It is generic over
+//! the `Stream` and the authorization rule, so it is tested with channels.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::auth::{Claims, Verifier};
+use super::close;
+use super::limits::{ConnectionLimits, Kind};
+use super::protocol::{self, Code, Refusal, Request};
+use crate::config::Limits;
+use crate::fanout::{Control, Hub, Member, Outgoing};
+use crate::route::is_room_name;
+
+/// The SQL authorization rule (or a stand-in in tests).
+pub trait Authorize: Send + Sync + 'static {
+    /// Whether the token's holder may join `room`.
+    fn authorize(
+        &self,
+        claims: &Claims,
+        room: &str,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+}
+
+/// Settings every session shares.
+pub struct SessionConfig {
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Heartbeat interval; two missed ones end the connection.
+    pub heartbeat: Duration,
+    /// Event names clients may emit.
+    pub client_events: Vec<String>,
+    /// Emits throttled per sender and room (typing indicators).
+    pub throttled_events: Vec<String>,
+}
+
+/// A throttled emit: when the last one went out, and what waits.
+struct Throttle {
+    /// Last delivery.
+    last: Instant,
+    /// The latest held payload and how many emits it stands for.
+    pending: Option<(Map<String, Value>, u32)>,
+}
+
+/// One connection's reader.
+pub struct Session<A> {
+    /// This connection as a room member (its queue and closer).
+    member: Member,
+    /// Verified claims (replaced by `auth`).
+    claims: Claims,
+    /// Rooms and fanout.
+    hub: Arc<Hub>,
+    /// The authorization rule.
+    authorizer: Arc<A>,
+    /// Token verification for `auth`.
+    verifier: Arc<Verifier>,
+    /// Shared settings.
+    config: Arc<SessionConfig>,
+    /// Joined rooms (besides `broadcast`).
+    rooms: HashSet<Arc<str>>,
+    /// Rate limiters.
+    limits: ConnectionLimits,
+    /// Throttled emits per (room, event).
+    throttles: HashMap<(Arc<str>, String), Throttle>,
+}
+
+/// How a session ended, for the connection to finish up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed or went away.
+    ByClient,
+    /// The relay closes it with this code.
+    Close(u16),
+}
+
+impl<A: Authorize> Session<A> {
+    /// A session for a connection that is already in `broadcast`.
+    pub fn new(
+        member: Member,
+        claims: Claims,
+        hub: Arc<Hub>,
+        authorizer: Arc<A>,
+        verifier: Arc<Verifier>,
+        config: Arc<SessionConfig>,
+    ) -> Self {
+        let limits = ConnectionLimits::new(&config.limits);
+        Self {
+            member,
+            claims,
+            hub,
+            authorizer,
+            verifier,
+            config,
+            rooms: HashSet::new(),
+            limits,
+            throttles: HashMap::new(),
+        }
+    }
+
+    /// The verified claims (after any `auth`).
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// Reads frames until the connection ends, then leaves every room.
+    pub async fn run<S, E>(mut self, mut stream: S) -> Ended
+    where
+        S: Stream<Item = Result<Message, E>> + Unpin,
+        E: Into<axum::BoxError>,
+    {
+        let idle = self.config.heartbeat * 2 + Duration::from_secs(5);
+        let mut last_seen = Instant::now();
+        let ended = loop {
+            let expires = expiry(self.claims.exp);
+            let flush_at = self.next_throttle_flush();
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        last_seen = Instant::now();
+                        if let Some(code) = self.on_text(&text).await {
+                            break Ended::Close(code);
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        last_seen = Instant::now();
+                        self.refuse(None, Refusal::new(Code::BadRequest, "binary frames are not supported"));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
+                    Some(Ok(Message::Close(_))) | None => break Ended::ByClient,
+                    Some(Err(e)) => {
+                        break match is_too_big(e.into()) {
+                            true => Ended::Close(close::TOO_BIG),
+                            false => Ended::ByClient,
+                        };
+                    }
+                },
+                _ = tokio::time::sleep_until(expires) => break Ended::Close(close::TOKEN_EXPIRED),
+                _ = tokio::time::sleep_until(last_seen + idle) => break Ended::ByClient,
+                code = self.member.closer.closed() => break Ended::Close(code),
+                _ = sleep_until(flush_at) => self.flush_throttles(),
+            }
+        };
+        for room in self.rooms.drain() {
+            self.hub.leave(&room, self.member.conn);
+        }
+        self.hub.leave("broadcast", self.member.conn);
+        ended
+    }
+
+    /// Handles one text frame; returns a close code when the connection
+    /// must end.
+    async fn on_text(&mut self, text: &str) -> Option<u16> {
+        if !self.limits.allow(Kind::Frame) {
+            return self.rate_limited(None);
+        }
+        let frame = protocol::parse(text);
+        let reference = frame.reference;
+        let request = match frame.request {
+            Ok(request) => request,
+            Err(refusal) => {
+                self.refuse(reference.as_ref(), refusal);
+                return None;
+            }
+        };
+        let result = match request {
+            Request::Join { room, since } => self.join(reference.as_ref(), room, since).await,
+            Request::Leave { room } => self.leave(reference.as_ref(), &room),
+            Request::Emit { room, event, data } => {
+                self.emit(reference.as_ref(), &room, event, data)
+            }
+            Request::Auth { token } => self.auth(reference.as_ref(), &token),
+            Request::Ping => {
+                self.send(protocol::pong(reference.as_ref()));
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => None,
+            Err(refusal) if refusal.code == Code::RateLimited => {
+                self.rate_limited(reference.as_ref())
+            }
+            Err(refusal) => {
+                self.refuse(reference.as_ref(), refusal);
+                None
+            }
+        }
+    }
+
+    fn rate_limited(&mut self, reference: Option<&Value>) -> Option<u16> {
+        if self.limits.strike() {
+            return Some(close::RATE_LIMITED);
+        }
+        self.refuse(
+            reference,
+            Refusal::new(Code::RateLimited, "rate limit exceeded; slow down"),
+        );
+        None
+    }
+
+    async fn join(
+        &mut self,
+        reference: Option<&Value>,
+        room: String,
+        since: Option<i64>,
+    ) -> Result<(), Refusal> {
+        if !is_room_name(&room) {
+            metrics::counter!("rowcast_joins_total", "result" => "bad_request").increment(1);
+            return Err(Refusal::new(
+                Code::BadRequest,
+                "invalid room name (1-200 characters from A-Z a-z 0-9 _ . : @ -)",
+            ));
+        }
+        if !self.limits.allow(Kind::Join) {
+            return Err(Refusal::new(Code::RateLimited, "too many joins"));
+        }
+        let mut fields = Map::new();
+        fields.insert("room".into(), room.clone().into());
+        if room == "broadcast" || self.rooms.contains(room.as_str()) {
+            fields.insert("head".into(), self.hub.head().into());
+            fields.insert("replayed".into(), 0.into());
+            self.send(protocol::ok(reference, fields));
+            return Ok(());
+        }
+        if self.rooms.len() >= self.config.limits.max_rooms {
+            return Err(Refusal::new(Code::BadRequest, "too many rooms joined"));
+        }
+        match self.authorizer.authorize(&self.claims, &room).await {
+            Ok(true) => {}
+            Ok(false) => {
+                metrics::counter!("rowcast_joins_total", "result" => "forbidden").increment(1);
+                return Err(Refusal::new(
+                    Code::Forbidden,
+                    "not allowed to join this room",
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "authorization failed");
+                return Err(Refusal::new(
+                    Code::Internal,
+                    "authorization is unavailable; try again",
+                ));
+            }
+        }
+        metrics::counter!("rowcast_joins_total", "result" => "ok").increment(1);
+        // Order matters: the writer holds the room's live events before the
+        // hub can send any, and the head is read after subscribing, so the
+        // replay up to it and the live events together miss nothing.
+        let name: Arc<str> = Arc::from(room.as_str());
+        self.control(Control::Join {
+            room: name.clone(),
+            replay: since.is_some(),
+        });
+        let name = self.hub.join(&room, self.member.clone());
+        let head = self.hub.head();
+        fields.insert("head".into(), head.into());
+        match since {
+            Some(since) => self.control(Control::Replay {
+                room: name.clone(),
+                after: since,
+                until: head,
+                reply: protocol::ok_object(reference, fields),
+            }),
+            None => {
+                fields.insert("replayed".into(), 0.into());
+                self.send(protocol::ok(reference, fields));
+            }
+        }
+        self.rooms.insert(name);
+        Ok(())
+    }
+
+    fn leave(&mut self, reference: Option<&Value>, room: &str) -> Result<(), Refusal> {
+        if !is_room_name(room) {
+            return Err(Refusal::new(Code::BadRequest, "invalid room name"));
+        }
+        let Some(name) = self.rooms.take(room) else {
+            return Err(Refusal::new(Code::NotFound, "not in this room"));
+        };
+        self.hub.leave(room, self.member.conn);
+        self.control(Control::Leave(name));
+        let mut fields = Map::new();
+        fields.insert("room".into(), room.into());
+        self.send(protocol::ok(reference, fields));
+        Ok(())
+    }
+
+    fn emit(
+        &mut self,
+        reference: Option<&Value>,
+        room: &str,
+        event: String,
+        data: Map<String, Value>,
+    ) -> Result<(), Refusal> {
+        if !is_room_name(room) {
+            return Err(Refusal::new(Code::BadRequest, "invalid room name"));
+        }
+        if !self.config.client_events.contains(&event) {
+            return Err(Refusal::new(
+                Code::Forbidden,
+                "this event name cannot be emitted",
+            ));
+        }
+        // Everyone is in `broadcast`; only a trusted backend may emit there.
+        let broadcast = (room == "broadcast" && self.claims.service).then(|| Arc::from(room));
+        let Some(name) = self.rooms.get(room).cloned().or(broadcast) else {
+            return Err(Refusal::new(
+                Code::Forbidden,
+                "join the room before emitting to it",
+            ));
+        };
+        if !self.limits.allow(Kind::Emit) {
+            return Err(Refusal::new(Code::RateLimited, "too many emits"));
+        }
+        let mut fields = Map::new();
+        if self.config.throttled_events.contains(&event)
+            && self.hold_if_throttled(&name, &event, &data)
+        {
+            fields.insert("throttled".into(), true.into());
+        } else {
+            let frame = protocol::ephemeral(room, &event, &self.claims.sub, &data, 1);
+            self.hub.emit(room, frame, self.member.conn);
+        }
+        self.send(protocol::ok(reference, fields));
+        Ok(())
+    }
+
+    /// Keeps a throttled emit for later when one went out recently; returns
+    /// whether it was held.
+    fn hold_if_throttled(
+        &mut self,
+        room: &Arc<str>,
+        event: &str,
+        data: &Map<String, Value>,
+    ) -> bool {
+        let window = self.config.limits.typing_throttle;
+        let now = Instant::now();
+        let throttle = self
+            .throttles
+            .entry((room.clone(), event.to_string()))
+            .or_insert(Throttle {
+                last: now - window,
+                pending: None,
+            });
+        if now.duration_since(throttle.last) >= window && throttle.pending.is_none() {
+            throttle.last = now;
+            return false;
+        }
+        let count = throttle.pending.as_ref().map_or(0, |(_, c)| *c) + 1;
+        throttle.pending = Some((data.clone(), count));
+        true
+    }
+
+    fn next_throttle_flush(&self) -> Option<Instant> {
+        let window = self.config.limits.typing_throttle;
+        self.throttles
+            .values()
+            .filter(|t| t.pending.is_some())
+            .map(|t| t.last + window)
+            .min()
+    }
+
+    /// Sends held emits whose window passed, each with the latest payload
+    /// and how many emits it stands for.
+    fn flush_throttles(&mut self) {
+        let window = self.config.limits.typing_throttle;
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for ((room, event), throttle) in self.throttles.iter_mut() {
+            if throttle.pending.is_some() && now.duration_since(throttle.last) >= window {
+                if let Some((data, count)) = throttle.pending.take() {
+                    throttle.last = now;
+                    due.push((room.clone(), event.clone(), data, count));
+                }
+            }
+        }
+        self.throttles
+            .retain(|_, t| t.pending.is_some() || now.duration_since(t.last) < window);
+        for (room, event, data, count) in due {
+            let frame = protocol::ephemeral(&room, &event, &self.claims.sub, &data, count);
+            self.hub.emit(&room, frame, self.member.conn);
+        }
+    }
+
+    fn auth(&mut self, reference: Option<&Value>, token: &str) -> Result<(), Refusal> {
+        let claims = self
+            .verifier
+            .verify(token)
+            .map_err(|e| Refusal::new(Code::Unauthorized, e.to_string()))?;
+        if claims.sub != self.claims.sub {
+            return Err(Refusal::new(
+                Code::Unauthorized,
+                "the new token is for another user",
+            ));
+        }
+        let mut fields = Map::new();
+        fields.insert("exp".into(), claims.exp.into());
+        self.claims = claims;
+        self.send(protocol::ok(reference, fields));
+        Ok(())
+    }
+
+    fn refuse(&self, reference: Option<&Value>, refusal: Refusal) {
+        self.send(protocol::error(reference, &refusal));
+    }
+
+    fn send(&self, frame: axum::extract::ws::Utf8Bytes) {
+        self.member.offer(Outgoing::Frame(frame));
+    }
+
+    fn control(&self, control: Control) {
+        self.member.offer(Outgoing::Control(control));
+    }
+}
+
+/// When a token with this `exp` expires.
+fn expiry(exp: u64) -> Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let left = (exp as f64 - now).clamp(0.0, 86_400.0 * 365.0);
+    Instant::now() + Duration::from_secs_f64(left)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a read error means the client sent a frame over the size limit.
+fn is_too_big(error: axum::BoxError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;

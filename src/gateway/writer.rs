@@ -1,0 +1,337 @@
+//! The send half of a connection. It alone writes to the socket: the welcome,
+//! replies, live events from the hub, replays, heartbeats and the close
+//! frame. It is generic over the `Sink`, so it is tested with channels.
+//!
+//! Joining with `since` loses and repeats nothing: the reader subscribes the
+//! room first (live events are then held here), asks for a replay of the
+//! stored events up to the head it read after subscribing, and the writer
+//! sends the replay, then the held events newer than what it replayed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use super::close;
+use crate::fanout::{frame, Closer, Control, Outgoing};
+use crate::outbox::RoomPage;
+
+/// Stored history, for replays.
+pub trait History: Send + Sync + 'static {
+    /// A room's events with `after < seq <= until`, at most `limit`.
+    fn page(
+        &self,
+        room: &str,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<RoomPage, String>> + Send;
+}
+
+/// Where a joined room stands.
+enum Cursor {
+    /// Replay pending: live events are held, in order.
+    Holding(Vec<(i64, Utf8Bytes)>),
+    /// Live: the last seq sent.
+    Live(i64),
+}
+
+/// Why writing stopped.
+enum Stop {
+    /// Close with this code.
+    Close(u16),
+    /// The socket is gone.
+    Gone,
+}
+
+/// Frames written in one go before a flush.
+const BATCH: usize = 128;
+/// How long a close frame may take to get through to a slow client.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// The writer's state.
+pub struct Writer<H> {
+    /// Stored history for replays.
+    history: Arc<H>,
+    /// The connection's send queue.
+    queue: mpsc::Receiver<Outgoing>,
+    /// Close requests from the reader, the hub and shutdown.
+    closer: Arc<Closer>,
+    /// Joined rooms.
+    cursors: HashMap<Arc<str>, Cursor>,
+    /// Most live events held per room during a replay.
+    hold_limit: usize,
+    /// Interval of WebSocket pings.
+    heartbeat: Duration,
+    /// Events per replay query.
+    page: i64,
+    /// An item taken from the queue during a replay, handled after it.
+    deferred: Option<Outgoing>,
+}
+
+impl<H: History> Writer<H> {
+    /// A writer for one connection.
+    pub fn new(
+        history: Arc<H>,
+        queue: mpsc::Receiver<Outgoing>,
+        closer: Arc<Closer>,
+        hold_limit: usize,
+        heartbeat: Duration,
+    ) -> Self {
+        Self {
+            history,
+            queue,
+            closer,
+            cursors: HashMap::new(),
+            hold_limit,
+            heartbeat,
+            page: 1000,
+            deferred: None,
+        }
+    }
+
+    /// Writes until the connection closes.
+    pub async fn run<S>(mut self, mut sink: S, welcome: Utf8Bytes)
+    where
+        S: Sink<Message> + Unpin,
+    {
+        let result = self.serve(&mut sink, welcome).await;
+        let code = match result {
+            Stop::Close(code) => code,
+            Stop::Gone => return,
+        };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(close::reason(code)),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            let _ = sink.close().await;
+        })
+        .await;
+    }
+
+    async fn serve<S>(&mut self, sink: &mut S, welcome: Utf8Bytes) -> Stop
+    where
+        S: Sink<Message> + Unpin,
+    {
+        if let Err(stop) = self.write(sink, Message::Text(welcome)).await {
+            return stop;
+        }
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.heartbeat, self.heartbeat);
+        loop {
+            let item = match self.deferred.take() {
+                Some(item) => Some(item),
+                None => tokio::select! {
+                    biased;
+                    code = self.closer.closed() => return Stop::Close(code),
+                    item = self.queue.recv() => item,
+                    _ = ping.tick() => {
+                        if let Err(stop) = self.write(sink, Message::Ping(Default::default())).await {
+                            return stop;
+                        }
+                        if let Err(stop) = self.flush(sink).await {
+                            return stop;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let Some(item) = item else {
+                return Stop::Close(close::GOING_AWAY);
+            };
+            if let Err(stop) = self.handle(sink, item).await {
+                return stop;
+            }
+            // Write what else is waiting in one batch, then flush once.
+            for _ in 0..BATCH {
+                if self.deferred.is_some() {
+                    break;
+                }
+                match self.queue.try_recv() {
+                    Ok(item) => {
+                        if let Err(stop) = self.handle(sink, item).await {
+                            return stop;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(stop) = self.flush(sink).await {
+                return stop;
+            }
+        }
+    }
+
+    async fn handle<S>(&mut self, sink: &mut S, item: Outgoing) -> Result<(), Stop>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        match item {
+            Outgoing::Event { room, seq, frame } => self.event(sink, room, seq, frame).await,
+            Outgoing::Frame(frame) => self.write(sink, Message::Text(frame)).await,
+            Outgoing::Control(Control::Join { room, replay }) => {
+                let cursor = if replay {
+                    Cursor::Holding(Vec::new())
+                } else {
+                    Cursor::Live(0)
+                };
+                self.cursors.insert(room, cursor);
+                Ok(())
+            }
+            Outgoing::Control(Control::Leave(room)) => {
+                self.cursors.remove(&room);
+                Ok(())
+            }
+            Outgoing::Control(Control::Replay {
+                room,
+                after,
+                until,
+                reply,
+            }) => self.replay(sink, room, after, until, reply).await,
+        }
+    }
+
+    /// A live event: sent when its room is live and it is new, held while
+    /// the room replays, dropped when the room was left.
+    async fn event<S>(
+        &mut self,
+        sink: &mut S,
+        room: Arc<str>,
+        seq: i64,
+        frame: Utf8Bytes,
+    ) -> Result<(), Stop>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        match self.cursors.get_mut(&room) {
+            Some(Cursor::Live(last)) if seq > *last => {
+                *last = seq;
+                self.write(sink, Message::Text(frame)).await
+            }
+            Some(Cursor::Holding(held)) if held.len() >= self.hold_limit => {
+                metrics::counter!("rowcast_queue_overflows_total").increment(1);
+                Err(Stop::Close(close::TOO_SLOW))
+            }
+            Some(Cursor::Holding(held)) => {
+                held.push((seq, frame));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a room's stored events after `after` up to `until`, then the
+    /// held live events newer than those, then the join reply.
+    async fn replay<S>(
+        &mut self,
+        sink: &mut S,
+        room: Arc<str>,
+        after: i64,
+        until: i64,
+        mut reply: Map<String, Value>,
+    ) -> Result<(), Stop>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        let mut last = after.max(0);
+        let mut replayed = 0u64;
+        let mut gap = None;
+        while last < until {
+            let page = self
+                .history
+                .page(&room, last, until, self.page)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, %room, "replay failed");
+                    Stop::Close(close::INTERNAL)
+                })?;
+            gap.get_or_insert(page.gap);
+            let full = page.events.len() as i64 == self.page;
+            for event in &page.events {
+                self.write(sink, Message::Text(frame::stored_frame(&room, event)))
+                    .await?;
+                last = event.seq;
+                replayed += 1;
+            }
+            if !full {
+                break;
+            }
+            self.flush(sink).await?;
+            self.take_live_events(sink).await?;
+        }
+        let mut sent = until.max(last);
+        if let Some(Cursor::Holding(held)) = self.cursors.remove(&room) {
+            for (seq, frame) in held {
+                if seq > sent {
+                    sent = seq;
+                    self.write(sink, Message::Text(frame)).await?;
+                }
+            }
+        }
+        self.cursors.insert(room, Cursor::Live(sent));
+        reply.insert("replayed".into(), replayed.into());
+        if gap == Some(true) {
+            reply.insert("gap".into(), true.into());
+        }
+        self.write(
+            sink,
+            Message::Text(Utf8Bytes::from(Value::Object(reply).to_string())),
+        )
+        .await
+    }
+
+    /// Between replay pages, keeps the queue moving: live events are sent
+    /// (or held) at once; the first other item waits until the replay ends,
+    /// so replies and controls keep their order.
+    async fn take_live_events<S>(&mut self, sink: &mut S) -> Result<(), Stop>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        if let Some(code) = self.closer.code() {
+            return Err(Stop::Close(code));
+        }
+        while self.deferred.is_none() {
+            match self.queue.try_recv() {
+                Ok(Outgoing::Event { room, seq, frame }) => {
+                    self.event(sink, room, seq, frame).await?
+                }
+                Ok(other) => self.deferred = Some(other),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a message in the socket's buffer; gives up when asked to close.
+    async fn write<S>(&mut self, sink: &mut S, message: Message) -> Result<(), Stop>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        tokio::select! {
+            biased;
+            result = sink.feed(message) => result.map_err(|_| Stop::Gone),
+            code = self.closer.closed() => Err(Stop::Close(code)),
+        }
+    }
+
+    async fn flush<S>(&mut self, sink: &mut S) -> Result<(), Stop>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        tokio::select! {
+            biased;
+            result = sink.flush() => result.map_err(|_| Stop::Gone),
+            code = self.closer.closed() => Err(Stop::Close(code)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

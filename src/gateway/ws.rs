@@ -1,0 +1,156 @@
+//! `GET /v1/ws`: refusals before the upgrade (origin 403, per-IP connect
+//! rate 429, capacity 503, token 401), then one connection: a writer task
+//! and the reader (this task); when the reader ends the writer is closed,
+//! and aborted if it cannot finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::auth::{token_from, AuthError, Claims};
+use super::error::ApiError;
+use super::protocol::{self, Code};
+use super::session::{Ended, Session};
+use super::writer::Writer;
+use super::{close, Shared};
+use crate::fanout::{Closer, Control, Member, Outgoing};
+
+/// Bytes of the socket's read buffer (tungstenite allocates it up front;
+/// its default of 128 KiB per connection would dominate idle memory).
+const READ_BUFFER: usize = 4096;
+/// Bytes written before the socket buffer is flushed without a flush call.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Bytes the socket buffer may hold for a client that stopped reading;
+/// past this, writes wait and the send queue fills.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// How long a closing connection's writer may take.
+const WRITER_GRACE: Duration = Duration::from_secs(12);
+
+/// Checks an upgrade request and upgrades it.
+pub(super) async fn upgrade(
+    State(state): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    match admit(&state, peer, query.as_deref(), &headers) {
+        Ok(claims) => {
+            let max = state.config.limits.max_frame_bytes;
+            ws.read_buffer_size(READ_BUFFER)
+                .write_buffer_size(WRITE_BUFFER)
+                .max_write_buffer_size(MAX_WRITE_BUFFER)
+                .max_message_size(max)
+                .max_frame_size(max)
+                .on_upgrade(move |socket| connection(state, claims, socket))
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+fn admit(
+    state: &Shared,
+    peer: SocketAddr,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Claims, ApiError> {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !state.config.cors.allows(origin) {
+        return Err(ApiError::forbidden("origin not allowed"));
+    }
+    if state.shutdown.is_triggered() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal,
+            "shutting down",
+        ));
+    }
+    if !state.connects.allow(peer.ip()) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited,
+            "too many connections from this address",
+        ));
+    }
+    if state.hub.connection_count() >= state.config.limits.max_connections {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal,
+            "too many connections",
+        ));
+    }
+    let token = token_from(headers, query).ok_or(AuthError::Missing);
+    token
+        .and_then(|t| state.verifier.verify(&t))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+/// Runs one connection to its end.
+async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let closer = Arc::new(Closer::default());
+    let conn = state.hub.connect(closer.clone());
+    let (queue, rx) = mpsc::channel(state.config.limits.send_queue);
+    let member = Member {
+        conn,
+        queue,
+        closer: closer.clone(),
+    };
+    let user = claims.sub.clone();
+    let service = claims.service;
+    if !service {
+        state.presence.opened(&user);
+    }
+    let welcome = protocol::welcome(
+        conn,
+        &user,
+        state.hub.head(),
+        state.config.heartbeat.as_millis() as u64,
+    );
+    member.offer(Outgoing::Control(Control::Join {
+        room: Arc::from("broadcast"),
+        replay: false,
+    }));
+    state.hub.join("broadcast", member.clone());
+    let writer = Writer::new(
+        state.database.clone(),
+        rx,
+        closer.clone(),
+        state.config.limits.send_queue,
+        state.config.heartbeat,
+    );
+    let mut writer = tokio::spawn(writer.run(sink, welcome));
+    let session = Session::new(
+        member,
+        claims,
+        state.hub.clone(),
+        state.database.clone(),
+        state.verifier.clone(),
+        state.session.clone(),
+    );
+    let ended = tokio::select! {
+        ended = session.run(stream) => ended,
+        _ = &mut writer => Ended::ByClient,
+    };
+    match ended {
+        Ended::Close(code) => closer.close(code),
+        Ended::ByClient => closer.close(close::GOING_AWAY),
+    }
+    if tokio::time::timeout(WRITER_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    state.hub.disconnect(conn);
+    if !service {
+        state.presence.closed(&user);
+    }
+}
