@@ -138,8 +138,9 @@ pub struct Settings {
     )]
     pub client_events: String,
 
-    /// Frames queued per connection before it is closed as too slow (4008).
-    #[arg(long, env = "ROWCAST_SEND_QUEUE", default_value_t = 1024)]
+    /// Frames queued per connection before it is closed as too slow (4008);
+    /// keep it above ROWCAST_BATCH_SIZE.
+    #[arg(long, env = "ROWCAST_SEND_QUEUE", default_value_t = 2048)]
     pub send_queue: usize,
     /// Largest client frame in bytes (larger closes with 1009).
     #[arg(long, env = "ROWCAST_MAX_FRAME_BYTES", default_value_t = 65_536)]

@@ -150,10 +150,6 @@ impl<A: Authorize> Session<A> {
                 _ = sleep_until(flush_at) => self.flush_throttles(),
             }
         };
-        for room in self.rooms.drain() {
-            self.hub.leave(&room, self.member.conn);
-        }
-        self.hub.leave("broadcast", self.member.conn);
         ended
     }
 
@@ -419,6 +415,17 @@ impl<A: Authorize> Session<A> {
 
     fn control(&self, control: Control) {
         self.member.offer(Outgoing::Control(control));
+    }
+}
+
+impl<A> Drop for Session<A> {
+    /// Leaves every room, however the session ended (also when the
+    /// connection's writer failed first and the reader was dropped).
+    fn drop(&mut self) {
+        for room in self.rooms.drain() {
+            self.hub.leave(&room, self.member.conn);
+        }
+        self.hub.leave("broadcast", self.member.conn);
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Writer<H> {
     page: i64,
     /// An item taken from the queue during a replay, handled after it.
     deferred: Option<Outgoing>,
+    /// Set once the connection is closing: writes no longer give way to
+    /// the close request.
+    closing: bool,
 }
 
 impl<H: History> Writer<H> {
@@ -92,6 +95,7 @@ impl<H: History> Writer<H> {
             heartbeat,
             page: 1000,
             deferred: None,
+            closing: false,
         }
     }
 
@@ -110,6 +114,17 @@ impl<H: History> Writer<H> {
             reason: Utf8Bytes::from_static(close::reason(code)),
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            if code != close::TOO_SLOW {
+                // Replies already queued (a rate-limit refusal, say) still
+                // go out before the close frame; a client too slow to read
+                // gets only the close.
+                self.closing = true;
+                while let Ok(item) = self.queue.try_recv() {
+                    if self.handle(&mut sink, item).await.is_err() {
+                        break;
+                    }
+                }
+            }
             let _ = sink.send(Message::Close(Some(frame))).await;
             let _ = sink.close().await;
         })
@@ -314,6 +329,9 @@ impl<H: History> Writer<H> {
     where
         S: Sink<Message> + Unpin,
     {
+        if self.closing {
+            return sink.feed(message).await.map_err(|_| Stop::Gone);
+        }
         tokio::select! {
             biased;
             result = sink.feed(message) => result.map_err(|_| Stop::Gone),

@@ -135,17 +135,18 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
         state.verifier.clone(),
         state.session.clone(),
     );
-    let ended = tokio::select! {
-        ended = session.run(stream) => ended,
-        _ = &mut writer => Ended::ByClient,
+    let (ended, writer_done) = tokio::select! {
+        ended = session.run(stream) => (ended, false),
+        _ = &mut writer => (Ended::ByClient, true),
     };
     match ended {
         Ended::Close(code) => closer.close(code),
         Ended::ByClient => closer.close(close::GOING_AWAY),
     }
-    if tokio::time::timeout(WRITER_GRACE, &mut writer)
-        .await
-        .is_err()
+    if !writer_done
+        && tokio::time::timeout(WRITER_GRACE, &mut writer)
+            .await
+            .is_err()
     {
         writer.abort();
     }

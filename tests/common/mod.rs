@@ -348,6 +348,40 @@ pub fn spawn_relay_binary(db: &TestDb, capture: &str, extra: &[(&str, &str)]) ->
     RelayProcess(command.spawn().expect("spawn rowcast"))
 }
 
+/// Starts `rowcast serve` on a free port and waits until it accepts
+/// connections.
+pub async fn spawn_listening_relay(
+    db: &TestDb,
+    capture: &str,
+    extra: &[(&str, &str)],
+) -> (RelayProcess, std::net::SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let port_text = port.to_string();
+    let mut env: Vec<(&str, &str)> = vec![("SOCKET_PORT", &port_text)];
+    env.extend_from_slice(extra);
+    let relay = spawn_relay_binary(db, capture, &env);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for("the relay to listen", Duration::from_secs(60), || async {
+        let (status, _) = ws::try_http(addr, "GET", "/readyz").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    (relay, addr)
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A private cluster for tests that restart Postgres.
 pub fn private_cluster() -> Cluster {
     Cluster::start(&ClusterOptions::default()).expect("start a private Postgres")
@@ -387,3 +421,5 @@ pub async fn seed_basic(client: &Client) {
         .expect("seed");
 }
 pub mod burst;
+pub mod catalog;
+pub mod ws;

@@ -9,8 +9,9 @@
 //! flushed only after that transaction committed. After a crash the slot
 //! resends from its confirmed position and everything at or below the stored
 //! position is skipped, so a SIGKILL at any instant neither loses nor repeats
-//! an event. A large source transaction is stored in batches, so memory
-//! stays bounded.
+//! an event. A large source transaction is stored in batches bounded in
+//! changes and in bytes, read ahead by a bounded number of messages, so
+//! memory stays bounded however many or wide its rows.
 //!
 //! Switching capture modes is lossless both ways. The transaction that
 //! installs or drops the capture triggers also writes a message into WAL

@@ -70,12 +70,23 @@ struct Txn {
     switch: Option<Switch>,
 }
 
+/// Most bytes of change messages one batch holds before it is stored, so
+/// wide rows are stored in smaller batches than `batch_size` allows.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most replication events read ahead of the one being handled. Each may
+/// be a whole row (up to the largest value Postgres stores), so this bounds
+/// the memory of read-ahead rows; the socket applies backpressure beyond it.
+const READ_AHEAD_EVENTS: usize = 64;
+
 /// Changes read but not stored yet.
 #[derive(Default)]
 struct Batch {
     /// In stream order: the capture row to consume (if any) and the change
     /// to route (`None`: consume the capture row without an event).
     items: Vec<(Option<i64>, Option<Change>)>,
+    /// Bytes of the change messages behind `items`.
+    bytes: usize,
     /// The position reached by these items.
     position: Option<SourcePosition>,
     /// The end LSN to confirm once stored (a complete transaction).
@@ -89,6 +100,11 @@ struct Batch {
 impl Batch {
     fn is_empty(&self) -> bool {
         self.items.is_empty() && self.position.is_none()
+    }
+
+    /// Whether it holds `max_items` changes, or [`MAX_BATCH_BYTES`].
+    fn is_full(&self, max_items: usize) -> bool {
+        self.items.len() >= max_items || self.bytes >= MAX_BATCH_BYTES
     }
 }
 
@@ -180,7 +196,7 @@ impl<'a> Session<'a> {
                 // transaction; store when the stream pauses or the batch is full.
                 match self.client.recv().now_or_never() {
                     Some(Ok(Some(event)))
-                        if self.batch.items.len() < self.capture.config.batch_size =>
+                        if !self.batch.is_full(self.capture.config.batch_size) =>
                     {
                         next = Some(event);
                     }
@@ -322,8 +338,9 @@ impl<'a> Session<'a> {
             self.batch
                 .items
                 .push((id, captured.map(|captured| Change { captured, at })));
+            self.batch.bytes += data.len();
         }
-        if self.batch.items.len() >= self.capture.config.batch_size {
+        if self.batch.is_full(self.capture.config.batch_size) {
             self.batch.position = Some(SourcePosition {
                 lsn: txn.final_lsn,
                 changes: txn.seen,
@@ -572,7 +589,7 @@ async fn connect(
     .with_ack_lsn(Lsn(confirmed))
     .with_status_interval(Duration::from_millis(500))
     .with_wakeup_interval(Duration::from_secs(5))
-    .with_buffer_size(4096)
+    .with_buffer_size(READ_AHEAD_EVENTS)
     .with_options("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=1")
     .with_application_name("rowcast");
     let mut client = ReplicationClient::connect(config).await?;
