@@ -84,7 +84,11 @@ async fn run(
 ) {
     while let Some((user, status)) = changes.recv().await {
         if let Err(e) = store(&pool, &publisher, &user, status).await {
-            tracing::warn!(error = %e, status, "presence change not stored");
+            if publisher.is_closed() {
+                tracing::debug!(status, "presence change not stored: the relay is stopping");
+            } else {
+                tracing::warn!(error = %e, status, "presence change not stored");
+            }
         }
     }
 }

@@ -248,6 +248,7 @@ impl<A: Authorize> Session<A> {
             }
         }
         metrics::counter!("rowcast_joins_total", "result" => "ok").increment(1);
+        tracing::debug!(conn = self.member.conn, %room, since, "joined");
         // Order matters: the writer holds the room's live events before the
         // hub can send any, and the head is read after subscribing, so the
         // replay up to it and the live events together miss nothing.

@@ -105,6 +105,7 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
     };
     let user = claims.sub.clone();
     let service = claims.service;
+    tracing::debug!(conn, user = %user, service, "connection opened");
     if !service {
         state.presence.opened(&user);
     }
@@ -151,6 +152,7 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
         writer.abort();
     }
     state.hub.disconnect(conn);
+    tracing::debug!(conn, code = closer.code(), "connection closed");
     if !service {
         state.presence.closed(&user);
     }

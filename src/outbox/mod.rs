@@ -174,6 +174,7 @@ impl Outbox {
             .filter(|e| e.seq > self.delivered)
             .collect();
         if let Some(last) = fresh.last() {
+            tracing::debug!(events = fresh.len(), head = last.seq, "events stored");
             self.delivered = last.seq;
             metrics::counter!("rowcast_events_stored_total").increment(fresh.len() as u64);
             self.subscriber.stored(&fresh);
