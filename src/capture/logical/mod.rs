@@ -11,7 +11,7 @@
 //! position is skipped, so a SIGKILL at any instant neither loses nor repeats
 //! an event. A large source transaction is stored in batches bounded in
 //! changes and in bytes, read ahead by a bounded number of messages, so
-//! memory stays bounded however many or wide its rows.
+//! memory does not grow with the size of the transaction.
 //!
 //! Switching capture modes is lossless both ways. The transaction that
 //! installs or drops the capture triggers also writes a message into WAL

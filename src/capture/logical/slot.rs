@@ -2,6 +2,8 @@
 //! tables' replica identity, the replication slot, the switch between
 //! capture modes, slot lag, and the heartbeat that keeps an idle slot moving.
 
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
 
 use super::super::trigger::{ident, literal};
@@ -226,19 +228,43 @@ pub(super) async fn slot_exists(pool: &Pool, slot: &str) -> Result<bool, DbError
 }
 
 /// Drops the slot (when trigger capture takes over), so it cannot hold WAL.
+///
+/// The walsender of the stream that has just read the slot releases it a
+/// moment after that stream stopped, so a slot still in use is waited for.
+/// One still in use after `IN_USE_PATIENCE` belongs to another consumer and
+/// is left alone (the next start in trigger mode tries again).
 pub(super) async fn drop_slot(pool: &Pool, slot: &str) -> Result<(), DbError> {
+    const IN_USE_PATIENCE: Duration = Duration::from_secs(10);
     let client = pool.get().await?;
-    let dropped = client
-        .query(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-             WHERE slot_name = $1 AND database = current_database() AND NOT active",
-            &[&slot],
-        )
-        .await?;
-    if !dropped.is_empty() {
-        tracing::info!(%slot, "dropped the logical replication slot");
+    let started = tokio::time::Instant::now();
+    loop {
+        let dropped = client
+            .query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                 WHERE slot_name = $1 AND database = current_database() AND NOT active",
+                &[&slot],
+            )
+            .await?;
+        if !dropped.is_empty() {
+            tracing::info!(%slot, "dropped the logical replication slot");
+            return Ok(());
+        }
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+                &[&slot],
+            )
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(());
+        }
+        if started.elapsed() > IN_USE_PATIENCE {
+            tracing::warn!(%slot, "the replication slot is in use by another session; not dropped");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
 }
 
 /// Where the slot has confirmed up to.
