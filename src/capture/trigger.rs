@@ -98,8 +98,11 @@ fn function_name(table: &TableRoutes) -> String {
     format!("realtime.{}", ident(&name))
 }
 
-/// `jsonb_build_object(...)` of the captured columns of `row` (NEW or OLD),
-/// chained in groups because a function takes at most 100 arguments.
+/// `jsonb_build_object(...)` of the captured columns of `row`, a jsonb
+/// variable holding `to_jsonb(NEW)` or `to_jsonb(OLD)`. Reading the columns
+/// out of jsonb (rather than as `NEW.col`) keeps the function's cached plans
+/// valid when a column's type changes. Groups are chained because a function
+/// takes at most 100 arguments.
 fn row_json(table: &TableRoutes, row: &str) -> String {
     let parts: Vec<String> = table
         .columns
@@ -107,7 +110,7 @@ fn row_json(table: &TableRoutes, row: &str) -> String {
         .map(|chunk| {
             let pairs: Vec<String> = chunk
                 .iter()
-                .map(|c| format!("{}, {row}.{}", literal(c), ident(c)))
+                .map(|c| format!("{name}, {row} -> {name}", name = literal(c)))
                 .collect();
             format!("jsonb_build_object({})", pairs.join(", "))
         })
@@ -120,28 +123,28 @@ fn function_sql(table: &TableRoutes) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $rowcast$
 DECLARE
+    r jsonb;
     o jsonb;
     n jsonb;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO realtime.capture (tbl, op, new) VALUES ({name}, 'I', {new});
-    ELSIF TG_OP = 'UPDATE' THEN
-        o := {old};
-        n := {new};
-        IF o = n THEN
-            RETURN NULL;
-        END IF;
-        INSERT INTO realtime.capture (tbl, op, old, new) VALUES ({name}, 'U', o, n);
-    ELSE
-        INSERT INTO realtime.capture (tbl, op, old) VALUES ({name}, 'D', {old});
+    IF TG_OP <> 'DELETE' THEN
+        r := to_jsonb(NEW);
+        n := {pick};
     END IF;
+    IF TG_OP <> 'INSERT' THEN
+        r := to_jsonb(OLD);
+        o := {pick};
+    END IF;
+    IF TG_OP = 'UPDATE' AND o = n THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO realtime.capture (tbl, op, old, new) VALUES ({name}, left(TG_OP, 1), o, n);
     PERFORM pg_notify('{CHANNEL}', '');
     RETURN NULL;
 END
 $rowcast$",
         function = function_name(table),
-        new = row_json(table, "NEW"),
-        old = row_json(table, "OLD"),
+        pick = row_json(table, "r"),
     )
 }
 
@@ -382,7 +385,7 @@ mod tests {
         let router = Router::builtin().unwrap();
         let users = router.tables().find(|t| t.name == "users").unwrap();
         let sql = function_sql(users);
-        assert!(sql.contains("'username', NEW.\"username\""));
+        assert!(sql.contains("'username', r -> 'username'"));
         assert!(!sql.contains("email") && !sql.contains("password_hash"));
         assert!(sql.contains("realtime.\"capture public.users\""));
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
