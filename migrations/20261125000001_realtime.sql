@@ -21,6 +21,28 @@ ALTER TABLE realtime.capture SET (autovacuum_vacuum_scale_factor = 0,
                                   autovacuum_vacuum_threshold = 5000,
                                   autovacuum_vacuum_cost_delay = 0);
 
+-- Whether the relay waits for a NOTIFY. A NOTIFY serializes committing
+-- transactions, so writers send one only while the relay sleeps; while it
+-- is awake it keeps reading the capture table. Unlogged: after a crash the
+-- row is gone and writers notify, which is always safe.
+CREATE UNLOGGED TABLE IF NOT EXISTS realtime.wakeup (
+    id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+    sleeping boolean NOT NULL DEFAULT true
+);
+INSERT INTO realtime.wakeup DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- Wakes the relay if it sleeps (see realtime.wakeup).
+CREATE OR REPLACE FUNCTION realtime.wake()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF coalesce((SELECT sleeping FROM realtime.wakeup), true) THEN
+        PERFORM pg_notify('realtime_capture', '');
+    END IF;
+END
+$$;
+
 -- Every stored event, once, under its global sequence number.
 CREATE TABLE IF NOT EXISTS realtime.outbox (
     seq          bigint      PRIMARY KEY,
@@ -102,7 +124,7 @@ BEGIN
     INSERT INTO realtime.capture (tbl, op, new)
     VALUES ('', 'P', jsonb_build_object('rooms', to_jsonb(rooms), 'event', event,
                                         'data', coalesce(data, '{}'::jsonb)));
-    PERFORM pg_notify('realtime_capture', '');
+    PERFORM realtime.wake();
 END
 $$;
 

@@ -233,3 +233,63 @@ async fn concurrent_writers(mode: &str) {
     burst::verify(&client, until).await;
     stop_relay(relay).await;
 }
+
+/// Trigger capture with a poll interval far longer than the test: only
+/// wake-ups can deliver. Bursts of concurrent writers hit the relay while it
+/// goes to sleep, sleeps and wakes, and every change still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_wake_a_sleeping_relay_without_losing_a_change() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    seed_basic(&client).await;
+    let mut config = config_for(&db.url, "trigger");
+    config.capture.poll_interval = Duration::from_secs(600);
+    let relay = start_relay_with(config).await;
+    let mut expected = 0i64;
+    for round in 0..30 {
+        if round % 3 == 0 {
+            wait_for("the relay to sleep", Duration::from_secs(10), || async {
+                let sleeping: bool = client
+                    .query_one("SELECT sleeping FROM realtime.wakeup", &[])
+                    .await
+                    .ok()?
+                    .get(0);
+                sleeping.then_some(())
+            })
+            .await;
+        }
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move {
+                    connect(&url)
+                        .await
+                        .batch_execute("INSERT INTO messages (sender_id, recipient_id, body) VALUES (1, 2, 'w')")
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        expected += 4;
+        wait_for(
+            "every change of the round",
+            Duration::from_secs(20),
+            || async {
+                let stored: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM realtime.outbox WHERE event = 'message-sent'",
+                        &[],
+                    )
+                    .await
+                    .ok()?
+                    .get(0);
+                (stored == expected).then_some(())
+            },
+        )
+        .await;
+    }
+    stop_relay(relay).await;
+}

@@ -139,7 +139,7 @@ BEGIN
         RETURN NULL;
     END IF;
     INSERT INTO realtime.capture (tbl, op, old, new) VALUES ({name}, left(TG_OP, 1), o, n);
-    PERFORM pg_notify('{CHANNEL}', '');
+    PERFORM realtime.wake();
     RETURN NULL;
 END
 $rowcast$",
@@ -198,8 +198,33 @@ async fn session(
     outbox.resync().await?;
     capture.status.set_running(true);
     tracing::info!("trigger capture running");
+    set_sleeping(&capture.pool, false).await?;
+    let mut awake = true;
     loop {
-        drain(capture, outbox).await?;
+        if drain(capture, outbox).await? > 0 {
+            // Busy: read again at once; writers need not notify.
+            if !awake {
+                set_sleeping(&capture.pool, false).await?;
+                awake = true;
+            }
+            backoff.reset();
+            continue;
+        }
+        let mut poll = capture.config.poll_interval;
+        if awake {
+            set_sleeping(&capture.pool, true).await?;
+            awake = false;
+            // A writer that read "awake" just before may commit after the
+            // last read: wait for those writers, then read once more.
+            if !writers_settled(&capture.pool).await? {
+                poll = UNSETTLED_POLL;
+            }
+            if drain(capture, outbox).await? > 0 {
+                set_sleeping(&capture.pool, false).await?;
+                awake = true;
+                continue;
+            }
+        }
         backoff.reset();
         if listener.is_closed() {
             return Err(DbError::Retry("the LISTEN connection closed".into()));
@@ -207,7 +232,7 @@ async fn session(
         let flush_at = outbox.next_flush();
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(capture.config.poll_interval) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = sleep_until(flush_at) => {}
             request = capture.requests.recv() => {
                 if let Some(first) = request {
@@ -220,6 +245,53 @@ async fn session(
     }
 }
 
+/// Polling interval while writers that may not have notified are still
+/// running (a long transaction); normally the relay waits for a NOTIFY.
+const UNSETTLED_POLL: Duration = Duration::from_millis(20);
+
+/// How long the relay waits for in-flight writers before it sleeps.
+const SETTLE_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Tells writers whether to send a NOTIFY (only while the relay sleeps).
+async fn set_sleeping(pool: &Pool, sleeping: bool) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO realtime.wakeup (id, sleeping) VALUES (true, $1)
+             ON CONFLICT (id) DO UPDATE SET sleeping = excluded.sleeping",
+        )
+        .await?;
+    client.execute(&statement, &[&sleeping]).await?;
+    Ok(())
+}
+
+/// Waits until every transaction running when the relay went to sleep has
+/// ended; false when some are still running after [`SETTLE_PATIENCE`].
+async fn writers_settled(pool: &Pool) -> Result<bool, DbError> {
+    let client = pool.get().await?;
+    let snapshot: String = client
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .get(0);
+    let running = client
+        .prepare_cached(
+            "SELECT count(*) FROM pg_snapshot_xip($1::text::pg_snapshot) AS x
+             WHERE x IN (SELECT pg_snapshot_xip(pg_current_snapshot()))",
+        )
+        .await?;
+    let started = tokio::time::Instant::now();
+    loop {
+        let count: i64 = client.query_one(&running, &[&snapshot]).await?.get(0);
+        if count == 0 {
+            return Ok(true);
+        }
+        if started.elapsed() > SETTLE_PATIENCE {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -228,24 +300,27 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Stores everything captured so far, one batch per transaction.
-async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<(), DbError> {
+/// Stores everything captured so far, one batch per transaction; returns
+/// how many captured rows it took.
+async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<usize, DbError> {
     drain_before(capture, outbox, i64::MAX).await
 }
 
-/// Stores the captured rows with an id below `bound`.
+/// Stores the captured rows with an id below `bound`; returns how many.
 pub(super) async fn drain_before(
     capture: &Capture,
     outbox: &mut Outbox,
     bound: i64,
-) -> Result<(), DbError> {
+) -> Result<usize, DbError> {
+    let mut total = 0;
     loop {
         let flush = outbox
             .next_flush()
             .is_some_and(|d| d <= tokio::time::Instant::now());
         let taken = drain_batch(capture, outbox, flush, bound).await?;
+        total += taken;
         if taken < capture.config.batch_size {
-            return Ok(());
+            return Ok(total);
         }
     }
 }
