@@ -41,8 +41,16 @@ pub enum Outgoing {
     },
     /// Any other frame (an ephemeral event, a reply).
     Frame(Utf8Bytes),
-    /// The reader asks the writer to act, in queue order.
-    Control(Control),
+    /// The reader asks the writer to act, in queue order (boxed: controls
+    /// are rare, and every slot of every send queue is as large as the
+    /// largest variant).
+    Control(Box<Control>),
+}
+
+impl From<Control> for Outgoing {
+    fn from(control: Control) -> Self {
+        Self::Control(Box::new(control))
+    }
 }
 
 /// Requests from a connection's reader to its writer.

@@ -169,7 +169,10 @@ impl<A: Authorize> Session<A> {
             }
         };
         let result = match request {
-            Request::Join { room, since } => self.join(reference.as_ref(), room, since).await,
+            Request::Join { room, since } => {
+                // Boxed: an idle connection should not carry a query's state.
+                Box::pin(self.join(reference.as_ref(), room, since)).await
+            }
             Request::Leave { room } => self.leave(reference.as_ref(), &room),
             Request::Emit { room, event, data } => {
                 self.emit(reference.as_ref(), &room, event, data)
@@ -415,7 +418,7 @@ impl<A: Authorize> Session<A> {
     }
 
     fn control(&self, control: Control) {
-        self.member.offer(Outgoing::Control(control));
+        self.member.offer(Outgoing::from(control));
     }
 }
 

@@ -191,25 +191,30 @@ impl<H: History> Writer<H> {
         match item {
             Outgoing::Event { room, seq, frame } => self.event(sink, room, seq, frame).await,
             Outgoing::Frame(frame) => self.write(sink, Message::Text(frame)).await,
-            Outgoing::Control(Control::Join { room, replay }) => {
-                let cursor = if replay {
-                    Cursor::Holding(Vec::new())
-                } else {
-                    Cursor::Live(0)
-                };
-                self.cursors.insert(room, cursor);
-                Ok(())
-            }
-            Outgoing::Control(Control::Leave(room)) => {
-                self.cursors.remove(&room);
-                Ok(())
-            }
-            Outgoing::Control(Control::Replay {
-                room,
-                after,
-                until,
-                reply,
-            }) => self.replay(sink, room, after, until, reply).await,
+            Outgoing::Control(control) => match *control {
+                Control::Join { room, replay } => {
+                    let cursor = if replay {
+                        Cursor::Holding(Vec::new())
+                    } else {
+                        Cursor::Live(0)
+                    };
+                    self.cursors.insert(room, cursor);
+                    Ok(())
+                }
+                Control::Leave(room) => {
+                    self.cursors.remove(&room);
+                    Ok(())
+                }
+                Control::Replay {
+                    room,
+                    after,
+                    until,
+                    reply,
+                } => {
+                    // Boxed: an idle connection should not carry a replay's state.
+                    Box::pin(self.replay(sink, room, after, until, reply)).await
+                }
+            },
         }
     }
 

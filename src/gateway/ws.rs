@@ -115,7 +115,7 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
         state.hub.head(),
         state.config.heartbeat.as_millis() as u64,
     );
-    member.offer(Outgoing::Control(Control::Join {
+    member.offer(Outgoing::from(Control::Join {
         room: Arc::from("broadcast"),
         replay: false,
     }));

@@ -127,7 +127,7 @@ impl Client {
     async fn next_control(&mut self) -> Control {
         loop {
             if let Outgoing::Control(c) = self.output.recv().await.expect("an item") {
-                return c;
+                return *c;
             }
         }
     }

@@ -98,7 +98,7 @@ async fn welcome_comes_first_and_only_joined_rooms_are_delivered() {
     let mut h = start(vec![]);
     let room: Arc<str> = Arc::from("content_1");
     let other: Arc<str> = Arc::from("content_2");
-    h.send(Outgoing::Control(Control::Join {
+    h.send(Outgoing::from(Control::Join {
         room: room.clone(),
         replay: false,
     }))
@@ -111,8 +111,7 @@ async fn welcome_comes_first_and_only_joined_rooms_are_delivered() {
         (event["room"].as_str(), event["seq"].as_i64()),
         (Some("content_1"), Some(2))
     );
-    h.send(Outgoing::Control(Control::Leave(room.clone())))
-        .await;
+    h.send(Outgoing::from(Control::Leave(room.clone()))).await;
     h.send(live(&room, 3)).await;
     h.send(Outgoing::Frame(Utf8Bytes::from_static(
         "{\"type\":\"pong\"}",
@@ -129,7 +128,7 @@ async fn welcome_comes_first_and_only_joined_rooms_are_delivered() {
 async fn replay_then_held_live_events_without_gap_or_duplicate() {
     let mut h = start(vec![1, 2, 3, 4, 5]);
     let room: Arc<str> = Arc::from("content_1");
-    h.send(Outgoing::Control(Control::Join {
+    h.send(Outgoing::from(Control::Join {
         room: room.clone(),
         replay: true,
     }))
@@ -141,7 +140,7 @@ async fn replay_then_held_live_events_without_gap_or_duplicate() {
     h.send(live(&room, 6)).await;
     let mut reply = serde_json::Map::new();
     reply.insert("type".into(), "reply".into());
-    h.send(Outgoing::Control(Control::Replay {
+    h.send(Outgoing::from(Control::Replay {
         room: room.clone(),
         after: 2,
         until: 5,
@@ -168,12 +167,12 @@ async fn replay_then_held_live_events_without_gap_or_duplicate() {
 async fn a_replay_from_before_retention_reports_the_gap() {
     let mut h = start(vec![1, 2]);
     let room: Arc<str> = Arc::from("r");
-    h.send(Outgoing::Control(Control::Join {
+    h.send(Outgoing::from(Control::Join {
         room: room.clone(),
         replay: true,
     }))
     .await;
-    h.send(Outgoing::Control(Control::Replay {
+    h.send(Outgoing::from(Control::Replay {
         room,
         after: 0,
         until: 2,
@@ -198,7 +197,7 @@ async fn close_requests_send_their_code() {
 async fn holding_too_many_live_events_closes_as_too_slow() {
     let mut h = start(vec![]);
     let room: Arc<str> = Arc::from("r");
-    h.send(Outgoing::Control(Control::Join {
+    h.send(Outgoing::from(Control::Join {
         room: room.clone(),
         replay: true,
     }))

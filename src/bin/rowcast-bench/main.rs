@@ -1,0 +1,151 @@
+//! `rowcast-bench`: the benchmark harness of rowcast.
+//!
+//! Each scenario starts everything it needs: a throwaway Postgres with
+//! fsync on (or the server `DATABASE_URL` names), the relay in its own
+//! process (this binary's hidden `relay` subcommand), WebSocket clients in
+//! several child processes (the hidden `clients` subcommand) and SQL writers
+//! in this process. It prints a table of medians and spreads over `--runs`
+//! runs and writes JSON results (and, for latency, an SVG chart) into the
+//! results directory. Nothing here asserts on timings.
+
+mod capture;
+mod chart;
+mod client_proc;
+mod clients;
+mod env;
+mod fanout;
+mod latency;
+mod relay;
+mod replay;
+mod report;
+mod slow;
+mod smoke;
+mod stats;
+mod sys;
+mod writers;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of rowcast: latency, capture cost, fan-out, replay, slow clients.
+#[derive(Debug, Parser)]
+#[command(name = "rowcast-bench", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Commit → client frame latency at fixed write rates.
+    Latency(latency::Args),
+    /// Write throughput with and without capture, and the relay's throughput.
+    Capture(capture::Args),
+    /// Many connections: memory per connection and deliveries per second.
+    Fanout(fanout::Args),
+    /// One client replaying a room's stored events with `since: 0`.
+    Replay(replay::Args),
+    /// Clients that stop reading, next to healthy ones.
+    Slow(slow::Args),
+    /// Every scenario at a tiny size, to prove the harness works.
+    Smoke(smoke::Args),
+    /// (internal) The relay process.
+    #[command(hide = true)]
+    Relay(Box<rowcast::cli::Settings>),
+    /// (internal) A client process.
+    #[command(hide = true)]
+    Clients,
+}
+
+/// Options every scenario has.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Common {
+    /// Runs of each configuration; tables show the median and the range.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Directory for the JSON results and charts.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Before each run, wait up to this many seconds for the machine to be
+    /// nearly idle (under 15% CPU), so other work is not measured too.
+    #[arg(long, default_value_t = 120)]
+    pub quiet_wait: u64,
+}
+
+impl Common {
+    /// Waits for a quiet machine before a run (see `--quiet-wait`).
+    pub async fn before_run(&self) {
+        if self.quiet_wait > 0 {
+            sys::wait_for_quiet(std::time::Duration::from_secs(self.quiet_wait), 15.0).await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Relay(settings) => return relay::main(*settings),
+        Command::Clients => return client_proc::main(),
+        _ => {}
+    }
+    sys::raise_nofile();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bench: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let load = sys::loadavg();
+    eprintln!("bench: load average before starting: {load}");
+    if load
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse::<f64>().ok())
+        .is_some_and(|l| l > 0.5)
+    {
+        eprintln!("bench: warning: the machine is busy; figures will be noisy");
+    }
+    let _ = sys::LOAD_AT_START.set(load);
+    let env = env::Env::start().await?;
+    let result = scenario(&env, command).await;
+    env.finish().await;
+    result
+}
+
+async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
+    let (outcome, out) = match command {
+        Command::Latency(args) => (latency::run(env, &args).await?, args.common.out),
+        Command::Capture(args) => (capture::run(env, &args).await?, args.common.out),
+        Command::Fanout(args) => (fanout::run(env, &args).await?, args.common.out),
+        Command::Replay(args) => (replay::run(env, &args).await?, args.common.out),
+        Command::Slow(args) => (slow::run(env, &args).await?, args.common.out),
+        Command::Smoke(args) => {
+            let (outcomes, json) = smoke::run(env, &args).await?;
+            for outcome in &outcomes {
+                outcome.print();
+            }
+            let svg = outcomes.iter().find_map(|o| o.svg.clone());
+            report::write(&args.out, "smoke", &json, None)?;
+            if let Some(svg) = svg {
+                report::write_svg(&args.out, "smoke-latency", &svg)?;
+            }
+            return Ok(());
+        }
+        Command::Relay(_) | Command::Clients => unreachable!("handled in main"),
+    };
+    outcome.print();
+    report::write(&out, &outcome.name, &outcome.json, outcome.svg.as_deref())
+}

@@ -1,0 +1,109 @@
+//! `smoke`: every scenario once at a tiny size, to prove the harness works
+//! end to end (processes, clients, writers, results). The numbers it prints
+//! mean nothing; `tests/bench_smoke.rs` checks only that each scenario
+//! produced results with non-zero counts.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use crate::env::Env;
+use crate::report::Outcome;
+use crate::{capture, fanout, latency, replay, slow, Common};
+
+/// Options of `smoke`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Directory for `smoke.json` and `smoke-latency.svg`.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+}
+
+/// Runs every scenario at a tiny size; returns their outcomes and the
+/// combined results (`{"scenarios": {name: results}}`).
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_json::Value)> {
+    let common = Common {
+        runs: 1,
+        out: args.out.clone(),
+        quiet_wait: 0,
+    };
+    let modes = vec!["trigger".to_string(), "logical".to_string()];
+    let mut outcomes = Vec::new();
+    outcomes.push(
+        latency::run(
+            env,
+            &latency::Args {
+                rate: vec![200],
+                capture: modes.clone(),
+                seconds: 1.0,
+                warmup: 0.5,
+                clients: 10,
+                writers: 4,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        capture::run(
+            env,
+            &capture::Args {
+                capture: modes,
+                seconds: 1.0,
+                writers: 4,
+                batch: 1,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        fanout::run(
+            env,
+            &fanout::Args {
+                connections: vec![100],
+                seconds: 1.0,
+                deliveries: 20_000.0,
+                room_size: 10,
+                per_process: 50,
+                capture: "trigger".into(),
+                writers: 4,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        replay::run(
+            env,
+            &replay::Args {
+                events: 500,
+                chunk: 250,
+                capture: "trigger".into(),
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        slow::run(
+            env,
+            &slow::Args {
+                stalled: 5,
+                healthy: 5,
+                seconds: 2.0,
+                rate: 200.0,
+                recv_buffer: 4096,
+                capture: "trigger".into(),
+                writers: 4,
+                common,
+            },
+        )
+        .await?,
+    );
+    let scenarios: serde_json::Map<String, serde_json::Value> = outcomes
+        .iter()
+        .map(|o| (o.name.clone(), o.json.clone()))
+        .collect();
+    Ok((outcomes, json!({ "scenarios": scenarios })))
+}
