@@ -28,7 +28,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::capture::{CaptureStatus, PublishRequest};
 use crate::config::{CorsOrigins, GatewayConfig};
 use crate::fanout::Hub;
-use crate::outbox::RoomPage;
+use crate::outbox::{RoomPage, StoredEvent};
 use crate::shutdown::Shutdown;
 use auth::{Claims, Verifier};
 use limits::ConnectLimits;
@@ -301,6 +301,19 @@ impl History for Database {
     ) -> Result<RoomPage, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
         crate::outbox::room_events(&client, room, after, Some(until), limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn next(
+        &self,
+        room: &str,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<Arc<StoredEvent>>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        crate::outbox::room_page(&client, room, after, until, limit)
             .await
             .map_err(|e| e.to_string())
     }

@@ -19,11 +19,13 @@ use tokio::sync::mpsc;
 
 use super::close;
 use crate::fanout::{frame, Closer, Control, Outgoing};
-use crate::outbox::RoomPage;
+use crate::outbox::{RoomPage, StoredEvent};
 
 /// Stored history, for replays.
 pub trait History: Send + Sync + 'static {
-    /// A room's events with `after < seq <= until`, at most `limit`.
+    /// The first page of a replay: a room's events with
+    /// `after < seq <= until`, at most `limit`, and whether events after
+    /// `after` were already removed by retention.
     fn page(
         &self,
         room: &str,
@@ -31,6 +33,15 @@ pub trait History: Send + Sync + 'static {
         until: i64,
         limit: i64,
     ) -> impl Future<Output = Result<RoomPage, String>> + Send;
+
+    /// A later page of the same replay.
+    fn next(
+        &self,
+        room: &str,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Arc<StoredEvent>>, String>> + Send;
 }
 
 /// Where a joined room stands.
@@ -39,6 +50,11 @@ enum Cursor {
     Holding(Vec<(i64, Utf8Bytes)>),
     /// Live: the last seq sent.
     Live(i64),
+}
+
+fn replay_failed(room: &str, error: String) -> Stop {
+    tracing::warn!(%error, %room, "replay failed");
+    Stop::Close(close::INTERNAL)
 }
 
 /// Why writing stopped.
@@ -93,10 +109,16 @@ impl<H: History> Writer<H> {
             cursors: HashMap::new(),
             hold_limit,
             heartbeat,
-            page: 1000,
+            page: 2000,
             deferred: None,
             closing: false,
         }
+    }
+
+    /// Sets how many events one replay query reads.
+    pub fn replay_page(mut self, events: i64) -> Self {
+        self.page = events.max(1);
+        self
     }
 
     /// Writes until the connection closes.
@@ -262,29 +284,38 @@ impl<H: History> Writer<H> {
     {
         let mut last = after.max(0);
         let mut replayed = 0u64;
-        let mut gap = None;
-        while last < until {
-            let page = self
+        let mut gap = false;
+        if last < until {
+            let first = self
                 .history
                 .page(&room, last, until, self.page)
                 .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, %room, "replay failed");
-                    Stop::Close(close::INTERNAL)
-                })?;
-            gap.get_or_insert(page.gap);
-            let full = page.events.len() as i64 == self.page;
-            for event in &page.events {
-                self.write(sink, Message::Text(frame::stored_frame(&room, event)))
-                    .await?;
-                last = event.seq;
-                replayed += 1;
+                .map_err(|e| replay_failed(&room, e))?;
+            gap = first.gap;
+            let mut page = first.events;
+            loop {
+                let full = page.len() as i64 == self.page;
+                if let Some(event) = page.last() {
+                    last = event.seq;
+                }
+                // Read the next page while this one is written.
+                let next = (full && last < until).then(|| {
+                    let (history, room, limit) = (self.history.clone(), room.clone(), self.page);
+                    tokio::spawn(async move { history.next(&room, last, until, limit).await })
+                });
+                for event in &page {
+                    self.write(sink, Message::Text(frame::stored_frame(&room, event)))
+                        .await?;
+                    replayed += 1;
+                }
+                let Some(next) = next else { break };
+                self.flush(sink).await?;
+                self.take_live_events(sink).await?;
+                page = next
+                    .await
+                    .map_err(|e| replay_failed(&room, e.to_string()))?
+                    .map_err(|e| replay_failed(&room, e))?;
             }
-            if !full {
-                break;
-            }
-            self.flush(sink).await?;
-            self.take_live_events(sink).await?;
         }
         let mut sent = until.max(last);
         if let Some(Cursor::Holding(held)) = self.cursors.remove(&room) {
@@ -297,7 +328,7 @@ impl<H: History> Writer<H> {
         }
         self.cursors.insert(room, Cursor::Live(sent));
         reply.insert("replayed".into(), replayed.into());
-        if gap == Some(true) {
+        if gap {
             reply.insert("gap".into(), true.into());
         }
         self.write(

@@ -24,7 +24,7 @@ use tokio_postgres::types::PgLsn;
 use crate::db::DbError;
 use crate::route::Event;
 
-pub use read::{room_events, RoomPage};
+pub use read::{room_events, room_page, RoomPage};
 pub use retention::retain;
 
 /// An event as stored: the routed [`Event`] plus its `seq`.

@@ -64,9 +64,26 @@ pub async fn room_events(
     let state = client.query_one(&state, &[]).await?;
     let (head, oldest): (i64, i64) = (state.get(0), state.get(1));
     let until = until.unwrap_or(head).min(head);
+    Ok(RoomPage {
+        events: room_page(client, room, after, until, limit).await?,
+        head,
+        gap: after + 1 < oldest,
+    })
+}
+
+/// A room's events with `after < seq <= until`, at most `limit`, without
+/// the state lookup (for the pages of a replay after its first). Each
+/// event's `rooms` is just this room: replay and history frames need no more.
+pub async fn room_page(
+    client: &deadpool_postgres::Client,
+    room: &str,
+    after: i64,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<Arc<StoredEvent>>, DbError> {
     let statement = client
         .prepare_cached(
-            "SELECT o.seq, o.event, o.rooms, o.data::text, o.old::text, o.count, o.committed_at
+            "SELECT o.seq, o.event, o.data::text, o.old::text, o.count, o.committed_at
              FROM realtime.outbox_rooms r JOIN realtime.outbox o ON o.seq = r.seq
              WHERE r.room = $1 AND r.seq > $2 AND r.seq <= $3
              ORDER BY r.seq LIMIT $4",
@@ -75,9 +92,18 @@ pub async fn room_events(
     let rows = client
         .query(&statement, &[&room, &after, &until, &limit])
         .await?;
-    Ok(RoomPage {
-        events: rows.iter().map(stored).collect(),
-        head,
-        gap: after + 1 < oldest,
-    })
+    Ok(rows
+        .iter()
+        .map(|row| {
+            Arc::new(StoredEvent {
+                seq: row.get(0),
+                name: row.get::<_, &str>(1).into(),
+                rooms: vec![room.to_string()],
+                data: row.get(2),
+                old: row.get(3),
+                count: row.get(4),
+                at: row.get(5),
+            })
+        })
+        .collect())
 }

@@ -33,6 +33,16 @@ impl History for Memory {
             gap: after == 0,
         })
     }
+
+    async fn next(
+        &self,
+        room: &str,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<Arc<StoredEvent>>, String> {
+        Ok(self.page(room, after, until, limit).await?.events)
+    }
 }
 
 fn event(seq: i64, room: &str) -> StoredEvent {
@@ -62,6 +72,10 @@ struct Harness {
 }
 
 fn start(history: Vec<i64>) -> Harness {
+    start_paged(history, 1000)
+}
+
+fn start_paged(history: Vec<i64>, page: i64) -> Harness {
     let (queue, rx) = mpsc::channel(64);
     let closer = Arc::new(Closer::default());
     let (sink, out) = futures_channel::mpsc::unbounded::<Message>();
@@ -71,7 +85,8 @@ fn start(history: Vec<i64>) -> Harness {
         closer.clone(),
         8,
         Duration::from_secs(3600),
-    );
+    )
+    .replay_page(page);
     tokio::spawn(writer.run(
         sink.sink_map_err(|_| ()),
         Utf8Bytes::from_static("{\"type\":\"welcome\"}"),
@@ -207,4 +222,34 @@ async fn holding_too_many_live_events_closes_as_too_slow() {
     }
     assert_eq!(h.next().await["type"], "welcome");
     assert_eq!(h.next().await["close"], 4008);
+}
+
+#[tokio::test]
+async fn long_replays_read_page_after_page_in_order() {
+    let mut h = start_paged((1..=25).collect(), 4);
+    let room: Arc<str> = Arc::from("r");
+    h.send(Outgoing::from(Control::Join {
+        room: room.clone(),
+        replay: true,
+    }))
+    .await;
+    h.send(live(&room, 26)).await;
+    h.send(Outgoing::from(Control::Replay {
+        room,
+        after: 0,
+        until: 25,
+        reply: Default::default(),
+    }))
+    .await;
+    assert_eq!(h.next().await["type"], "welcome");
+    let mut seqs = Vec::new();
+    loop {
+        let frame = h.next().await;
+        if frame.get("replayed").is_some() {
+            assert_eq!(frame["replayed"], 25);
+            break;
+        }
+        seqs.push(frame["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seqs, (1..=26).collect::<Vec<_>>());
 }
