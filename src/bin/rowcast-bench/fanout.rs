@@ -84,6 +84,9 @@ struct Phase {
     stored_during_writes: u64,
     /// Events it stored by the end of the tail.
     stored_in_all: u64,
+    /// What the relay's database sessions were doing when the writers
+    /// stopped (state, wait event, seconds in the query, the query).
+    relay_queries: Vec<String>,
     closes: std::collections::BTreeMap<u16, u64>,
     reconnects: u64,
     open_at_end: u64,
@@ -274,6 +277,7 @@ async fn phase(
     let outcome = parts.writers.run(&load).await;
     let window = group.report().await?;
     let head_at_end = env::head(parts.admin).await?;
+    let relay_queries = relay_queries(parts.admin).await;
     // Then until nothing more arrives: the frames of rows written during
     // the window that the relay had not delivered yet.
     let (mut frames, mut closes, mut reconnects) =
@@ -315,6 +319,7 @@ async fn phase(
         tail_s: (end_to_end - seconds).max(0.0),
         stored_during_writes: (head_at_end - head_before).max(0) as u64,
         stored_in_all: (head_after - head_before).max(0) as u64,
+        relay_queries,
         closes,
         reconnects,
         open_at_end: open,
@@ -322,6 +327,22 @@ async fn phase(
         kib_per_conn: (rss_peak as f64 - parts.rss_before as f64) / parts.n as f64,
         cpu,
     })
+}
+
+/// The relay's sessions in `pg_stat_activity`, for when it falls behind.
+async fn relay_queries(admin: &tokio_postgres::Client) -> Vec<String> {
+    let rows = admin
+        .query(
+            "SELECT concat_ws(' | ', state, wait_event_type || ':' || wait_event,
+                    round(extract(epoch FROM clock_timestamp() - query_start)::numeric, 3),
+                    left(regexp_replace(query, '\\s+', ' ', 'g'), 80))
+             FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'rowcast'",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter().map(|row| row.get(0)).collect()
 }
 
 fn summarize(args: &Args, counts: &[usize], runs: Vec<Run>, mut notes: Vec<String>) -> Outcome {
