@@ -67,8 +67,13 @@ enum Stop {
 
 /// Frames written in one go before a flush.
 const BATCH: usize = 128;
-/// How long a close frame may take to get through to a slow client.
+/// How long a close frame may take to get through to a client.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
+/// How long the 4008 close frame may wait for a client that stopped
+/// reading: it goes out behind what the socket already holds, so the client
+/// sees it once it reads again. The connection's queue is freed first, so
+/// waiting holds little more than the socket.
+pub const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(60);
 
 /// The writer's state.
 pub struct Writer<H> {
@@ -135,7 +140,14 @@ impl<H: History> Writer<H> {
             code,
             reason: Utf8Bytes::from_static(close::reason(code)),
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let grace = match code {
+            close::TOO_SLOW => {
+                self.forget_queued();
+                SLOW_CLOSE_GRACE
+            }
+            _ => CLOSE_GRACE,
+        };
+        let _ = tokio::time::timeout(grace, async {
             if code != close::TOO_SLOW {
                 // Replies already queued (a rate-limit refusal, say) still
                 // go out before the close frame; a client too slow to read
@@ -151,6 +163,15 @@ impl<H: History> Writer<H> {
             let _ = sink.close().await;
         })
         .await;
+    }
+
+    /// Drops everything queued or held: a client too slow to read gets
+    /// only the close frame, and it rejoins with `since`.
+    fn forget_queued(&mut self) {
+        self.queue.close();
+        while self.queue.try_recv().is_ok() {}
+        self.deferred = None;
+        self.cursors = HashMap::new();
     }
 
     async fn serve<S>(&mut self, sink: &mut S, welcome: Utf8Bytes) -> Stop

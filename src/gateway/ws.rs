@@ -18,7 +18,7 @@ use super::auth::{token_from, AuthError, Claims};
 use super::error::ApiError;
 use super::protocol::{self, Code};
 use super::session::{Ended, Session};
-use super::writer::Writer;
+use super::writer::{Writer, SLOW_CLOSE_GRACE};
 use super::{close, Shared};
 use crate::fanout::{Closer, Control, Member, Outgoing};
 
@@ -30,8 +30,9 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// Bytes the socket buffer may hold for a client that stopped reading;
 /// past this, writes wait and the send queue fills.
 const MAX_WRITE_BUFFER: usize = 1024 * 1024;
-/// How long a closing connection's writer may take.
-const WRITER_GRACE: Duration = Duration::from_secs(12);
+/// How long a closing connection's writer may take (its own close grace,
+/// and a margin).
+const WRITER_GRACE: Duration = SLOW_CLOSE_GRACE.saturating_add(Duration::from_secs(2));
 
 /// Checks an upgrade request and upgrades it.
 pub(super) async fn upgrade(
@@ -144,6 +145,11 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
         Ended::Close(code) => closer.close(code),
         Ended::ByClient => closer.close(close::GOING_AWAY),
     }
+    // The user is gone as soon as the connection is closing, even while a
+    // close frame still waits for a slow client.
+    if !service {
+        state.presence.closed(&user);
+    }
     if !writer_done
         && tokio::time::timeout(WRITER_GRACE, &mut writer)
             .await
@@ -153,7 +159,4 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
     }
     state.hub.disconnect(conn);
     tracing::debug!(conn, code = closer.code(), "connection closed");
-    if !service {
-        state.presence.closed(&user);
-    }
 }
