@@ -101,6 +101,31 @@ SELECT o.seq, o.event, r.room, o.data::jsonb AS data, o.old::jsonb AS old, o.com
 FROM realtime.outbox o
 JOIN realtime.outbox_rooms r ON r.seq = o.seq;
 
+-- One page of a room's history, for replay: its events with
+-- after < seq <= upto, oldest first, at most lim. The plan is pinned to an
+-- ordered walk of the room's index entries with one outbox lookup each, so
+-- a page costs the same whatever the statistics say: with stale statistics
+-- (a busy outbox between analyzes) the planner would otherwise read and
+-- sort the room's whole remaining range for every page.
+CREATE OR REPLACE FUNCTION realtime.room_page(room text, after bigint, upto bigint, lim bigint)
+RETURNS TABLE (seq bigint, event text, data text, old text, count integer,
+               committed_at timestamptz)
+LANGUAGE sql
+STABLE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    SELECT o.seq, o.event, o.data::text, o.old::text, o.count, o.committed_at
+    FROM realtime.outbox_rooms r
+    JOIN realtime.outbox o ON o.seq = r.seq
+    WHERE r.room = room_page.room AND r.seq > room_page.after AND r.seq <= room_page.upto
+    ORDER BY r.seq
+    LIMIT room_page.lim
+$$;
+
 -- Stores an event that is delivered if and only if the calling transaction
 -- commits: the row goes through the capture table like any captured change.
 CREATE OR REPLACE FUNCTION realtime.publish(rooms text[], event text, data jsonb)

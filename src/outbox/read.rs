@@ -74,6 +74,7 @@ pub async fn room_events(
 /// A room's events with `after < seq <= until`, at most `limit`, without
 /// the state lookup (for the pages of a replay after its first). Each
 /// event's `rooms` is just this room: replay and history frames need no more.
+/// `realtime.room_page` pins the plan, so every page costs the same.
 pub async fn room_page(
     client: &deadpool_postgres::Client,
     room: &str,
@@ -83,10 +84,8 @@ pub async fn room_page(
 ) -> Result<Vec<Arc<StoredEvent>>, DbError> {
     let statement = client
         .prepare_cached(
-            "SELECT o.seq, o.event, o.data::text, o.old::text, o.count, o.committed_at
-             FROM realtime.outbox_rooms r JOIN realtime.outbox o ON o.seq = r.seq
-             WHERE r.room = $1 AND r.seq > $2 AND r.seq <= $3
-             ORDER BY r.seq LIMIT $4",
+            "SELECT seq, event, data, old, count, committed_at
+             FROM realtime.room_page($1, $2, $3, $4)",
         )
         .await?;
     let rows = client
