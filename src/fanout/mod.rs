@@ -27,24 +27,37 @@ const SHARDS: usize = 64;
 /// A connection's identity within this node.
 pub type ConnId = u64;
 
-/// What goes down a connection's send queue.
+/// A stored event's frame for one room, built once and shared by all the
+/// room's members.
+#[derive(Debug)]
+pub struct RoomFrame {
+    /// The room (shared name).
+    pub room: Arc<str>,
+    /// The event's seq, so the writer can drop what replay already sent.
+    pub seq: i64,
+    /// The frame text.
+    pub frame: Utf8Bytes,
+}
+
+/// What goes down a connection's send queue. Every variant is one pointer:
+/// every slot of every send queue is as large as the largest variant, and a
+/// client that stops reading fills its whole queue.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// A stored event of a room, serialized once for all its members.
-    Event {
-        /// The room (shared name).
-        room: Arc<str>,
-        /// The event's seq, so the writer can drop what replay already sent.
-        seq: i64,
-        /// The frame text.
-        frame: Utf8Bytes,
-    },
-    /// Any other frame (an ephemeral event, a reply).
-    Frame(Utf8Bytes),
-    /// The reader asks the writer to act, in queue order (boxed: controls
-    /// are rare, and every slot of every send queue is as large as the
-    /// largest variant).
+    /// A stored event of a room.
+    Event(Arc<RoomFrame>),
+    /// Any other frame (an ephemeral event, a reply), shared when it goes
+    /// to several members.
+    Frame(Arc<Utf8Bytes>),
+    /// The reader asks the writer to act, in queue order.
     Control(Box<Control>),
+}
+
+impl Outgoing {
+    /// A frame for one connection.
+    pub fn frame(frame: Utf8Bytes) -> Self {
+        Self::Frame(Arc::new(frame))
+    }
 }
 
 impl From<Control> for Outgoing {
@@ -289,6 +302,7 @@ impl Hub {
         let Some(entry) = shard.get(room) else {
             return 0;
         };
+        let frame = Arc::new(frame);
         entry
             .members
             .iter()
@@ -309,14 +323,13 @@ impl Hub {
             let (Some(name), false) = (&entry.name, entry.members.is_empty()) else {
                 continue;
             };
-            let frame = frame::event_frame(room, &tail);
+            let frame = Arc::new(RoomFrame {
+                room: name.clone(),
+                seq: event.seq,
+                frame: frame::event_frame(room, &tail),
+            });
             for member in &entry.members {
-                let item = Outgoing::Event {
-                    room: name.clone(),
-                    seq: event.seq,
-                    frame: frame.clone(),
-                };
-                if member.offer(item) {
+                if member.offer(Outgoing::Event(frame.clone())) {
                     delivered += 1;
                 }
             }

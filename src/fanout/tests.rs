@@ -34,7 +34,7 @@ fn stored(seq: i64, rooms: &[&str]) -> Arc<StoredEvent> {
 
 fn frame_of(item: Outgoing) -> (String, i64, String) {
     match item {
-        Outgoing::Event { room, seq, frame } => (room.to_string(), seq, frame.to_string()),
+        Outgoing::Event(event) => (event.room.to_string(), event.seq, event.frame.to_string()),
         other => panic!("not an event: {other:?}"),
     }
 }
@@ -118,4 +118,10 @@ fn close_all_reaches_every_connection() {
     assert_eq!(hub.connection_count(), 3);
     hub.close_all(1001);
     assert!(closers.iter().all(|c| c.code() == Some(1001)));
+}
+
+#[test]
+fn a_send_queue_slot_is_two_words() {
+    // A stalled client fills its whole queue: each slot must stay small.
+    assert!(std::mem::size_of::<Outgoing>() <= 16);
 }

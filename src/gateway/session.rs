@@ -414,7 +414,7 @@ impl<A: Authorize> Session<A> {
     }
 
     fn send(&self, frame: axum::extract::ws::Utf8Bytes) {
-        self.member.offer(Outgoing::Frame(frame));
+        self.member.offer(Outgoing::frame(frame));
     }
 
     fn control(&self, control: Control) {

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::close;
-use crate::fanout::{frame, Closer, Control, Outgoing};
+use crate::fanout::{frame, Closer, Control, Outgoing, RoomFrame};
 use crate::outbox::{RoomPage, StoredEvent};
 
 /// Stored history, for replays.
@@ -47,7 +47,7 @@ pub trait History: Send + Sync + 'static {
 /// Where a joined room stands.
 enum Cursor {
     /// Replay pending: live events are held, in order.
-    Holding(Vec<(i64, Utf8Bytes)>),
+    Holding(Vec<Arc<RoomFrame>>),
     /// Live: the last seq sent.
     Live(i64),
 }
@@ -232,8 +232,8 @@ impl<H: History> Writer<H> {
         S: Sink<Message> + Unpin,
     {
         match item {
-            Outgoing::Event { room, seq, frame } => self.event(sink, room, seq, frame).await,
-            Outgoing::Frame(frame) => self.write(sink, Message::Text(frame)).await,
+            Outgoing::Event(event) => self.event(sink, event).await,
+            Outgoing::Frame(frame) => self.write(sink, Message::Text((*frame).clone())).await,
             Outgoing::Control(control) => match *control {
                 Control::Join { room, replay } => {
                     let cursor = if replay {
@@ -263,27 +263,21 @@ impl<H: History> Writer<H> {
 
     /// A live event: sent when its room is live and it is new, held while
     /// the room replays, dropped when the room was left.
-    async fn event<S>(
-        &mut self,
-        sink: &mut S,
-        room: Arc<str>,
-        seq: i64,
-        frame: Utf8Bytes,
-    ) -> Result<(), Stop>
+    async fn event<S>(&mut self, sink: &mut S, event: Arc<RoomFrame>) -> Result<(), Stop>
     where
         S: Sink<Message> + Unpin,
     {
-        match self.cursors.get_mut(&room) {
-            Some(Cursor::Live(last)) if seq > *last => {
-                *last = seq;
-                self.write(sink, Message::Text(frame)).await
+        match self.cursors.get_mut(&event.room) {
+            Some(Cursor::Live(last)) if event.seq > *last => {
+                *last = event.seq;
+                self.write(sink, Message::Text(event.frame.clone())).await
             }
             Some(Cursor::Holding(held)) if held.len() >= self.hold_limit => {
                 metrics::counter!("rowcast_queue_overflows_total").increment(1);
                 Err(Stop::Close(close::TOO_SLOW))
             }
             Some(Cursor::Holding(held)) => {
-                held.push((seq, frame));
+                held.push(event);
                 Ok(())
             }
             _ => Ok(()),
@@ -340,10 +334,10 @@ impl<H: History> Writer<H> {
         }
         let mut sent = until.max(last);
         if let Some(Cursor::Holding(held)) = self.cursors.remove(&room) {
-            for (seq, frame) in held {
-                if seq > sent {
-                    sent = seq;
-                    self.write(sink, Message::Text(frame)).await?;
+            for event in held {
+                if event.seq > sent {
+                    sent = event.seq;
+                    self.write(sink, Message::Text(event.frame.clone())).await?;
                 }
             }
         }
@@ -371,9 +365,7 @@ impl<H: History> Writer<H> {
         }
         while self.deferred.is_none() {
             match self.queue.try_recv() {
-                Ok(Outgoing::Event { room, seq, frame }) => {
-                    self.event(sink, room, seq, frame).await?
-                }
+                Ok(Outgoing::Event(event)) => self.event(sink, event).await?,
                 Ok(other) => self.deferred = Some(other),
                 Err(_) => break,
             }

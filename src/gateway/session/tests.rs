@@ -118,7 +118,7 @@ impl Client {
         loop {
             match self.output.recv().await.expect("an outgoing item") {
                 Outgoing::Frame(frame) => return serde_json::from_str(&frame).unwrap(),
-                Outgoing::Event { frame, .. } => return serde_json::from_str(&frame).unwrap(),
+                Outgoing::Event(event) => return serde_json::from_str(&event.frame).unwrap(),
                 Outgoing::Control(_) => continue,
             }
         }

@@ -58,11 +58,11 @@ fn event(seq: i64, room: &str) -> StoredEvent {
 }
 
 fn live(room: &Arc<str>, seq: i64) -> Outgoing {
-    Outgoing::Event {
+    Outgoing::Event(Arc::new(RoomFrame {
         room: room.clone(),
         seq,
         frame: frame::stored_frame(room, &event(seq, room)),
-    }
+    }))
 }
 
 struct Harness {
@@ -128,7 +128,7 @@ async fn welcome_comes_first_and_only_joined_rooms_are_delivered() {
     );
     h.send(Outgoing::from(Control::Leave(room.clone()))).await;
     h.send(live(&room, 3)).await;
-    h.send(Outgoing::Frame(Utf8Bytes::from_static(
+    h.send(Outgoing::frame(Utf8Bytes::from_static(
         "{\"type\":\"pong\"}",
     )))
     .await;
