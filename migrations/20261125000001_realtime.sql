@@ -21,6 +21,39 @@ ALTER TABLE realtime.capture SET (autovacuum_vacuum_scale_factor = 0,
                                   autovacuum_vacuum_threshold = 5000,
                                   autovacuum_vacuum_cost_delay = 0);
 
+-- Takes (deletes and returns) the oldest captured rows with id < bound, at
+-- most lim, whatever order their transactions committed in. An index walk
+-- finds them and a TID scan deletes them, and the plan is pinned: a plan
+-- made while the table was small (a seq scan testing every row against the
+-- list) would otherwise be kept and scan the whole backlog for every batch.
+CREATE OR REPLACE FUNCTION realtime.take_captured(lim bigint, bound bigint)
+RETURNS TABLE (id bigint, tbl text, op "char", old jsonb, new jsonb, captured_at timestamptz)
+LANGUAGE sql
+VOLATILE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+    DELETE FROM realtime.capture c
+    WHERE c.ctid = ANY (ARRAY(SELECT ctid FROM realtime.capture
+                              WHERE realtime.capture.id < take_captured.bound
+                              ORDER BY realtime.capture.id
+                              LIMIT take_captured.lim))
+    RETURNING c.id, c.tbl, c.op, c.old, c.new, c.captured_at
+$$;
+
+-- Deletes the captured rows with these ids (logical capture consumes the
+-- rows of realtime.publish it read from the stream); returns the ids found.
+-- Pinned to the primary key for the same reason as take_captured.
+CREATE OR REPLACE FUNCTION realtime.consume_captured(ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE sql
+VOLATILE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
+    DELETE FROM realtime.capture c WHERE c.id = ANY (consume_captured.ids) RETURNING c.id
+$$;
+
 -- Whether the relay waits for a NOTIFY. A NOTIFY serializes committing
 -- transactions, so writers send one only while the relay sleeps; while it
 -- is awake it keeps reading the capture table. Unlogged: after a crash the

@@ -159,15 +159,10 @@ fn trigger_sql(table: &TableRoutes) -> String {
 }
 
 /// Takes the oldest captured rows below an id bound, whatever the order
-/// their transactions committed in. The rows are found by an index scan and
-/// deleted by their tuple ids: with `id IN (subquery)` the planner may pick
-/// a hash semi-join that scans the whole table, which on a large backlog
-/// costs seconds per batch (capture rows are never updated, so their tuple
-/// ids are stable).
-const TAKE: &str = "DELETE FROM realtime.capture
-    WHERE ctid = ANY (ARRAY(SELECT ctid FROM realtime.capture
-                            WHERE id < $2 ORDER BY id LIMIT $1))
-    RETURNING id, tbl, op, old, new, captured_at";
+/// their transactions committed in (`realtime.take_captured` pins the plan,
+/// so a batch costs the same however large the backlog grows).
+const TAKE: &str = "SELECT id, tbl, op, old, new, captured_at
+    FROM realtime.take_captured($1, $2)";
 
 /// Consumes the capture table until shutdown; transient failures are
 /// retried with backoff and jitter.

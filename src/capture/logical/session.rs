@@ -491,7 +491,7 @@ async fn consume_capture_rows(
         return Ok(HashSet::new());
     }
     let take = tx
-        .prepare_cached("DELETE FROM realtime.capture WHERE id = ANY($1) RETURNING id")
+        .prepare_cached("SELECT realtime.consume_captured($1)")
         .await?;
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_micros(200);
