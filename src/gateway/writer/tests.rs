@@ -208,6 +208,75 @@ async fn close_requests_send_their_code() {
     assert_eq!(h.next().await["close"], 4008);
 }
 
+/// A socket that never takes another byte: a client that stopped reading.
+struct Stuck;
+
+impl Sink<Message> for Stuck {
+    type Error = ();
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ()>> {
+        std::task::Poll::Pending
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), ()> {
+        Ok(())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ()>> {
+        std::task::Poll::Pending
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ()>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_too_slow_connection_frees_its_queue_while_the_close_frame_waits() {
+    let (queue, rx) = mpsc::channel(64);
+    let closer = Arc::new(Closer::default());
+    let writer = Writer::new(
+        Arc::new(Memory(vec![])),
+        rx,
+        closer.clone(),
+        8,
+        Duration::from_secs(3600),
+    );
+    let task = tokio::spawn(writer.run(Stuck, Utf8Bytes::from_static("{}")));
+    let room: Arc<str> = Arc::from("r");
+    let shared = Arc::new(RoomFrame {
+        room: room.clone(),
+        seq: 1,
+        frame: Utf8Bytes::from_static("{}"),
+    });
+    for _ in 0..32 {
+        queue.send(Outgoing::Event(shared.clone())).await.unwrap();
+    }
+    assert_eq!(Arc::strong_count(&shared), 33);
+    closer.close(close::TOO_SLOW);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !queue.is_closed() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the queue is closed");
+    // Nothing queued is held any more, although the writer still waits to
+    // get its close frame out.
+    assert_eq!(Arc::strong_count(&shared), 1);
+    assert!(!task.is_finished());
+    task.abort();
+}
+
 #[tokio::test]
 async fn holding_too_many_live_events_closes_as_too_slow() {
     let mut h = start(vec![]);
