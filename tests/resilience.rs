@@ -123,7 +123,8 @@ fn assert_one_clear_line(stderr: &str, mentions: &str) {
 #[tokio::test]
 async fn bad_settings_fail_with_one_line() {
     let db = TestDb::demo().await;
-    let dir = std::env::temp_dir().join(format!("rowcast-routes-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bad-routes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad_column = dir.join("bad_column.toml");
     std::fs::write(
@@ -187,6 +188,7 @@ async fn bad_settings_fail_with_one_line() {
             "a password reached the output: {stderr}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
