@@ -69,6 +69,9 @@ pub struct Relay {
     pub capture_status: Arc<CaptureStatus>,
     /// Stops every task.
     shutdown: Shutdown,
+    /// Stops capture: after the gateway, so the closing connections'
+    /// presence changes are still stored.
+    capture_stop: Shutdown,
     /// The capture loop; its end ends the relay.
     capture: JoinHandle<Result<(), CaptureError>>,
     /// Retention, stopped with the relay.
@@ -119,6 +122,7 @@ impl Relay {
             shutdown.clone(),
         )
         .await?;
+        let capture_stop = Shutdown::new();
         let capture = tokio::spawn(capture::run(
             mode,
             Capture {
@@ -128,7 +132,7 @@ impl Relay {
                 config: config.capture.clone(),
                 status: capture_status.clone(),
                 requests,
-                shutdown: shutdown.clone(),
+                shutdown: capture_stop.clone(),
                 retire_token,
             },
             outbox,
@@ -143,6 +147,7 @@ impl Relay {
             publisher,
             capture_status,
             shutdown,
+            capture_stop,
             capture,
             retention,
         })
@@ -155,10 +160,22 @@ impl Relay {
 
     /// Waits until the relay stopped: after [`shutdown`](Self::shutdown),
     /// or when capture failed for good (then every task is stopped too).
+    ///
+    /// The gateway stops first (clients get 1001, their presence changes
+    /// are stored), then capture finishes its transaction and stops.
     pub async fn wait(self) -> Result<(), RelayError> {
-        let result = self.capture.await;
+        let mut capture = self.capture;
+        let ended = tokio::select! {
+            result = &mut capture => Some(result),
+            _ = self.shutdown.wait() => None,
+        };
         self.shutdown.trigger();
         self.gateway.wait().await;
+        self.capture_stop.trigger();
+        let result = match ended {
+            Some(result) => result,
+            None => capture.await,
+        };
         let _ = self.retention.await;
         match result {
             Ok(result) => result.map_err(RelayError::from),

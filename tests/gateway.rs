@@ -851,4 +851,19 @@ async fn sigterm_closes_every_client_with_1001() {
         libc::WIFEXITED(exited) && libc::WEXITSTATUS(exited) == 0,
         "clean exit"
     );
+    // The closed connections' users went offline, and that was stored
+    // before capture stopped.
+    for user in ["1", "2", "3"] {
+        let rows = client
+            .query(
+                "SELECT data->>'status' FROM realtime.events
+                 WHERE event = 'user-status-changed' AND room = $1 AND data->>'user_id' = $2
+                 ORDER BY seq",
+                &[&format!("user_{user}"), &user],
+            )
+            .await
+            .unwrap();
+        let statuses: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(statuses, vec!["online", "offline"], "user {user}");
+    }
 }

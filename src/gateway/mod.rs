@@ -86,6 +86,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The server; ends after shutdown, once clients are closed.
     task: JoinHandle<()>,
+    /// State shared with the connections.
+    shared: Arc<Shared>,
 }
 
 impl Gateway {
@@ -129,7 +131,7 @@ impl Gateway {
             shutdown: shutdown.clone(),
         });
         tokio::spawn(forget_idle_addresses(shared.clone()));
-        let app = router(shared);
+        let app = router(shared.clone());
         let served = axum::serve(
             axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
@@ -143,12 +145,20 @@ impl Gateway {
             }
         });
         tracing::info!(%addr, "gateway listening (WebSocket at /v1/ws)");
-        Ok(Self { addr, task })
+        Ok(Self { addr, task, shared })
     }
 
-    /// Waits until the server stopped (after shutdown).
+    /// Waits until the server stopped (after shutdown) and the presence
+    /// changes of the closed connections were stored (bounded: capture must
+    /// still be running to store them).
     pub async fn wait(self) {
         let _ = self.task.await;
+        if tokio::time::timeout(PRESENCE_FLUSH, self.shared.presence.flushed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("presence changes of closed connections not all stored before stopping");
+        }
     }
 }
 
@@ -175,6 +185,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(shared)
 }
+
+/// How long shutdown waits for the closed connections' presence changes.
+const PRESENCE_FLUSH: Duration = Duration::from_secs(5);
 
 /// On shutdown: stop accepting (new upgrades get 503), close every client
 /// with 1001, and wait (bounded) until they are gone.

@@ -2,7 +2,9 @@
 //! closed one `offline`, whatever the number of tabs. Each change is stored
 //! as `user-status-changed` in the rooms that `realtime.presence(sub,
 //! status)` names (the user's own room and their friends' in the demo).
-//! Changes are applied one at a time, in order, by one task.
+//! Changes are applied one at a time, in order, by one task. On shutdown the
+//! relay waits for that task to store what the closing connections queued
+//! before it stops capture, so their `offline` changes are not lost.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,12 +19,20 @@ use crate::route::Published;
 /// Status changes waiting to be stored, at most.
 const QUEUE: usize = 65_536;
 
+/// Work for the presence task.
+enum Item {
+    /// A user's status changed.
+    Change(String, &'static str),
+    /// Answer once everything queued before is handled.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Counts open connections per user and queues status changes.
 pub struct Presence {
     /// Open connections per user.
     counts: Mutex<HashMap<String, usize>>,
     /// Status changes for the presence task.
-    changes: mpsc::Sender<(String, &'static str)>,
+    changes: mpsc::Sender<Item>,
 }
 
 impl Presence {
@@ -70,8 +80,20 @@ impl Presence {
         }
     }
 
+    /// Resolves once every change queued so far has been handled.
+    pub async fn flushed(&self) {
+        let (done, handled) = oneshot::channel();
+        if self.changes.send(Item::Flush(done)).await.is_ok() {
+            let _ = handled.await;
+        }
+    }
+
     fn change(&self, user: &str, status: &'static str) {
-        if self.changes.try_send((user.to_string(), status)).is_err() {
+        if self
+            .changes
+            .try_send(Item::Change(user.to_string(), status))
+            .is_err()
+        {
             tracing::warn!(status, "presence queue full; a status change was dropped");
         }
     }
@@ -80,9 +102,16 @@ impl Presence {
 async fn run(
     pool: Pool,
     publisher: mpsc::Sender<PublishRequest>,
-    mut changes: mpsc::Receiver<(String, &'static str)>,
+    mut changes: mpsc::Receiver<Item>,
 ) {
-    while let Some((user, status)) = changes.recv().await {
+    while let Some(item) = changes.recv().await {
+        let (user, status) = match item {
+            Item::Change(user, status) => (user, status),
+            Item::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         if let Err(e) = store(&pool, &publisher, &user, status).await {
             if publisher.is_closed() {
                 tracing::debug!(status, "presence change not stored: the relay is stopping");
