@@ -186,6 +186,14 @@ BEGIN
 END
 $$;
 
+-- Users the relay has told the world are online. A relay that stopped
+-- without closing its connections (a crash) finds them here at start-up and
+-- stores their `offline`, so nobody stays online forever.
+CREATE TABLE IF NOT EXISTS realtime.online (
+    sub   text        PRIMARY KEY,
+    since timestamptz NOT NULL DEFAULT now()
+);
+
 -- The join authorization rule. This default only knows `broadcast`, the
 -- caller's own user room and service tokens; sql/authorize.sql installs the
 -- demo application's full rule. A deployer's own function is never replaced.

@@ -854,16 +854,53 @@ async fn sigterm_closes_every_client_with_1001() {
     // The closed connections' users went offline, and that was stored
     // before capture stopped.
     for user in ["1", "2", "3"] {
-        let rows = client
-            .query(
-                "SELECT data->>'status' FROM realtime.events
-                 WHERE event = 'user-status-changed' AND room = $1 AND data->>'user_id' = $2
-                 ORDER BY seq",
-                &[&format!("user_{user}"), &user],
-            )
-            .await
-            .unwrap();
-        let statuses: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        assert_eq!(statuses, vec!["online", "offline"], "user {user}");
+        assert_eq!(
+            statuses(&client, user).await,
+            ["online", "offline"],
+            "user {user}"
+        );
     }
+}
+
+/// Stored statuses of `user` in their own room, oldest first.
+async fn statuses(client: &tokio_postgres::Client, user: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT data->>'status' FROM realtime.events
+             WHERE event = 'user-status-changed' AND room = $1 AND data->>'user_id' = $2
+             ORDER BY seq",
+            &[&format!("user_{user}"), &user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_left_online_by_a_crash_go_offline_when_the_relay_restarts() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    client.batch_execute(MATRIX_SEED).await.unwrap();
+    let (mut relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let _alice = open(addr, &token("1")).await;
+    wait_for("alice online", Duration::from_secs(20), || async {
+        (statuses(&client, "1").await == ["online"]).then_some(())
+    })
+    .await;
+    relay.kill();
+    assert_eq!(statuses(&client, "1").await, ["online"], "no offline yet");
+    let (mut relay, _) = spawn_listening_relay(&db, "trigger", &[]).await;
+    wait_for("alice offline", Duration::from_secs(20), || async {
+        (statuses(&client, "1").await == ["online", "offline"]).then_some(())
+    })
+    .await;
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM realtime.online", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    relay.kill();
 }

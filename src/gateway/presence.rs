@@ -2,7 +2,11 @@
 //! closed one `offline`, whatever the number of tabs. Each change is stored
 //! as `user-status-changed` in the rooms that `realtime.presence(sub,
 //! status)` names (the user's own room and their friends' in the demo).
-//! Changes are applied one at a time, in order, by one task. On shutdown the
+//! Changes are applied one at a time, in order, by one task.
+//!
+//! Who is online is also kept in `realtime.online`: the task starts by
+//! storing `offline` for users a previous relay left there (it crashed with
+//! their connections open), before any change of its own. On shutdown the
 //! relay waits for that task to store what the closing connections queued
 //! before it stops capture, so their `offline` changes are not lost.
 
@@ -104,6 +108,11 @@ async fn run(
     publisher: mpsc::Sender<PublishRequest>,
     mut changes: mpsc::Receiver<Item>,
 ) {
+    for user in left_online(&pool).await {
+        if let Err(e) = store(&pool, &publisher, &user, "offline").await {
+            tracing::warn!(error = %e, "offline presence of a previous run not stored");
+        }
+    }
     while let Some(item) = changes.recv().await {
         let (user, status) = match item {
             Item::Change(user, status) => (user, status),
@@ -122,6 +131,24 @@ async fn run(
     }
 }
 
+/// Users a previous run of the relay left online.
+async fn left_online(pool: &Pool) -> Vec<String> {
+    let rows = match pool.get().await {
+        Ok(client) => client
+            .query("SELECT sub FROM realtime.online ORDER BY since, sub", &[])
+            .await
+            .map_err(|e| crate::db::describe_pg_error(&e)),
+        Err(e) => Err(e.to_string()),
+    };
+    match rows {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read who a previous run left online");
+            Vec::new()
+        }
+    }
+}
+
 async fn store(
     pool: &Pool,
     publisher: &mpsc::Sender<PublishRequest>,
@@ -129,6 +156,14 @@ async fn store(
     status: &str,
 ) -> Result<(), String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
+    let track = match status {
+        "online" => "INSERT INTO realtime.online (sub) VALUES ($1) ON CONFLICT DO NOTHING",
+        _ => "DELETE FROM realtime.online WHERE sub = $1",
+    };
+    client
+        .execute(track, &[&user])
+        .await
+        .map_err(|e| crate::db::describe_pg_error(&e))?;
     let rooms: Vec<String> = client
         .query_one("SELECT realtime.presence($1, $2)", &[&user, &status])
         .await
