@@ -148,15 +148,12 @@ impl<H: History> Writer<H> {
             _ => CLOSE_GRACE,
         };
         let _ = tokio::time::timeout(grace, async {
-            if code != close::TOO_SLOW {
-                // Replies already queued (a rate-limit refusal, say) still
-                // go out before the close frame; a client too slow to read
-                // gets only the close.
-                self.closing = true;
-                while let Ok(item) = self.queue.try_recv() {
-                    if self.handle(&mut sink, item).await.is_err() {
-                        break;
-                    }
+            // Replies still queued (a rate-limit refusal, say) go out before
+            // the close frame; a client too slow to read has none left.
+            self.closing = true;
+            while let Ok(item) = self.queue.try_recv() {
+                if self.handle(&mut sink, item).await.is_err() {
+                    break;
                 }
             }
             let _ = sink.send(Message::Close(Some(frame))).await;
