@@ -1,0 +1,58 @@
+/**
+ * Handlers by event name, for the seed's API where a handler listens to an
+ * event (`content-created`) rather than to a room. The same stored event
+ * reaches every joined room it was sent to (say `content_42` and
+ * `user_7`), always with one seq; the bus hands it to each handler once.
+ */
+
+import { callSafely } from "./listeners.js";
+import type { EventFrame } from "./protocol.js";
+
+/** An app's handler; `any` so it can declare the payload type it expects. */
+export type Handler = (payload: any) => void;
+
+/** How many recent seqs are remembered to drop a copy from a second room. */
+const RECENT = 4096;
+
+/** Seqs seen lately, oldest forgotten first. */
+class RecentSeqs {
+  private readonly seen = new Set<number>();
+  private readonly order: number[] = [];
+
+  /** Adds `seq`; `false` if it was already there. */
+  add(seq: number): boolean {
+    if (this.seen.has(seq)) return false;
+    this.seen.add(seq);
+    this.order.push(seq);
+    if (this.order.length > RECENT) this.seen.delete(this.order.shift() as number);
+    return true;
+  }
+}
+
+export class EventBus {
+  private readonly handlers = new Map<string, Set<Handler>>();
+  private readonly recent = new RecentSeqs();
+
+  /** Adds a handler for `name`; returns the function that removes it. */
+  on(name: string, handler: Handler): () => void {
+    let set = this.handlers.get(name);
+    if (!set) this.handlers.set(name, (set = new Set()));
+    set.add(handler);
+    return () => this.off(name, handler);
+  }
+
+  off(name: string, handler: Handler): void {
+    this.handlers.get(name)?.delete(handler);
+  }
+
+  /** Hands an event frame to the handlers of its name, a stored event only the first time its seq is seen. */
+  dispatch(frame: EventFrame): void {
+    if (typeof frame.seq === "number" && !this.recent.add(frame.seq)) return;
+    this.emit(frame.event, frame);
+  }
+
+  /** Hands `payload` to the handlers of `name`. */
+  emit(name: string, payload: unknown): void {
+    for (const handler of [...(this.handlers.get(name) ?? [])]) callSafely(handler, payload);
+  }
+}
