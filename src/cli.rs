@@ -137,6 +137,13 @@ pub struct Settings {
         default_value = "user-typing,user-editing,message"
     )]
     pub client_events: String,
+    /// Client events throttled per sender and room (typing indicators).
+    #[arg(
+        long,
+        env = "ROWCAST_THROTTLED_EVENTS",
+        default_value = "user-typing,user-editing"
+    )]
+    pub throttled_events: String,
 
     /// Frames queued per connection before it is closed as too slow (4008);
     /// keep it above ROWCAST_BATCH_SIZE.

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::cli::Settings;
+pub use crate::db::DatabaseConfig;
 
 /// A setting that could not be used, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -48,23 +49,6 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// `REALTIME_DEBUG`: debug-level logs.
     pub debug: bool,
-}
-
-/// The database connection, with its password kept out of every printout.
-#[derive(Clone)]
-pub struct DatabaseConfig {
-    /// Parsed `DATABASE_URL`.
-    pub pg: tokio_postgres::Config,
-    /// Connections in the runtime pool (authorization, history, the outbox writer).
-    pub pool_size: usize,
-    /// How long startup keeps retrying an unreachable database before giving up.
-    pub startup_timeout: Duration,
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", crate::db::describe(&self.pg))
-    }
 }
 
 /// Which capture mechanism feeds the outbox.
@@ -229,6 +213,9 @@ pub struct GatewayConfig {
     pub heartbeat: Duration,
     /// `ROWCAST_CLIENT_EVENTS`: names clients may `emit`.
     pub client_events: Vec<String>,
+    /// `ROWCAST_THROTTLED_EVENTS`: client events throttled per sender and
+    /// room (typing indicators); bursts within the emit interval are merged.
+    pub throttled_events: Vec<String>,
     /// Per-connection and per-IP limits.
     pub limits: Limits,
 }
@@ -299,7 +286,8 @@ fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
         cors: cors(&s.cors_origin)?,
         jwt: jwt(s)?,
         heartbeat: duration("ROWCAST_HEARTBEAT_INTERVAL", &s.heartbeat_interval)?,
-        client_events: client_events(&s.client_events)?,
+        client_events: client_events("ROWCAST_CLIENT_EVENTS", &s.client_events)?,
+        throttled_events: client_events("ROWCAST_THROTTLED_EVENTS", &s.throttled_events)?,
         limits: Limits {
             send_queue: positive("ROWCAST_SEND_QUEUE", s.send_queue)?,
             max_frame_bytes: positive("ROWCAST_MAX_FRAME_BYTES", s.max_frame_bytes)?,
@@ -393,15 +381,15 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
     })
 }
 
-fn client_events(value: &str) -> Result<Vec<String>, ConfigError> {
+fn client_events(name: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
     let names: Vec<String> = value
         .split(',')
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .collect();
-    if let Some(bad) = names.iter().find(|n| !crate::route::is_event_name(n)) {
+    if let Some(bad) = names.iter().find(|n| !crate::event::is_event_name(n)) {
         return Err(ConfigError::new(
-            "ROWCAST_CLIENT_EVENTS",
+            name,
             format!("`{bad}` is not a valid event name"),
         ));
     }
@@ -439,7 +427,7 @@ fn identifier(name: &'static str, value: &str) -> Result<String, ConfigError> {
 }
 
 fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_duration(value).ok_or_else(|| {
+    crate::duration::parse_duration(value).ok_or_else(|| {
         ConfigError::new(
             name,
             format!("`{value}` is not a duration (for example 500ms, 30s, 5m, 24h, 7d)"),
@@ -447,39 +435,9 @@ fn duration(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-/// Parses `500ms`, `30s`, `5m`, `24h`, `7d` (a bare number means seconds).
-pub fn parse_duration(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let millis = match unit.trim() {
-        "ms" => number,
-        "" | "s" => number.checked_mul(1_000)?,
-        "m" => number.checked_mul(60_000)?,
-        "h" => number.checked_mul(3_600_000)?,
-        "d" => number.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(millis))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("7 weeks"), None);
-        assert_eq!(parse_duration("ms"), None);
-    }
 
     #[test]
     fn cors_lists_and_wildcard() {

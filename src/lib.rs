@@ -1,14 +1,14 @@
 //! rowcast turns committed Postgres row changes into realtime events for
 //! WebSocket clients.
 //!
-//! The flow, one module per stage:
-//! [`capture`] (triggers or a logical replication slot) →
-//! [`route`] (the declarative routes file) →
-//! [`outbox`] (stored once, under a global `seq`) →
-//! [`fanout`] (rooms and their members) →
-//! [`gateway`] (the WebSocket protocol and the HTTP API).
-//! [`relay`] wires the stages together; [`cluster`] starts a throwaway
-//! Postgres for `rowcast dev`, the tests and the benchmarks.
+//! The flow, one module per stage, one typed value between stages
+//! ([`event`]):
+//! [`capture`] (a [`capture::Source`]: triggers or a logical replication
+//! slot, yielding `Change`s) → [`ingest`] (the single writer: one loop
+//! routes each change through [`route`] into `Event`s and stores them in
+//! the [`outbox`] as `StoredEvent`s under a global `seq`) → [`fanout`]
+//! (rooms and their members) → [`gateway`] (the WebSocket [`protocol`] and
+//! the HTTP API). [`relay`] wires the stages together.
 
 pub mod capture;
 pub mod cli;
@@ -16,10 +16,16 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod dev;
+pub mod duration;
+pub mod event;
 pub mod fanout;
 pub mod gateway;
+pub mod ingest;
 pub mod outbox;
+pub mod protocol;
+pub mod quote;
 pub mod relay;
+pub mod room;
 pub mod route;
 pub mod schema;
 pub mod shutdown;

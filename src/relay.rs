@@ -10,11 +10,12 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::capture::{self, Capture, CaptureError, CaptureStatus, Mode, PublishRequest};
+use crate::capture::{self, CaptureError, CaptureStatus, SourceKind};
 use crate::config::{Config, Retention, RoutesSource};
 use crate::db::{self, DbError};
 use crate::fanout::Hub;
 use crate::gateway::{Gateway, GatewayError};
+use crate::ingest::{Capture, Ingest, PublishRequest};
 use crate::outbox::{self, Outbox};
 use crate::route::{RouteError, Router};
 use crate::schema::{self, MigrateError};
@@ -61,8 +62,8 @@ pub struct Relay {
     pub hub: Arc<Hub>,
     /// The runtime pool.
     pub pool: Pool,
-    /// The capture mode that runs.
-    pub mode: Mode,
+    /// The capture mechanism that runs.
+    pub mode: SourceKind,
     /// Explicit events (HTTP publish, presence) for the writer.
     pub publisher: mpsc::Sender<PublishRequest>,
     /// Whether capture is up, for readiness.
@@ -100,11 +101,11 @@ impl Relay {
             .await
             .map_err(database_error)?;
         router.check(&catalog)?;
-        let (mode, why) = capture::resolve_mode(&pool, config.capture.mode)
+        let (mode, why) = capture::resolve_kind(&pool, config.capture.mode)
             .await
             .map_err(database_error)?;
         tracing::info!(mode = mode.name(), reason = %why, "capture mode selected");
-        let retire_token = capture::install(mode, &pool, &router, &config.capture).await?;
+        let retiring = capture::install(mode, &pool, &router, &config.capture).await?;
 
         let hub = Arc::new(Hub::new(0));
         let outbox = Outbox::open(pool.clone(), hub.clone())
@@ -123,20 +124,21 @@ impl Relay {
         )
         .await?;
         let capture_stop = Shutdown::new();
-        let capture = tokio::spawn(capture::run(
-            mode,
-            Capture {
-                pool: pool.clone(),
-                database: config.database.clone(),
-                router,
-                config: config.capture.clone(),
-                status: capture_status.clone(),
-                requests,
-                shutdown: capture_stop.clone(),
-                retire_token,
-            },
+        let ingest = Ingest::new(
             outbox,
-        ));
+            router,
+            requests,
+            capture_status.clone(),
+            capture_stop.clone(),
+            config.capture.batch_size,
+        );
+        let capture = tokio::spawn(ingest.run(Capture {
+            kind: mode,
+            retiring,
+            pool: pool.clone(),
+            pg: config.database.pg.clone(),
+            config: config.capture.clone(),
+        }));
         let retention = tokio::spawn(retain(pool.clone(), config.retention, shutdown.clone()));
         Ok(Self {
             addr: gateway.addr,

@@ -1,55 +1,148 @@
 //! Capture: the first stage. Committed row changes on the routed tables are
-//! read from Postgres, routed, and stored in the outbox, exactly once.
+//! read from Postgres by a [`Source`], and the ingest loop stores them in
+//! the outbox, exactly once.
 //!
-//! Two mechanisms feed the same routes and the same outbox:
-//! - [`trigger`]: row triggers write each change to `realtime.capture` in
-//!   the writer's own transaction; the relay consumes those rows in the
-//!   transaction that stores their events. NOTIFY only wakes it up.
+//! Two sources feed the same routes and the same outbox:
+//! - [`trigger`]: row triggers write each change to `realtime.capture`
+//!   ([`table`]) in the writer's own transaction; the source takes those
+//!   rows in the transaction that stores their events. NOTIFY only wakes it.
 //! - [`logical`]: a logical replication slot streams committed changes
 //!   (pgoutput); the source position is stored with each outbox batch and
 //!   confirmed to the slot only after that batch committed.
 //!
-//! Explicit events (HTTP publish, presence) enter the same single writer
-//! through [`PublishRequest`]s, so every stored event gets its `seq` from
-//! one place.
+//! Switching between them is lossless ([`switch`]).
 
 pub mod logical;
+pub mod switch;
+pub mod table;
 pub mod trigger;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{CaptureConfig, CaptureMode, DatabaseConfig};
+use crate::config::{CaptureConfig, CaptureMode};
 use crate::db::DbError;
-use crate::outbox::Outbox;
-use crate::route::{Captured, Catalog, Change, Published, Router};
-use crate::shutdown::Shutdown;
+use crate::outbox::{OutboxTx, SourcePosition};
+use crate::route::{Catalog, Router};
 
-/// A capture failure that ends the relay.
+/// A capture failure. [`CaptureError::is_transient`] is the one place that
+/// decides whether the ingest loop retries (after a backoff) or stops.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// The database refused something that retrying cannot fix.
+    /// A database query failed; retried when the database says so.
     #[error("capture: {0}")]
     Db(#[from] DbError),
-    /// Logical replication cannot run against this server.
+    /// The replication or LISTEN connection broke: retried.
+    #[error("capture interrupted: {0}")]
+    Interrupted(String),
+    /// Logical replication cannot run against this server: fatal.
     #[error("logical capture: {0}")]
     Logical(String),
 }
 
-/// The capture mode actually running.
+impl CaptureError {
+    /// Whether retrying after a backoff can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Db(e) => e.is_transient(),
+            Self::Interrupted(_) => true,
+            Self::Logical(_) => false,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for CaptureError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+impl From<tokio_postgres::Error> for CaptureError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// What a source wrote into one ingest transaction.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Whether it consumed input (then the transaction must commit even if
+    /// no event came of it).
+    pub consumed: bool,
+    /// The source position reached, stored in the same transaction.
+    pub position: Option<SourcePosition>,
+}
+
+/// What the ingest loop does after a batch committed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Keep going.
+    Continue,
+    /// The source has nothing more to give (a retiring slot reached the
+    /// switch to triggers).
+    Finished,
+}
+
+/// A source of committed changes for the ingest loop.
+///
+/// Contract:
+/// - Ordering: batches come in commit order, and within a batch changes
+///   are in commit order.
+/// - Exactly once: [`write`](Self::write) consumes the batch's input inside
+///   the ingest transaction (deleting capture rows, or returning the
+///   position to store), so the input is gone if and only if its events
+///   are stored.
+/// - Progress: the source may tell the server it is done with the input
+///   (confirm an LSN) only in [`committed`](Self::committed), after the
+///   transaction committed.
+/// - [`wait`](Self::wait) is cancel-safe: the loop also waits for publish
+///   requests, coalescing deadlines and shutdown.
+pub trait Source: Send {
+    /// One batch of input.
+    type Batch: Send;
+
+    /// The mechanism, for logs and metrics.
+    fn kind(&self) -> SourceKind;
+
+    /// Connects and catches up; called again after every transient failure.
+    fn open(&mut self) -> impl Future<Output = Result<(), CaptureError>> + Send;
+
+    /// A batch ready to store, without waiting for more input.
+    fn poll(&mut self) -> Result<Option<Self::Batch>, CaptureError>;
+
+    /// Waits until more input may be there. Cancel-safe.
+    fn wait(&mut self) -> impl Future<Output = Result<(), CaptureError>> + Send;
+
+    /// Routes the batch into the ingest transaction and consumes its input.
+    fn write(
+        &mut self,
+        batch: &mut Self::Batch,
+        tx: &mut OutboxTx<'_>,
+    ) -> impl Future<Output = Result<Written, CaptureError>> + Send;
+
+    /// The batch's transaction committed (or, with nothing consumed, was
+    /// not needed).
+    fn committed(
+        &mut self,
+        batch: Self::Batch,
+    ) -> impl Future<Output = Result<Progress, CaptureError>> + Send;
+
+    /// Closes the session's connections (after an error or at the end).
+    fn close(&mut self);
+}
+
+/// The capture mechanism actually running (`auto` resolved).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub enum SourceKind {
     /// Triggers and the capture table.
     Trigger,
     /// A logical replication slot.
     Logical,
 }
 
-impl Mode {
+impl SourceKind {
     /// The name used in logs and `realtime.state`.
     pub fn name(self) -> &'static str {
         match self {
@@ -60,18 +153,21 @@ impl Mode {
 }
 
 /// Resolves `auto` against the server's `wal_level` and says why.
-pub async fn resolve_mode(pool: &Pool, configured: CaptureMode) -> Result<(Mode, String), DbError> {
+pub async fn resolve_kind(
+    pool: &Pool,
+    configured: CaptureMode,
+) -> Result<(SourceKind, String), DbError> {
     let client = pool.get().await?;
     let wal_level: String = client.query_one("SHOW wal_level", &[]).await?.get(0);
     Ok(match configured {
-        CaptureMode::Trigger => (Mode::Trigger, "ROWCAST_CAPTURE=trigger".into()),
-        CaptureMode::Logical => (Mode::Logical, "ROWCAST_CAPTURE=logical".into()),
+        CaptureMode::Trigger => (SourceKind::Trigger, "ROWCAST_CAPTURE=trigger".into()),
+        CaptureMode::Logical => (SourceKind::Logical, "ROWCAST_CAPTURE=logical".into()),
         CaptureMode::Auto if wal_level == "logical" => (
-            Mode::Logical,
+            SourceKind::Logical,
             "auto: the server has wal_level=logical".into(),
         ),
         CaptureMode::Auto => (
-            Mode::Trigger,
+            SourceKind::Trigger,
             format!("auto: the server has wal_level={wal_level}, not logical"),
         ),
     })
@@ -99,25 +195,11 @@ pub async fn catalog(pool: &Pool, router: &Router) -> Result<Catalog, DbError> {
     Ok(catalog)
 }
 
-/// An explicit event for the single writer, answered with its seq.
-pub struct PublishRequest {
-    /// The event.
-    pub event: Published,
-    /// Receives the stored seq, or the failure.
-    pub reply: oneshot::Sender<Result<i64, String>>,
-}
-
 /// Whether capture is running, for `/readyz`.
 #[derive(Debug, Default)]
 pub struct CaptureStatus {
     /// True while capture is connected and consuming.
     running: AtomicBool,
-}
-
-impl From<deadpool_postgres::PoolError> for CaptureError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Db(e.into())
-    }
 }
 
 impl CaptureStatus {
@@ -133,155 +215,39 @@ impl CaptureStatus {
     }
 }
 
-/// Everything a capture loop needs.
-pub struct Capture {
-    /// The runtime pool.
-    pub pool: Pool,
-    /// Database settings (the loops open their own LISTEN or replication connection).
-    pub database: DatabaseConfig,
-    /// Compiled routes.
-    pub router: Arc<Router>,
-    /// Capture settings.
-    pub config: CaptureConfig,
-    /// Readiness flag.
-    pub status: Arc<CaptureStatus>,
-    /// Explicit events to store.
-    pub requests: mpsc::Receiver<PublishRequest>,
-    /// Stop signal.
-    pub shutdown: Shutdown,
-    /// Trigger mode taking over from a slot: the switch message's token.
-    pub retire_token: Option<String>,
-}
-
-/// Installs capture for `mode`, idempotently. Once this returns, every
+/// Installs capture for `kind`, idempotently. Once this returns, every
 /// committed change to a routed table is captured. In trigger mode, when a
-/// replication slot is still there, returns the token of the switch message
-/// up to which [`run`] reads the slot before dropping it.
+/// replication slot is still there, returns it: the slot must be read up to
+/// the switch (written with the triggers) before the triggers take over.
 pub async fn install(
-    mode: Mode,
+    kind: SourceKind,
     pool: &Pool,
     router: &Router,
     config: &CaptureConfig,
-) -> Result<Option<String>, CaptureError> {
-    record_mode(pool, mode).await?;
-    match mode {
-        Mode::Trigger => {
-            let token = logical::slot_exists(pool, config)
+) -> Result<Option<switch::Retiring>, CaptureError> {
+    record_kind(pool, kind).await?;
+    match kind {
+        SourceKind::Trigger => {
+            let retiring = logical::existing_slot(pool, config)
                 .await?
-                .then(|| format!("{:016x}", rand::random::<u64>()));
-            trigger::install(pool, router, token.as_deref()).await?;
-            Ok(token)
+                .map(switch::Retiring::new);
+            trigger::install(pool, router, retiring.as_ref()).await?;
+            Ok(retiring)
         }
-        Mode::Logical => {
+        SourceKind::Logical => {
             logical::install(pool, router, config).await?;
             Ok(None)
         }
     }
 }
 
-/// Runs installed capture until shutdown or a fatal error. Transient
-/// failures are retried with backoff inside.
-pub async fn run(mode: Mode, mut capture: Capture, mut outbox: Outbox) -> Result<(), CaptureError> {
-    match mode {
-        Mode::Trigger => {
-            if let Some(token) = capture.retire_token.take() {
-                logical::retire(&mut capture, &mut outbox, &token).await?;
-                if capture.shutdown.is_triggered() {
-                    return Ok(());
-                }
-            }
-            trigger::run(capture, outbox).await
-        }
-        Mode::Logical => logical::run(capture, outbox).await,
-    }
-}
-
-async fn record_mode(pool: &Pool, mode: Mode) -> Result<(), DbError> {
+async fn record_kind(pool: &Pool, kind: SourceKind) -> Result<(), DbError> {
     let client = pool.get().await?;
     client
         .execute(
             "UPDATE realtime.state SET capture_mode = $1",
-            &[&mode.name()],
+            &[&kind.name()],
         )
         .await?;
     Ok(())
-}
-
-/// Stores a batch of explicit events in one outbox transaction and answers
-/// each request with its seq.
-pub(crate) async fn store_requests(
-    outbox: &mut Outbox,
-    router: &Router,
-    batch: Vec<PublishRequest>,
-) -> Result<(), DbError> {
-    let (batch, refused): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| {
-        r.event
-            .rooms
-            .iter()
-            .all(|room| crate::route::is_room_name(room))
-            && !r.event.rooms.is_empty()
-    });
-    for request in refused {
-        let _ = request.reply.send(Err("invalid rooms".into()));
-    }
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let now = OffsetDateTime::now_utc();
-    let result = async {
-        let mut client = outbox.pool().get().await?;
-        store_batch(outbox, &mut client, router, &batch, now).await
-    }
-    .await;
-    match result {
-        Ok(committed) => {
-            let seqs: Vec<i64> = committed.events.iter().map(|e| e.seq).collect();
-            outbox.deliver(committed).await?;
-            for (request, seq) in batch.into_iter().zip(seqs) {
-                let _ = request.reply.send(Ok(seq));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            for request in batch {
-                let _ = request
-                    .reply
-                    .send(Err("the event could not be stored".into()));
-            }
-            Err(e)
-        }
-    }
-}
-
-async fn store_batch(
-    outbox: &Outbox,
-    client: &mut deadpool_postgres::Client,
-    router: &Router,
-    batch: &[PublishRequest],
-    at: OffsetDateTime,
-) -> Result<crate::outbox::Committed, DbError> {
-    let mut writer = outbox.begin(client).await?;
-    for request in batch {
-        writer.append(router.route(&Change {
-            captured: Captured::Published(request.event.clone()),
-            at,
-        }));
-    }
-    writer.commit(None).await
-}
-
-/// Takes the requests already queued, up to `max`, after `first`.
-pub(crate) fn queued_requests(
-    first: PublishRequest,
-    requests: &mut mpsc::Receiver<PublishRequest>,
-    max: usize,
-) -> Vec<PublishRequest> {
-    let mut batch = vec![first];
-    while batch.len() < max {
-        match requests.try_recv() {
-            Ok(request) => batch.push(request),
-            Err(_) => break,
-        }
-    }
-    batch
 }

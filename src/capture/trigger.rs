@@ -14,16 +14,16 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
-use serde_json::Value;
-use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{queued_requests, store_requests, Capture, CaptureError};
-use crate::db::{Backoff, DbError};
-use crate::outbox::Outbox;
-use crate::route::{Captured, Change, Op, Published, Router, RowChange, TableRoutes};
+use super::switch::Retiring;
+use super::{table, CaptureError, Progress, Source, SourceKind, Written};
+use crate::db::DbError;
+use crate::outbox::OutboxTx;
+use crate::quote::{ident, literal};
+use crate::route::{Router, TableRoutes};
 
 /// The NOTIFY channel the capture triggers signal.
 pub const CHANNEL: &str = "realtime_capture";
@@ -32,13 +32,13 @@ const TRIGGER: &str = "rowcast_capture";
 
 /// Installs (or refreshes) the capture trigger on every routed table and
 /// removes it from tables no route names any more, in one transaction.
-/// With a `switch_token`, the same transaction writes the capture-mode
-/// switch message into WAL, so a replication slot being retired can be read
-/// exactly up to the first change the triggers capture.
+/// With a `retiring` slot, the same transaction writes the capture-mode
+/// switch message into WAL, so the slot can be read exactly up to the first
+/// change the triggers capture.
 pub async fn install(
     pool: &Pool,
     router: &Router,
-    switch_token: Option<&str>,
+    retiring: Option<&Retiring>,
 ) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -63,8 +63,8 @@ pub async fn install(
             .await?;
         tracing::info!(%table, "removed capture trigger from a table no route names");
     }
-    if let Some(token) = switch_token {
-        let message = super::logical::to_trigger_message(token);
+    if let Some(retiring) = retiring {
+        let message = retiring.message();
         tx.execute(
             "SELECT pg_logical_emit_message(true, 'rowcast', $1)",
             &[&message],
@@ -74,16 +74,6 @@ pub async fn install(
     tx.commit().await?;
     tracing::info!(tables = routed.len(), "capture triggers installed");
     Ok(())
-}
-
-/// Quotes an identifier for SQL.
-pub(crate) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for SQL.
-pub(crate) fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn function_name(table: &TableRoutes) -> String {
@@ -158,90 +148,144 @@ fn trigger_sql(table: &TableRoutes) -> String {
     )
 }
 
-/// Takes the oldest captured rows below an id bound, whatever the order
-/// their transactions committed in (`realtime.take_captured` pins the plan,
-/// so a batch costs the same however large the backlog grows).
-const TAKE: &str = "SELECT id, tbl, op, old, new, captured_at
-    FROM realtime.take_captured($1, $2)";
+/// Consumes the capture table for the ingest loop.
+///
+/// Writers notify only while the relay sleeps: while rows keep coming it
+/// takes batch after batch without waiting; when a batch comes back empty
+/// it marks itself sleeping, waits for the writers that may have read
+/// "awake", and reads once more before it waits for a NOTIFY (or the poll
+/// interval).
+pub struct TriggerSource {
+    /// The runtime pool (the wake-up flag, the settle check).
+    pool: Pool,
+    /// Where the LISTEN connection goes.
+    pg: tokio_postgres::Config,
+    /// Routes, for routing the taken rows.
+    router: Arc<Router>,
+    /// Most rows per transaction.
+    batch_size: usize,
+    /// How long to wait without a NOTIFY.
+    poll_interval: Duration,
+    /// The NOTIFY wake-up.
+    wake: Arc<Notify>,
+    /// The LISTEN connection of the open session.
+    listener: Option<Listener>,
+    /// Whether writers are told not to notify.
+    awake: bool,
+    /// Whether rows may be waiting (read before waiting again).
+    pending: bool,
+    /// The next wait's poll interval.
+    next_poll: Duration,
+}
 
-/// Consumes the capture table until shutdown; transient failures are
-/// retried with backoff and jitter.
-pub(super) async fn run(mut capture: Capture, mut outbox: Outbox) -> Result<(), CaptureError> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    let wake = Arc::new(Notify::new());
-    loop {
-        let result = session(&mut capture, &mut outbox, &wake, &mut backoff).await;
-        capture.status.set_running(false);
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "trigger capture interrupted");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = capture.shutdown.wait() => return Ok(()),
-                }
-            }
-            Err(e) => return Err(e.into()),
+/// One transaction's worth of capture rows: how many were taken.
+#[derive(Debug, Default)]
+pub struct Take {
+    /// Rows taken.
+    taken: usize,
+}
+
+impl TriggerSource {
+    /// A source reading the capture table of `pool`'s database.
+    pub fn new(
+        pool: Pool,
+        pg: tokio_postgres::Config,
+        router: Arc<Router>,
+        config: &crate::config::CaptureConfig,
+    ) -> Self {
+        Self {
+            pool,
+            pg,
+            router,
+            batch_size: config.batch_size,
+            poll_interval: config.poll_interval,
+            wake: Arc::new(Notify::new()),
+            listener: None,
+            awake: false,
+            pending: false,
+            next_poll: config.poll_interval,
         }
     }
 }
 
-/// One connected stretch: LISTEN, catch up, then drain on every wake-up.
-async fn session(
-    capture: &mut Capture,
-    outbox: &mut Outbox,
-    wake: &Arc<Notify>,
-    backoff: &mut Backoff,
-) -> Result<(), DbError> {
-    let listener = Listener::start(&capture.database.pg, wake.clone()).await?;
-    outbox.resync().await?;
-    capture.status.set_running(true);
-    tracing::info!("trigger capture running");
-    set_sleeping(&capture.pool, false).await?;
-    let mut awake = true;
-    loop {
-        if drain(capture, outbox).await? > 0 {
-            // Busy: read again at once; writers need not notify.
-            if !awake {
-                set_sleeping(&capture.pool, false).await?;
-                awake = true;
-            }
-            backoff.reset();
-            continue;
+impl Source for TriggerSource {
+    type Batch = Take;
+
+    fn kind(&self) -> SourceKind {
+        SourceKind::Trigger
+    }
+
+    async fn open(&mut self) -> Result<(), CaptureError> {
+        self.listener = Some(Listener::start(&self.pg, self.wake.clone()).await?);
+        set_sleeping(&self.pool, false).await?;
+        self.awake = true;
+        self.pending = true;
+        tracing::info!("trigger capture running");
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Option<Take>, CaptureError> {
+        Ok(self.pending.then(Take::default))
+    }
+
+    async fn wait(&mut self) -> Result<(), CaptureError> {
+        if self.listener.as_ref().is_none_or(Listener::is_closed) {
+            return Err(CaptureError::Interrupted(
+                "the LISTEN connection closed".into(),
+            ));
         }
-        let mut poll = capture.config.poll_interval;
-        if awake {
-            set_sleeping(&capture.pool, true).await?;
-            awake = false;
+        tokio::select! {
+            _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(self.next_poll) => {}
+        }
+        self.pending = true;
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        take: &mut Take,
+        tx: &mut OutboxTx<'_>,
+    ) -> Result<Written, CaptureError> {
+        let (taken, changes) =
+            table::take(tx.transaction(), &self.router, self.batch_size, i64::MAX).await?;
+        for change in &changes {
+            tx.append(self.router.route(change));
+        }
+        take.taken = taken;
+        Ok(Written {
+            consumed: taken > 0,
+            position: None,
+        })
+    }
+
+    async fn committed(&mut self, take: Take) -> Result<Progress, CaptureError> {
+        if take.taken > 0 {
+            // Busy: read again at once; writers need not notify.
+            if !self.awake {
+                set_sleeping(&self.pool, false).await?;
+                self.awake = true;
+            }
+            self.pending = true;
+        } else if self.awake {
+            set_sleeping(&self.pool, true).await?;
+            self.awake = false;
             // A writer that read "awake" just before may commit after the
             // last read: wait for those writers, then read once more.
-            if !writers_settled(&capture.pool).await? {
-                poll = UNSETTLED_POLL;
-            }
-            if drain(capture, outbox).await? > 0 {
-                set_sleeping(&capture.pool, false).await?;
-                awake = true;
-                continue;
-            }
+            self.next_poll = if writers_settled(&self.pool).await? {
+                self.poll_interval
+            } else {
+                UNSETTLED_POLL
+            };
+            self.pending = true;
+        } else {
+            self.pending = false;
         }
-        backoff.reset();
-        if listener.is_closed() {
-            return Err(DbError::Retry("the LISTEN connection closed".into()));
-        }
-        let flush_at = outbox.next_flush();
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-            _ = sleep_until(flush_at) => {}
-            request = capture.requests.recv() => {
-                if let Some(first) = request {
-                    let batch = queued_requests(first, &mut capture.requests, capture.config.batch_size);
-                    store_requests(outbox, &capture.router, batch).await?;
-                }
-            }
-            _ = capture.shutdown.wait() => return Ok(()),
-        }
+        Ok(Progress::Continue)
+    }
+
+    fn close(&mut self) {
+        self.listener = None;
     }
 }
 
@@ -290,123 +334,6 @@ async fn writers_settled(pool: &Pool) -> Result<bool, DbError> {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Stores everything captured so far, one batch per transaction; returns
-/// how many captured rows it took.
-async fn drain(capture: &Capture, outbox: &mut Outbox) -> Result<usize, DbError> {
-    drain_before(capture, outbox, i64::MAX).await
-}
-
-/// Stores the captured rows with an id below `bound`; returns how many.
-pub(super) async fn drain_before(
-    capture: &Capture,
-    outbox: &mut Outbox,
-    bound: i64,
-) -> Result<usize, DbError> {
-    let mut total = 0;
-    loop {
-        let flush = outbox
-            .next_flush()
-            .is_some_and(|d| d <= tokio::time::Instant::now());
-        let taken = drain_batch(capture, outbox, flush, bound).await?;
-        total += taken;
-        if taken < capture.config.batch_size {
-            return Ok(total);
-        }
-    }
-}
-
-async fn drain_batch(
-    capture: &Capture,
-    outbox: &mut Outbox,
-    flush: bool,
-    bound: i64,
-) -> Result<usize, DbError> {
-    let limit = capture.config.batch_size as i64;
-    let (taken, committed) = {
-        let mut client = outbox.pool().get().await?;
-        let mut writer = outbox.begin(&mut client).await?;
-        let take = writer.transaction().prepare_cached(TAKE).await?;
-        let mut rows = writer.transaction().query(&take, &[&limit, &bound]).await?;
-        rows.sort_by_key(|r| r.get::<_, i64>(0));
-        for row in &rows {
-            if let Some(change) = change_of(row, &capture.router) {
-                writer.append(capture.router.route(&change));
-            }
-        }
-        if flush {
-            writer.flush_due();
-        }
-        if rows.is_empty() && !flush {
-            return Ok(0);
-        }
-        (rows.len(), writer.commit(None).await?)
-    };
-    outbox.deliver(committed).await?;
-    Ok(taken)
-}
-
-/// Reads one capture row. Rows that cannot be understood are logged and
-/// dropped rather than blocking the table forever.
-fn change_of(row: &Row, router: &Router) -> Option<Change> {
-    let id: i64 = row.get(0);
-    let table: &str = row.get(1);
-    let op: i8 = row.get(2);
-    let old: Option<Value> = row.get(3);
-    let new: Option<Value> = row.get(4);
-    let at: OffsetDateTime = row.get(5);
-    let captured = if op as u8 == b'P' {
-        published(new?)
-    } else {
-        let op = Op::from_code(op as u8)?;
-        Some(Captured::Row(RowChange {
-            table: router.table_name(table).unwrap_or_else(|| Arc::from(table)),
-            op,
-            old: old.and_then(into_object),
-            new: new.and_then(into_object),
-        }))
-    };
-    if captured.is_none() {
-        tracing::warn!(id, "skipped a capture row that could not be read");
-    }
-    Some(Change {
-        captured: captured?,
-        at,
-    })
-}
-
-fn into_object(value: Value) -> Option<serde_json::Map<String, Value>> {
-    match value {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
-
-fn published(new: Value) -> Option<Captured> {
-    let Value::Object(mut fields) = new else {
-        return None;
-    };
-    let rooms = match fields.remove("rooms")? {
-        Value::Array(rooms) => rooms
-            .into_iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect(),
-        _ => return None,
-    };
-    let event = fields.remove("event")?.as_str()?.to_string();
-    let data = fields
-        .remove("data")
-        .unwrap_or(Value::Object(Default::default()));
-    Some(Captured::Published(Published { rooms, event, data }))
 }
 
 /// The dedicated LISTEN connection (a pool cannot deliver notifications).
@@ -463,18 +390,5 @@ mod tests {
         assert!(sql.contains("'username', r -> 'username'"));
         assert!(!sql.contains("email") && !sql.contains("password_hash"));
         assert!(sql.contains("realtime.\"capture public.users\""));
-        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(literal("o'k"), "'o''k'");
-    }
-
-    #[test]
-    fn published_rows_read_back() {
-        let value =
-            serde_json::json!({"rooms": ["broadcast"], "event": "announcement", "data": {"x": 1}});
-        let Some(Captured::Published(p)) = published(value) else {
-            panic!("not read")
-        };
-        assert_eq!(p.rooms, vec!["broadcast"]);
-        assert_eq!(p.event, "announcement");
     }
 }

@@ -14,7 +14,8 @@ use deadpool_postgres::Pool;
 
 use crate::cli::DevArgs;
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::config::{parse_duration, Config, ConfigError};
+use crate::config::{Config, ConfigError};
+use crate::duration::parse_duration;
 use crate::fanout::Hub;
 use crate::relay::Relay;
 use crate::shutdown::{self, Shutdown};

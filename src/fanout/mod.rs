@@ -9,17 +9,17 @@
 //!
 //! Observers (`rowcast dev`, tests) can also tap the whole stream.
 
-pub mod frame;
-
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::broadcast;
 
-use crate::outbox::{StoredEvent, Subscriber};
+use crate::event::StoredEvent;
+use crate::outbox::Subscriber;
+use crate::protocol::frame;
 
 /// Room shards; a power of two.
 const SHARDS: usize = 64;
@@ -39,130 +39,42 @@ pub struct RoomFrame {
     pub frame: Utf8Bytes,
 }
 
-/// What goes down a connection's send queue. Every variant is one pointer:
-/// every slot of every send queue is as large as the largest variant, and a
-/// client that stops reading fills its whole queue.
+/// What fanout hands a member: a stored event's frame for one room, or any
+/// other frame (an ephemeral event), shared by every member it goes to.
 #[derive(Debug, Clone)]
-pub enum Outgoing {
+pub enum Delivery {
     /// A stored event of a room.
     Event(Arc<RoomFrame>),
-    /// Any other frame (an ephemeral event, a reply), shared when it goes
-    /// to several members.
+    /// An ephemeral frame.
     Frame(Arc<Utf8Bytes>),
-    /// The reader asks the writer to act, in queue order.
-    Control(Box<Control>),
 }
 
-impl Outgoing {
-    /// A frame for one connection.
-    pub fn frame(frame: Utf8Bytes) -> Self {
-        Self::Frame(Arc::new(frame))
-    }
+/// A member's send queue as fanout sees it.
+///
+/// Contract: `offer` never waits. It queues the delivery, or (the queue
+/// being full) starts closing the member as too slow and returns false;
+/// the member then resyncs from the outbox with `since`. Fanout calls it
+/// under a shard's read lock, in seq order per room.
+pub trait Mailbox: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues a delivery without waiting; whether it was queued.
+    fn offer(&self, delivery: Delivery) -> bool;
+    /// Asks the member's connection to close with a protocol close code.
+    fn close(&self, code: u16);
 }
 
-impl From<Control> for Outgoing {
-    fn from(control: Control) -> Self {
-        Self::Control(Box::new(control))
-    }
-}
-
-/// Requests from a connection's reader to its writer.
-#[derive(Debug, Clone)]
-pub enum Control {
-    /// A room was joined: hold its live events until `Replay` (or start
-    /// delivering at once when `replay` is false).
-    Join {
-        /// The room.
-        room: Arc<str>,
-        /// Whether a replay follows.
-        replay: bool,
-    },
-    /// Replay a room's stored events with `after < seq <= until`, then the
-    /// held live events that are newer, then send `reply` (its `replayed`
-    /// and `gap` fields are filled in by the writer).
-    Replay {
-        /// The room.
-        room: Arc<str>,
-        /// Last seq the client has.
-        after: i64,
-        /// Head when the room was joined.
-        until: i64,
-        /// The join reply, completed after the replay.
-        reply: serde_json::Map<String, serde_json::Value>,
-    },
-    /// The room was left: drop anything still queued for it.
-    Leave(Arc<str>),
-}
-
-/// Why a connection must close, shared by its tasks and the hub.
-#[derive(Debug, Default)]
-pub struct Closer {
-    /// The close code (0: open).
-    code: AtomicU16,
-    /// Wakes the connection's tasks.
-    notify: Notify,
-}
-
-impl Closer {
-    /// Asks the connection to close with `code`; the first code wins.
-    pub fn close(&self, code: u16) {
-        if self
-            .code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.notify.notify_waiters();
-            self.notify.notify_one();
-        }
-    }
-
-    /// The requested close code, if any.
-    pub fn code(&self) -> Option<u16> {
-        match self.code.load(Ordering::Acquire) {
-            0 => None,
-            code => Some(code),
-        }
-    }
-
-    /// Resolves once a close was requested.
-    pub async fn closed(&self) -> u16 {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(code) = self.code() {
-                return code;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// A member of a room: one connection's send queue.
+/// A member of a room: one connection's mailbox.
 #[derive(Clone, Debug)]
 pub struct Member {
     /// Its connection.
     pub conn: ConnId,
-    /// Its bounded send queue.
-    pub queue: mpsc::Sender<Outgoing>,
-    /// How to close it when it cannot keep up.
-    pub closer: Arc<Closer>,
+    /// Where its deliveries go.
+    pub mailbox: Arc<dyn Mailbox>,
 }
 
 impl Member {
-    /// Queues a frame without waiting; a full queue closes the connection
-    /// with 4008. Returns whether it was queued.
-    pub fn offer(&self, item: Outgoing) -> bool {
-        match self.queue.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.closer.code().is_none() {
-                    metrics::counter!("rowcast_queue_overflows_total").increment(1);
-                    tracing::debug!(conn = self.conn, "send queue full: closing as too slow");
-                }
-                self.closer.close(crate::gateway::close::TOO_SLOW);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+    /// Queues a delivery without waiting; whether it was queued.
+    pub fn offer(&self, delivery: Delivery) -> bool {
+        self.mailbox.offer(delivery)
     }
 }
 
@@ -187,7 +99,7 @@ pub struct Hub {
     /// so a joiner that reads it after subscribing misses nothing.
     head: AtomicI64,
     /// Open connections, to close them all on shutdown.
-    connections: Mutex<HashMap<ConnId, Arc<Closer>>>,
+    connections: Mutex<HashMap<ConnId, Arc<dyn Mailbox>>>,
     /// Next connection id.
     next_conn: AtomicU64,
     /// Rooms with at least one member.
@@ -234,13 +146,16 @@ impl Hub {
         &self.shards[self.hasher.hash_one(room) as usize & (SHARDS - 1)]
     }
 
-    /// Registers a connection; returns its id.
-    pub fn connect(&self, closer: Arc<Closer>) -> ConnId {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+    /// A new connection id.
+    pub fn next_conn(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a connection's mailbox under its id.
+    pub fn connect(&self, conn: ConnId, mailbox: Arc<dyn Mailbox>) {
         let mut connections = lock(&self.connections);
-        connections.insert(id, closer);
+        connections.insert(conn, mailbox);
         metrics::gauge!("rowcast_connections").set(connections.len() as f64);
-        id
     }
 
     /// Forgets a connection (its rooms must have been left).
@@ -257,8 +172,8 @@ impl Hub {
 
     /// Asks every connection to close with `code`.
     pub fn close_all(&self, code: u16) {
-        for closer in lock(&self.connections).values() {
-            closer.close(code);
+        for mailbox in lock(&self.connections).values() {
+            mailbox.close(code);
         }
     }
 
@@ -307,7 +222,7 @@ impl Hub {
             .members
             .iter()
             .filter(|m| m.conn != from)
-            .filter(|m| m.offer(Outgoing::Frame(frame.clone())))
+            .filter(|m| m.offer(Delivery::Frame(frame.clone())))
             .count()
     }
 
@@ -329,7 +244,7 @@ impl Hub {
                 frame: frame::event_frame(room, &tail),
             });
             for member in &entry.members {
-                if member.offer(Outgoing::Event(frame.clone())) {
+                if member.offer(Delivery::Event(frame.clone())) {
                     delivered += 1;
                 }
             }

@@ -1,40 +1,60 @@
 //! The hub without sockets: members are plain channels.
 
+use std::sync::atomic::AtomicU16;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::event::Event;
 
-fn member(conn: ConnId, capacity: usize) -> (Member, mpsc::Receiver<Outgoing>) {
-    let (queue, rx) = mpsc::channel(capacity);
-    let closer = Arc::new(Closer::default());
-    (
-        Member {
-            conn,
-            queue,
-            closer,
-        },
-        rx,
-    )
+/// A mailbox over a bounded channel that remembers its close code.
+#[derive(Debug)]
+struct Queue {
+    tx: mpsc::Sender<Delivery>,
+    code: AtomicU16,
+}
+
+impl Mailbox for Queue {
+    fn offer(&self, delivery: Delivery) -> bool {
+        self.tx.try_send(delivery).is_ok()
+    }
+
+    fn close(&self, code: u16) {
+        self.code.store(code, Ordering::Relaxed);
+    }
+}
+
+fn queue(capacity: usize) -> (Arc<Queue>, mpsc::Receiver<Delivery>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let code = AtomicU16::new(0);
+    (Arc::new(Queue { tx, code }), rx)
+}
+
+fn member(conn: ConnId, capacity: usize) -> (Member, mpsc::Receiver<Delivery>) {
+    let (mailbox, rx) = queue(capacity);
+    (Member { conn, mailbox }, rx)
 }
 
 fn stored(seq: i64, rooms: &[&str]) -> Arc<StoredEvent> {
     Arc::new(StoredEvent {
         seq,
-        name: Arc::from("content-updated"),
-        rooms: rooms.iter().map(|r| r.to_string()).collect(),
-        data: "{\"id\":1}".into(),
-        old: None,
-        at: OffsetDateTime::now_utc(),
-        count: None,
+        event: Event {
+            name: Arc::from("content-updated"),
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            data: "{\"id\":1}".into(),
+            old: None,
+            at: OffsetDateTime::now_utc(),
+            count: None,
+            coalesce: None,
+        },
     })
 }
 
-fn frame_of(item: Outgoing) -> (String, i64, String) {
+fn frame_of(item: Delivery) -> (String, i64, String) {
     match item {
-        Outgoing::Event(event) => (event.room.to_string(), event.seq, event.frame.to_string()),
+        Delivery::Event(event) => (event.room.to_string(), event.seq, event.frame.to_string()),
         other => panic!("not an event: {other:?}"),
     }
 }
@@ -72,17 +92,15 @@ fn members_of_a_room_share_one_serialized_frame() {
 }
 
 #[test]
-fn a_full_queue_closes_its_connection_as_too_slow() {
+fn a_full_mailbox_does_not_hold_up_the_others() {
     let hub = Hub::new(0);
     let (slow, _slow_rx) = member(1, 2);
-    let closer = slow.closer.clone();
     let (fast, mut fast_rx) = member(2, 64);
     hub.join("room_1", slow);
     hub.join("room_1", fast);
     for seq in 1..=10 {
         hub.stored(&[stored(seq, &["room_1"])]);
     }
-    assert_eq!(closer.code(), Some(crate::gateway::close::TOO_SLOW));
     let mut seen = 0;
     while fast_rx.try_recv().is_ok() {
         seen += 1;
@@ -99,7 +117,7 @@ fn emits_skip_the_sender_and_leaving_stops_delivery() {
     hub.join("content_1", b);
     assert_eq!(hub.emit("content_1", Utf8Bytes::from("{}"), 1), 1);
     assert!(a_rx.try_recv().is_err());
-    assert!(matches!(b_rx.try_recv(), Ok(Outgoing::Frame(_))));
+    assert!(matches!(b_rx.try_recv(), Ok(Delivery::Frame(_))));
     hub.leave("content_1", 2);
     hub.stored(&[stored(1, &["content_1"])]);
     assert!(b_rx.try_recv().is_err());
@@ -111,17 +129,13 @@ fn emits_skip_the_sender_and_leaving_stops_delivery() {
 #[test]
 fn close_all_reaches_every_connection() {
     let hub = Hub::new(0);
-    let closers: Vec<Arc<Closer>> = (0..3).map(|_| Arc::new(Closer::default())).collect();
-    for closer in &closers {
-        hub.connect(closer.clone());
+    let queues: Vec<Arc<Queue>> = (0..3).map(|_| queue(1).0).collect();
+    for queue in &queues {
+        hub.connect(hub.next_conn(), queue.clone());
     }
     assert_eq!(hub.connection_count(), 3);
     hub.close_all(1001);
-    assert!(closers.iter().all(|c| c.code() == Some(1001)));
-}
-
-#[test]
-fn a_send_queue_slot_is_two_words() {
-    // A stalled client fills its whole queue: each slot must stay small.
-    assert!(std::mem::size_of::<Outgoing>() <= 16);
+    assert!(queues
+        .iter()
+        .all(|q| q.code.load(Ordering::Relaxed) == 1001));
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::protocol::Code;
+use crate::protocol::Code;
 
 /// An HTTP error response: `{"error":{"code":..,"message":..}}`.
 #[derive(Debug)]

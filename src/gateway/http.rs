@@ -13,12 +13,13 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::auth::{token_from, Claims};
+use super::connection::Authorize;
 use super::error::ApiError;
-use super::session::Authorize;
 use super::Shared;
-use crate::capture::PublishRequest;
-use crate::fanout::frame;
-use crate::route::{is_event_name, is_room_name, Published};
+use crate::event::{is_event_name, Published};
+use crate::ingest::PublishRequest;
+use crate::protocol::frame;
+use crate::room::is_room_name;
 
 /// Most events one history request returns.
 const MAX_PAGE: i64 = 1000;

@@ -2,14 +2,11 @@
 //! (history, publish, health, readiness, metrics), on one axum server.
 
 pub mod auth;
-pub mod close;
+pub mod connection;
 mod error;
 mod http;
 pub mod limits;
 mod presence;
-pub mod protocol;
-pub mod session;
-pub mod writer;
 mod ws;
 
 use std::collections::HashMap;
@@ -25,16 +22,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::capture::{CaptureStatus, PublishRequest};
+use crate::capture::CaptureStatus;
 use crate::config::{CorsOrigins, GatewayConfig};
+use crate::event::StoredEvent;
 use crate::fanout::Hub;
-use crate::outbox::{RoomPage, StoredEvent};
+use crate::ingest::PublishRequest;
+use crate::outbox::RoomPage;
 use crate::shutdown::Shutdown;
 use auth::{Claims, Verifier};
+use connection::{close, Authorize, History, ReaderConfig};
 use limits::ConnectLimits;
 use presence::Presence;
-use session::{Authorize, SessionConfig};
-use writer::History;
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +62,8 @@ pub(crate) struct Shared {
     database: Arc<Database>,
     /// Token verification.
     verifier: Arc<Verifier>,
-    /// Settings for sessions.
-    session: Arc<SessionConfig>,
+    /// Settings for connection readers.
+    reader: Arc<ReaderConfig>,
     /// Per-IP connect limits.
     connects: ConnectLimits,
     /// Online/offline tracking.
@@ -117,11 +115,11 @@ impl Gateway {
             pool: pool.clone(),
             database: Arc::new(Database::new(pool.clone(), config.limits.auth_cache_ttl)),
             verifier,
-            session: Arc::new(SessionConfig {
+            reader: Arc::new(ReaderConfig {
                 limits: config.limits.clone(),
                 heartbeat: config.heartbeat,
                 client_events: config.client_events.clone(),
-                throttled_events: vec!["user-typing".into(), "user-editing".into()],
+                throttled_events: config.throttled_events.clone(),
             }),
             connects: ConnectLimits::new(&config.limits),
             presence: Presence::start(pool, publisher.clone()),

@@ -17,14 +17,14 @@ use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capture::PublishRequest;
-use crate::route::Published;
+use crate::event::Published;
+use crate::ingest::PublishRequest;
 
 /// Status changes waiting to be stored, at most.
 const QUEUE: usize = 65_536;
 
 /// Work for the presence task.
-enum Item {
+enum PresenceWork {
     /// A user's status changed.
     Change(String, &'static str),
     /// Answer once everything queued before is handled.
@@ -36,7 +36,7 @@ pub struct Presence {
     /// Open connections per user.
     counts: Mutex<HashMap<String, usize>>,
     /// Status changes for the presence task.
-    changes: mpsc::Sender<Item>,
+    changes: mpsc::Sender<PresenceWork>,
 }
 
 impl Presence {
@@ -87,7 +87,7 @@ impl Presence {
     /// Resolves once every change queued so far has been handled.
     pub async fn flushed(&self) {
         let (done, handled) = oneshot::channel();
-        if self.changes.send(Item::Flush(done)).await.is_ok() {
+        if self.changes.send(PresenceWork::Flush(done)).await.is_ok() {
             let _ = handled.await;
         }
     }
@@ -95,7 +95,7 @@ impl Presence {
     fn change(&self, user: &str, status: &'static str) {
         if self
             .changes
-            .try_send(Item::Change(user.to_string(), status))
+            .try_send(PresenceWork::Change(user.to_string(), status))
             .is_err()
         {
             tracing::warn!(status, "presence queue full; a status change was dropped");
@@ -106,7 +106,7 @@ impl Presence {
 async fn run(
     pool: Pool,
     publisher: mpsc::Sender<PublishRequest>,
-    mut changes: mpsc::Receiver<Item>,
+    mut changes: mpsc::Receiver<PresenceWork>,
 ) {
     for user in left_online(&pool).await {
         if let Err(e) = store(&pool, &publisher, &user, "offline").await {
@@ -115,8 +115,8 @@ async fn run(
     }
     while let Some(item) = changes.recv().await {
         let (user, status) = match item {
-            Item::Change(user, status) => (user, status),
-            Item::Flush(done) => {
+            PresenceWork::Change(user, status) => (user, status),
+            PresenceWork::Flush(done) => {
                 let _ = done.send(());
                 continue;
             }

@@ -12,15 +12,14 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use super::auth::{token_from, AuthError, Claims};
+use super::connection::SLOW_CLOSE_GRACE;
+use super::connection::{close, ConnQueue, ConnReader, ConnWriter, Control, Ended, Outgoing};
 use super::error::ApiError;
-use super::protocol::{self, Code};
-use super::session::{Ended, Session};
-use super::writer::{Writer, SLOW_CLOSE_GRACE};
-use super::{close, Shared};
-use crate::fanout::{Closer, Control, Member, Outgoing};
+use super::Shared;
+use crate::protocol::{self, Code};
+use crate::room::BROADCAST;
 
 /// Bytes of the socket's read buffer (tungstenite allocates it up front;
 /// its default of 128 KiB per connection would dominate idle memory).
@@ -96,14 +95,10 @@ fn admit(
 /// Runs one connection to its end.
 async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
     let (sink, stream) = socket.split();
-    let closer = Arc::new(Closer::default());
-    let conn = state.hub.connect(closer.clone());
-    let (queue, rx) = mpsc::channel(state.config.limits.send_queue);
-    let member = Member {
-        conn,
-        queue,
-        closer: closer.clone(),
-    };
+    let conn = state.hub.next_conn();
+    let (queue, rx) = ConnQueue::new(conn, state.config.limits.send_queue);
+    let closer = queue.closer.clone();
+    state.hub.connect(conn, queue.clone());
     let user = claims.sub.clone();
     let service = claims.service;
     tracing::debug!(conn, user = %user, service, "connection opened");
@@ -116,12 +111,12 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
         state.hub.head(),
         state.config.heartbeat.as_millis() as u64,
     );
-    member.offer(Outgoing::from(Control::Join {
-        room: Arc::from("broadcast"),
+    queue.offer(Outgoing::from(Control::Join {
+        room: Arc::from(BROADCAST),
         replay: false,
     }));
-    state.hub.join("broadcast", member.clone());
-    let writer = Writer::new(
+    state.hub.join(BROADCAST, queue.member());
+    let writer = ConnWriter::new(
         state.database.clone(),
         rx,
         closer.clone(),
@@ -129,16 +124,16 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
         state.config.heartbeat,
     );
     let mut writer = tokio::spawn(writer.run(sink, welcome));
-    let session = Session::new(
-        member,
+    let reader = ConnReader::new(
+        queue,
         claims,
         state.hub.clone(),
         state.database.clone(),
         state.verifier.clone(),
-        state.session.clone(),
+        state.reader.clone(),
     );
     let (ended, writer_done) = tokio::select! {
-        ended = session.run(stream) => (ended, false),
+        ended = reader.run(stream) => (ended, false),
         _ = &mut writer => (Ended::ByClient, true),
     };
     match ended {

@@ -1,7 +1,7 @@
 //! The outbox: every event stored once, under a global `seq`, by a single
 //! writer.
 //!
-//! A [`Writer`] is one outbox transaction. It locks the one-row
+//! An [`OutboxTx`] is one outbox transaction. It locks the one-row
 //! `realtime.state`, which serializes writers and yields the current head,
 //! so `seq` is assigned in commit order with no hole, even if a second relay
 //! ran against the same database. Capture consumes its input inside the same
@@ -22,29 +22,10 @@ use tokio::time::Instant;
 use tokio_postgres::types::PgLsn;
 
 use crate::db::DbError;
-use crate::route::Event;
+use crate::event::{Event, StoredEvent};
 
 pub use read::{room_events, room_page, RoomPage};
 pub use retention::retain;
-
-/// An event as stored: the routed [`Event`] plus its `seq`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredEvent {
-    /// Global, gap-free, increasing in commit order.
-    pub seq: i64,
-    /// Event name.
-    pub name: Arc<str>,
-    /// Rooms it was stored for.
-    pub rooms: Vec<String>,
-    /// JSON object text of the exposed columns.
-    pub data: String,
-    /// JSON object text of the changed columns' previous values (updates).
-    pub old: Option<String>,
-    /// Commit time of the change.
-    pub at: OffsetDateTime,
-    /// For coalesced events: how many changes it stands for.
-    pub count: Option<i32>,
-}
 
 /// Receives stored events after the transaction that stored them committed.
 ///
@@ -55,13 +36,6 @@ pub struct StoredEvent {
 pub trait Subscriber: Send + Sync + 'static {
     /// Takes a batch of newly stored events.
     fn stored(&self, events: &[Arc<StoredEvent>]);
-}
-
-/// A subscriber that drops everything (for `rowcast migrate`-like tools).
-pub struct Discard;
-
-impl Subscriber for Discard {
-    fn stored(&self, _events: &[Arc<StoredEvent>]) {}
 }
 
 /// Where the logical capture stood after a transaction: which source
@@ -129,7 +103,7 @@ impl Outbox {
     pub async fn begin<'a>(
         &self,
         client: &'a mut deadpool_postgres::Client,
-    ) -> Result<Writer<'a>, DbError> {
+    ) -> Result<OutboxTx<'a>, DbError> {
         let tx = client.transaction().await?;
         let lock = tx
             .prepare_cached(
@@ -138,7 +112,7 @@ impl Outbox {
             .await?;
         let row = tx.query_one(&lock, &[]).await?;
         let lsn: Option<PgLsn> = row.get(1);
-        Ok(Writer {
+        Ok(OutboxTx {
             tx,
             head: row.get(0),
             source: lsn.map(|lsn| SourcePosition {
@@ -221,7 +195,7 @@ pub struct Committed {
 }
 
 /// One outbox transaction.
-pub struct Writer<'a> {
+pub struct OutboxTx<'a> {
     /// The open transaction, holding the state row lock.
     tx: Transaction<'a>,
     /// Head at the start of the transaction.
@@ -236,7 +210,7 @@ pub struct Writer<'a> {
     flush_pending: bool,
 }
 
-impl<'a> Writer<'a> {
+impl<'a> OutboxTx<'a> {
     /// The open transaction, for capture to consume its input in it.
     pub fn transaction(&self) -> &Transaction<'a> {
         &self.tx
@@ -297,17 +271,7 @@ impl<'a> Writer<'a> {
         let stored: Vec<Arc<StoredEvent>> = std::mem::take(&mut self.events)
             .into_iter()
             .zip(self.head + 1..)
-            .map(|(e, seq)| {
-                Arc::new(StoredEvent {
-                    seq,
-                    name: e.name,
-                    rooms: e.rooms,
-                    data: e.data,
-                    old: e.old,
-                    at: e.at,
-                    count: e.count,
-                })
-            })
+            .map(|(event, seq)| Arc::new(StoredEvent { seq, event }))
             .collect();
         if stored.is_empty() && position.is_none() {
             return Ok(stored);

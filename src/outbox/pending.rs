@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::db::DbError;
-use crate::route::Event;
+use crate::event::Event;
 
 /// A deadline `seconds` from now (never in the past).
 pub(super) fn deadline_in(seconds: f64) -> Instant {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio_postgres::Row;
 
-use super::StoredEvent;
 use crate::db::DbError;
+use crate::event::{Event, StoredEvent};
 
 /// One page of a room's history.
 #[derive(Debug, Clone)]
@@ -23,12 +23,15 @@ pub struct RoomPage {
 fn stored(row: &Row) -> Arc<StoredEvent> {
     Arc::new(StoredEvent {
         seq: row.get(0),
-        name: row.get::<_, &str>(1).into(),
-        rooms: row.get(2),
-        data: row.get(3),
-        old: row.get(4),
-        count: row.get(5),
-        at: row.get(6),
+        event: Event {
+            name: row.get::<_, &str>(1).into(),
+            rooms: row.get(2),
+            data: row.get(3),
+            old: row.get(4),
+            count: row.get(5),
+            at: row.get(6),
+            coalesce: None,
+        },
     })
 }
 
@@ -96,12 +99,15 @@ pub async fn room_page(
         .map(|row| {
             Arc::new(StoredEvent {
                 seq: row.get(0),
-                name: row.get::<_, &str>(1).into(),
-                rooms: vec![room.to_string()],
-                data: row.get(2),
-                old: row.get(3),
-                count: row.get(4),
-                at: row.get(5),
+                event: Event {
+                    name: row.get::<_, &str>(1).into(),
+                    rooms: vec![room.to_string()],
+                    data: row.get(2),
+                    old: row.get(3),
+                    count: row.get(4),
+                    at: row.get(5),
+                    coalesce: None,
+                },
             })
         })
         .collect())

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::RowChange;
+use crate::event::RowChange;
 
 /// Which version of the row a condition reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

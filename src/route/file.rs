@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::condition::{Condition, Side, Test};
-use super::{is_event_name, Op, Route, Router, TableRoutes, Template};
+use super::{Route, Router, TableRoutes, Template};
+use crate::event::{is_event_name, Op};
 
 /// A routes file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -295,7 +296,7 @@ fn scalar(column: &str, value: &toml::Value) -> Result<Value, String> {
 }
 
 fn window(text: &str) -> Result<Duration, String> {
-    match crate::config::parse_duration(text) {
+    match crate::duration::parse_duration(text) {
         Some(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(3600) => Ok(d),
         _ => Err(format!(
             "`coalesce = \"{text}\"` must be a duration between 1ms and 1h"

@@ -15,117 +15,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
+
+use crate::event::{Captured, Change, Event, Op, Published, Row, RowChange};
+use crate::room::is_room_name;
 
 pub use condition::Condition;
 pub use file::RouteError;
 pub use template::Template;
-
-/// A row as captured: column name to JSON value.
-pub type Row = Map<String, Value>;
-
-/// The kind of row change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Op {
-    /// A new row.
-    Insert,
-    /// A changed row; both versions are known.
-    Update,
-    /// A removed row; the old version is known.
-    Delete,
-}
-
-impl Op {
-    /// Reads the capture table's one-letter code.
-    pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            b'I' => Some(Self::Insert),
-            b'U' => Some(Self::Update),
-            b'D' => Some(Self::Delete),
-            _ => None,
-        }
-    }
-}
-
-/// One committed change of one row, from either capture mode.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RowChange {
-    /// `schema.table`.
-    pub table: Arc<str>,
-    /// What happened.
-    pub op: Op,
-    /// The previous row (updates and deletes).
-    pub old: Option<Row>,
-    /// The new row (inserts and updates).
-    pub new: Option<Row>,
-}
-
-/// An event published explicitly (`realtime.publish`, HTTP publish, presence).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Published {
-    /// Rooms it goes to.
-    pub rooms: Vec<String>,
-    /// Its name.
-    pub event: String,
-    /// Its payload, a JSON object.
-    pub data: Value,
-}
-
-/// What capture hands to routing.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Captured {
-    /// A row change, to be matched against the routes.
-    Row(RowChange),
-    /// An explicit event, stored as given.
-    Published(Published),
-}
-
-/// A captured change together with when it happened.
-#[derive(Clone, Debug)]
-pub struct Change {
-    /// The change.
-    pub captured: Captured,
-    /// When it was committed (logical mode) or captured (trigger mode).
-    pub at: OffsetDateTime,
-}
-
-/// What routing produces and the outbox stores: one named event for one
-/// or more rooms, its JSON already rendered so it is serialized only once.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    /// The event name, e.g. `content-created`.
-    pub name: Arc<str>,
-    /// Distinct rooms, in the route's order.
-    pub rooms: Vec<String>,
-    /// The row's exposed columns, as a JSON object.
-    pub data: String,
-    /// On updates, the previous values of the exposed columns that changed.
-    pub old: Option<String>,
-    /// Commit (or capture) time.
-    pub at: OffsetDateTime,
-    /// How many changes a coalesced event stands for.
-    pub count: Option<i32>,
-    /// Set when the route coalesces bursts within this window.
-    pub coalesce: Option<Duration>,
-}
-
-/// Whether a string can be an event name.
-pub fn is_event_name(name: &str) -> bool {
-    (1..=100).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
-/// Whether a string can be a room name: 1 to 200 characters from
-/// `A-Z a-z 0-9 _ . : @ -`. Anything else is refused before any query.
-pub fn is_room_name(name: &str) -> bool {
-    (1..=200).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
-}
 
 /// One compiled route.
 #[derive(Debug)]

@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use super::{is_room_name, Row};
+use crate::event::Row;
+use crate::room::is_room_name;
 
 /// One piece of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]

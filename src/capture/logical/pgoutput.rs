@@ -16,12 +16,10 @@ use bytes::Bytes;
 /// One decoded `pgoutput` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Message {
-    /// Start of a committed transaction; the changes that follow belong to it.
-    Begin(Begin),
-    /// End of the transaction opened by the preceding [`Message::Begin`].
-    Commit(Commit),
-    /// A message emitted with `pg_logical_emit_message`.
-    LogicalMessage(LogicalMessage),
+    /// Begin (`B`), Commit (`C`) or a logical decoding message (`M`): the
+    /// replication client reads these itself and hands them over as its
+    /// own events, so there is nothing here to decode.
+    Framing,
     /// Schema of a table, sent before the first change to it in a session and
     /// again whenever its definition changes.
     Relation(Relation),
@@ -37,46 +35,6 @@ pub(crate) enum Message {
     Type(TypeInfo),
     /// The transaction was replayed from another node by logical replication.
     Origin(Origin),
-}
-
-/// Header of a transaction (`B`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Begin {
-    /// LSN of the transaction's commit record; the position to confirm once
-    /// the whole transaction has been handled.
-    pub final_lsn: u64,
-    /// Commit time in microseconds since 2000-01-01 00:00:00 UTC.
-    pub commit_time: i64,
-    /// Transaction id, useful for logs and for correlating events.
-    pub xid: u32,
-}
-
-/// Trailer of a transaction (`C`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Commit {
-    /// Reserved flag bits; currently always zero.
-    pub flags: u8,
-    /// LSN of the commit record, equal to the matching [`Begin::final_lsn`].
-    pub commit_lsn: u64,
-    /// LSN just past the commit record; confirming it acknowledges the
-    /// whole transaction.
-    pub end_lsn: u64,
-    /// Commit time in microseconds since 2000-01-01 00:00:00 UTC.
-    pub commit_time: i64,
-}
-
-/// A logical decoding message (`M`) from `pg_logical_emit_message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogicalMessage {
-    /// Whether the message belongs to the surrounding transaction rather than
-    /// being emitted immediately.
-    pub transactional: bool,
-    /// LSN of the message record.
-    pub lsn: u64,
-    /// Prefix chosen by the emitter so consumers can recognise their messages.
-    pub prefix: String,
-    /// Opaque message body, a slice of the original payload.
-    pub content: Bytes,
 }
 
 /// Schema of one table (`R`).
@@ -272,12 +230,7 @@ pub(crate) enum DecodeError {
 pub(crate) fn decode(payload: &Bytes) -> Result<Message, DecodeError> {
     let mut reader = Reader::new(payload);
     let (message, kind) = match reader.u8("message type")? {
-        b'B' => (Message::Begin(Begin::read(&mut reader)?), "begin"),
-        b'C' => (Message::Commit(Commit::read(&mut reader)?), "commit"),
-        b'M' => (
-            Message::LogicalMessage(LogicalMessage::read(&mut reader)?),
-            "logical decoding",
-        ),
+        b'B' | b'C' | b'M' => return Ok(Message::Framing),
         b'R' => (Message::Relation(Relation::read(&mut reader)?), "relation"),
         b'I' => (Message::Insert(Insert::read(&mut reader)?), "insert"),
         b'U' => (Message::Update(Update::read(&mut reader)?), "update"),
@@ -289,38 +242,6 @@ pub(crate) fn decode(payload: &Bytes) -> Result<Message, DecodeError> {
     };
     reader.finish(kind)?;
     Ok(message)
-}
-
-impl Begin {
-    fn read(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            final_lsn: reader.u64("begin final LSN")?,
-            commit_time: reader.i64("begin commit time")?,
-            xid: reader.u32("begin transaction id")?,
-        })
-    }
-}
-
-impl Commit {
-    fn read(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            flags: reader.u8("commit flags")?,
-            commit_lsn: reader.u64("commit LSN")?,
-            end_lsn: reader.u64("commit end LSN")?,
-            commit_time: reader.i64("commit time")?,
-        })
-    }
-}
-
-impl LogicalMessage {
-    fn read(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            transactional: reader.u8("logical message flags")? & 1 != 0,
-            lsn: reader.u64("logical message LSN")?,
-            prefix: reader.string("logical message prefix")?,
-            content: reader.sized_bytes("logical message content")?,
-        })
-    }
 }
 
 impl Relation {
@@ -545,10 +466,6 @@ impl<'a> Reader<'a> {
 
     fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         self.array(what).map(u32::from_be_bytes)
-    }
-
-    fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
-        self.array(what).map(i64::from_be_bytes)
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
@@ -808,9 +725,6 @@ mod tests {
             truncate_payload(3),
             type_payload(),
             origin_payload(),
-            begin_payload(),
-            commit_payload(),
-            logical_message_payload(),
         ]
     }
 
@@ -1145,37 +1059,10 @@ mod tests {
     }
 
     #[test]
-    fn decodes_begin_and_commit() {
-        assert_eq!(
-            decode(&begin_payload()),
-            Ok(Message::Begin(Begin {
-                final_lsn: 0x16B_3748,
-                commit_time: 817_412_896_123_456,
-                xid: 731,
-            }))
-        );
-        assert_eq!(
-            decode(&commit_payload()),
-            Ok(Message::Commit(Commit {
-                flags: 0,
-                commit_lsn: 0x16B_3748,
-                end_lsn: 0x16B_3778,
-                commit_time: 817_412_896_123_456,
-            }))
-        );
-    }
-
-    #[test]
-    fn decodes_logical_message() {
-        assert_eq!(
-            decode(&logical_message_payload()),
-            Ok(Message::LogicalMessage(LogicalMessage {
-                transactional: true,
-                lsn: 0x16B_3700,
-                prefix: "rowcast".into(),
-                content: Bytes::from_static(b"hello"),
-            }))
-        );
+    fn framing_messages_are_left_to_the_replication_client() {
+        for payload in [begin_payload(), commit_payload(), logical_message_payload()] {
+            assert_eq!(decode(&payload), Ok(Message::Framing));
+        }
     }
 
     #[test]
@@ -1449,22 +1336,12 @@ mod tests {
         };
         assert_eq!(decode(&origin), Ok(Message::Origin(expected)));
 
-        let message = captured("4d010000000001994c68726f7763617374000000000568656c6c6f");
-        let expected = LogicalMessage {
-            transactional: true,
-            lsn: 0x0199_4C68,
-            prefix: "rowcast".into(),
-            content: Bytes::from_static(b"hello"),
-        };
-        assert_eq!(decode(&message), Ok(Message::LogicalMessage(expected)));
-
-        let begin = captured("420000000001994bf80003041d88ebad22000002f7");
-        let expected = Begin {
-            final_lsn: 0x0199_4BF8,
-            commit_time: 0x0003_041D_88EB_AD22,
-            xid: 759,
-        };
-        assert_eq!(decode(&begin), Ok(Message::Begin(expected)));
+        for framing in [
+            "4d010000000001994c68726f7763617374000000000568656c6c6f",
+            "420000000001994bf80003041d88ebad22000002f7",
+        ] {
+            assert_eq!(decode(&captured(framing)), Ok(Message::Framing));
+        }
     }
 
     /// Deterministic xorshift generator, so failures reproduce.

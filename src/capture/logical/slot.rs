@@ -6,50 +6,12 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use super::super::trigger::{ident, literal};
-use super::super::CaptureError;
+use crate::capture::switch::MESSAGE_PREFIX;
+use crate::capture::CaptureError;
 use crate::config::CaptureConfig;
 use crate::db::DbError;
+use crate::quote::{ident, literal};
 use crate::route::Router;
-
-/// The prefix of the logical messages rowcast writes into WAL.
-pub(super) const MESSAGE_PREFIX: &str = "rowcast";
-/// Written with the transaction that drops the capture triggers.
-const TO_LOGICAL: &str = "to-logical";
-/// Written, with a token, by the transaction that installs the triggers.
-const TO_TRIGGER: &str = "to-trigger:";
-
-/// A capture-mode switch read from the stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Switch {
-    /// The triggers were dropped: from the next transaction on, the WAL
-    /// carries the changes.
-    ToLogical,
-    /// The triggers were installed (with this token): their capture rows
-    /// carry the changes from the next transaction on.
-    ToTrigger(String),
-}
-
-impl Switch {
-    /// Reads a transactional logical message, if it is one of rowcast's.
-    pub(super) fn parse(prefix: &str, content: &[u8]) -> Option<Self> {
-        if prefix != MESSAGE_PREFIX {
-            return None;
-        }
-        let content = std::str::from_utf8(content).ok()?;
-        if content == TO_LOGICAL {
-            return Some(Self::ToLogical);
-        }
-        content
-            .strip_prefix(TO_TRIGGER)
-            .map(|token| Self::ToTrigger(token.to_string()))
-    }
-}
-
-/// The message the trigger-installing transaction writes.
-pub(crate) fn to_trigger_message(token: &str) -> String {
-    format!("{TO_TRIGGER}{token}")
-}
 
 /// The slot's name: configured, or `rowcast_<database>`.
 pub(super) async fn slot_name(pool: &Pool, config: &CaptureConfig) -> Result<String, DbError> {
@@ -301,43 +263,5 @@ pub(super) async fn heartbeat(pool: &Pool, slot: &str) -> Result<(), DbError> {
         .await?
         .get(0);
     metrics::gauge!("rowcast_slot_lag_bytes").set(lag.unwrap_or(0.0));
-    Ok(())
-}
-
-/// Replaces the capture triggers by the slot in one transaction that also
-/// writes a switch message into WAL and remembers the switch: until the
-/// stream reaches that message, changes are read from the capture rows the
-/// triggers wrote, never twice.
-pub(super) async fn switch_from_triggers(pool: &Pool) -> Result<(), DbError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let tables: Vec<String> = tx
-        .query(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = 'rowcast_capture'",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if tables.is_empty() {
-        return Ok(());
-    }
-    for table in &tables {
-        tx.batch_execute(&format!("DROP TRIGGER rowcast_capture ON {table}"))
-            .await?;
-    }
-    tx.execute(
-        "SELECT pg_logical_emit_message(true, $1, $2)",
-        &[&MESSAGE_PREFIX, &TO_LOGICAL],
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(
-        tables = tables.len(),
-        "capture triggers replaced by the replication slot"
-    );
     Ok(())
 }

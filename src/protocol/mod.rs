@@ -1,6 +1,9 @@
-//! Protocol v1 frames: parsing client frames into a typed [`Request`] and
-//! building the server's `welcome`, `reply`, `pong` and ephemeral event
-//! frames. Stored event frames are built by [`crate::fanout::frame`].
+//! The client protocol v1, every frame of it: parsing client frames into a
+//! typed [`Request`], and building the server's `welcome`, `reply`, `pong`
+//! and ephemeral event frames here, and stored event frames in [`frame`]
+//! (built once per room and shared by every member).
+
+pub mod frame;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;

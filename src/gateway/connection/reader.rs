@@ -1,7 +1,7 @@
 //! The receive half of a connection: reads client frames, enforces the
 //! limits, and answers `join`, `leave`, `emit`, `auth` and `ping`. It never
 //! writes to the socket itself; everything goes through the connection's
-//! send queue to its [`Writer`](super::writer::Writer). It is generic over
+//! send queue to its [`ConnWriter`](super::writer::ConnWriter). It is generic over
 //! the `Stream` and the authorization rule, so it is tested with channels.
 
 use std::collections::{HashMap, HashSet};
@@ -14,13 +14,15 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::auth::{Claims, Verifier};
 use super::close;
-use super::limits::{ConnectionLimits, Kind};
-use super::protocol::{self, Code, Refusal, Request};
+use super::{ConnQueue, Control, Outgoing};
 use crate::config::Limits;
-use crate::fanout::{Control, Hub, Member, Outgoing};
-use crate::route::is_room_name;
+use crate::duration::sleep_until;
+use crate::fanout::Hub;
+use crate::gateway::auth::{Claims, Verifier};
+use crate::gateway::limits::{ConnectionLimits, Kind};
+use crate::protocol::{self, Code, Refusal, Request};
+use crate::room::{is_room_name, BROADCAST};
 
 /// The SQL authorization rule (or a stand-in in tests).
 pub trait Authorize: Send + Sync + 'static {
@@ -33,7 +35,7 @@ pub trait Authorize: Send + Sync + 'static {
 }
 
 /// Settings every session shares.
-pub struct SessionConfig {
+pub struct ReaderConfig {
     /// Per-connection limits.
     pub limits: Limits,
     /// Heartbeat interval; two missed ones end the connection.
@@ -53,9 +55,9 @@ struct Throttle {
 }
 
 /// One connection's reader.
-pub struct Session<A> {
-    /// This connection as a room member (its queue and closer).
-    member: Member,
+pub struct ConnReader<A> {
+    /// This connection's send queue (and its closer).
+    queue: Arc<ConnQueue>,
     /// Verified claims (replaced by `auth`).
     claims: Claims,
     /// Rooms and fanout.
@@ -65,7 +67,7 @@ pub struct Session<A> {
     /// Token verification for `auth`.
     verifier: Arc<Verifier>,
     /// Shared settings.
-    config: Arc<SessionConfig>,
+    config: Arc<ReaderConfig>,
     /// Joined rooms (besides `broadcast`).
     rooms: HashSet<Arc<str>>,
     /// Rate limiters.
@@ -83,19 +85,19 @@ pub enum Ended {
     Close(u16),
 }
 
-impl<A: Authorize> Session<A> {
-    /// A session for a connection that is already in `broadcast`.
+impl<A: Authorize> ConnReader<A> {
+    /// The reader of a connection that is already in `broadcast`.
     pub fn new(
-        member: Member,
+        queue: Arc<ConnQueue>,
         claims: Claims,
         hub: Arc<Hub>,
         authorizer: Arc<A>,
         verifier: Arc<Verifier>,
-        config: Arc<SessionConfig>,
+        config: Arc<ReaderConfig>,
     ) -> Self {
         let limits = ConnectionLimits::new(&config.limits);
         Self {
-            member,
+            queue,
             claims,
             hub,
             authorizer,
@@ -146,7 +148,7 @@ impl<A: Authorize> Session<A> {
                 },
                 _ = tokio::time::sleep_until(expires) => break Ended::Close(close::TOKEN_EXPIRED),
                 _ = tokio::time::sleep_until(last_seen + idle) => break Ended::ByClient,
-                code = self.member.closer.closed() => break Ended::Close(code),
+                code = self.queue.closer.closed() => break Ended::Close(code),
                 _ = sleep_until(flush_at) => self.flush_throttles(),
             }
         };
@@ -224,7 +226,7 @@ impl<A: Authorize> Session<A> {
         }
         let mut fields = Map::new();
         fields.insert("room".into(), room.clone().into());
-        if room == "broadcast" || self.rooms.contains(room.as_str()) {
+        if room == BROADCAST || self.rooms.contains(room.as_str()) {
             fields.insert("head".into(), self.hub.head().into());
             fields.insert("replayed".into(), 0.into());
             self.send(protocol::ok(reference, fields));
@@ -251,7 +253,7 @@ impl<A: Authorize> Session<A> {
             }
         }
         metrics::counter!("rowcast_joins_total", "result" => "ok").increment(1);
-        tracing::debug!(conn = self.member.conn, %room, since, "joined");
+        tracing::debug!(conn = self.queue.conn, %room, since, "joined");
         // Order matters: the writer holds the room's live events before the
         // hub can send any, and the head is read after subscribing, so the
         // replay up to it and the live events together miss nothing.
@@ -260,7 +262,7 @@ impl<A: Authorize> Session<A> {
             room: name.clone(),
             replay: since.is_some(),
         });
-        let name = self.hub.join(&room, self.member.clone());
+        let name = self.hub.join(&room, self.queue.member());
         let head = self.hub.head();
         fields.insert("head".into(), head.into());
         match since {
@@ -286,7 +288,7 @@ impl<A: Authorize> Session<A> {
         let Some(name) = self.rooms.take(room) else {
             return Err(Refusal::new(Code::NotFound, "not in this room"));
         };
-        self.hub.leave(room, self.member.conn);
+        self.hub.leave(room, self.queue.conn);
         self.control(Control::Leave(name));
         let mut fields = Map::new();
         fields.insert("room".into(), room.into());
@@ -311,7 +313,7 @@ impl<A: Authorize> Session<A> {
             ));
         }
         // Everyone is in `broadcast`; only a trusted backend may emit there.
-        let broadcast = (room == "broadcast" && self.claims.service).then(|| Arc::from(room));
+        let broadcast = (room == BROADCAST && self.claims.service).then(|| Arc::from(room));
         let Some(name) = self.rooms.get(room).cloned().or(broadcast) else {
             return Err(Refusal::new(
                 Code::Forbidden,
@@ -328,7 +330,7 @@ impl<A: Authorize> Session<A> {
             fields.insert("throttled".into(), true.into());
         } else {
             let frame = protocol::ephemeral(room, &event, &self.claims.sub, &data, 1);
-            self.hub.emit(room, frame, self.member.conn);
+            self.hub.emit(room, frame, self.queue.conn);
         }
         self.send(protocol::ok(reference, fields));
         Ok(())
@@ -387,7 +389,7 @@ impl<A: Authorize> Session<A> {
             .retain(|_, t| t.pending.is_some() || now.duration_since(t.last) < window);
         for (room, event, data, count) in due {
             let frame = protocol::ephemeral(&room, &event, &self.claims.sub, &data, count);
-            self.hub.emit(&room, frame, self.member.conn);
+            self.hub.emit(&room, frame, self.queue.conn);
         }
     }
 
@@ -414,22 +416,22 @@ impl<A: Authorize> Session<A> {
     }
 
     fn send(&self, frame: axum::extract::ws::Utf8Bytes) {
-        self.member.offer(Outgoing::frame(frame));
+        self.queue.offer(Outgoing::frame(frame));
     }
 
     fn control(&self, control: Control) {
-        self.member.offer(Outgoing::from(control));
+        self.queue.offer(Outgoing::from(control));
     }
 }
 
-impl<A> Drop for Session<A> {
+impl<A> Drop for ConnReader<A> {
     /// Leaves every room, however the session ended (also when the
     /// connection's writer failed first and the reader was dropped).
     fn drop(&mut self) {
         for room in self.rooms.drain() {
-            self.hub.leave(&room, self.member.conn);
+            self.hub.leave(&room, self.queue.conn);
         }
-        self.hub.leave("broadcast", self.member.conn);
+        self.hub.leave(BROADCAST, self.queue.conn);
     }
 }
 
@@ -441,13 +443,6 @@ fn expiry(exp: u64) -> Instant {
         .unwrap_or(0.0);
     let left = (exp as f64 - now).clamp(0.0, 86_400.0 * 365.0);
     Instant::now() + Duration::from_secs_f64(left)
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Whether a read error means the client sent a frame over the size limit.

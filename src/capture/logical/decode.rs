@@ -13,11 +13,13 @@ use serde_json::Value;
 
 use super::pgoutput::{self, Datum, DecodeError, Message, Tuple};
 use super::value::text_to_json;
-use crate::route::{Captured, Op, Published, Router, Row, RowChange};
+use crate::capture::table;
+use crate::event::{Captured, Op, Row, RowChange};
+use crate::route::Router;
 
 /// What one change message became.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Item {
+pub(super) enum ChangeItem {
     /// A change of a routed table.
     Row(RowChange),
     /// A row inserted into `realtime.capture`: a published event (`P`) or
@@ -37,12 +39,12 @@ pub(super) struct Decoded {
     /// transactions, whether or not it is routed).
     pub is_change: bool,
     /// The change, when it concerns a routed table or the capture table.
-    pub item: Option<Item>,
+    pub item: Option<ChangeItem>,
 }
 
 /// How a relation is used.
 #[derive(Debug, Clone)]
-enum Kind {
+enum RelationKind {
     /// A routed table: the shared name and which columns to keep.
     Routed(Arc<str>),
     /// `realtime.capture`.
@@ -53,9 +55,9 @@ enum Kind {
 
 /// A cached relation.
 #[derive(Debug, Clone)]
-struct Relation {
+struct KnownRelation {
     /// How it is used.
-    kind: Kind,
+    kind: RelationKind,
     /// Column names and types, in the server's order.
     columns: Vec<(String, u32)>,
     /// Whether each column is kept (read by some route).
@@ -67,7 +69,7 @@ pub(super) struct Decoder {
     /// Routes, for table names and kept columns.
     router: Arc<Router>,
     /// Relations by id.
-    relations: HashMap<u32, Relation>,
+    relations: HashMap<u32, KnownRelation>,
     /// Tables whose TRUNCATE was already reported.
     truncated: HashSet<u32>,
 }
@@ -107,17 +109,18 @@ impl Decoder {
 
     fn remember(&mut self, relation: pgoutput::Relation) {
         let qualified = format!("{}.{}", relation.namespace, relation.name);
-        let (kind, wanted): (Kind, Option<&[String]>) = match self.router.table(&qualified) {
+        let (kind, wanted): (RelationKind, Option<&[String]>) = match self.router.table(&qualified)
+        {
             Some(table) => (
-                Kind::Routed(
+                RelationKind::Routed(
                     self.router
                         .table_name(&qualified)
                         .unwrap_or_else(|| qualified.as_str().into()),
                 ),
                 Some(&table.columns),
             ),
-            None if qualified == "realtime.capture" => (Kind::Capture, None),
-            None => (Kind::Other, None),
+            None if qualified == "realtime.capture" => (RelationKind::Capture, None),
+            None => (RelationKind::Other, None),
         };
         let keep = relation
             .columns
@@ -131,7 +134,7 @@ impl Decoder {
             .collect();
         self.relations.insert(
             relation.id,
-            Relation {
+            KnownRelation {
                 kind,
                 columns,
                 keep,
@@ -141,8 +144,8 @@ impl Decoder {
 
     fn report_truncate(&mut self, ids: &[u32]) {
         for id in ids {
-            if let Some(Relation {
-                kind: Kind::Routed(table),
+            if let Some(KnownRelation {
+                kind: RelationKind::Routed(table),
                 ..
             }) = self.relations.get(id)
             {
@@ -159,7 +162,7 @@ impl Decoder {
         op: Op,
         old: Option<Tuple>,
         new: Option<Tuple>,
-    ) -> Option<Item> {
+    ) -> Option<ChangeItem> {
         let Some(relation) = self.relations.get(&relation_id) else {
             tracing::warn!(
                 relation_id,
@@ -170,19 +173,19 @@ impl Decoder {
         let old_row = old.map(|t| relation.row(&t, None));
         let new_row = new.map(|t| relation.row(&t, old_row.as_ref()));
         match &relation.kind {
-            Kind::Routed(table) => Some(Item::Row(RowChange {
+            RelationKind::Routed(table) => Some(ChangeItem::Row(RowChange {
                 table: table.clone(),
                 op,
                 old: old_row,
                 new: new_row,
             })),
-            Kind::Capture if op == Op::Insert => capture_row(new_row?),
-            Kind::Capture | Kind::Other => None,
+            RelationKind::Capture if op == Op::Insert => capture_row(&self.router, new_row?),
+            RelationKind::Capture | RelationKind::Other => None,
         }
     }
 }
 
-impl Relation {
+impl KnownRelation {
     /// A row of kept columns. Unchanged TOAST values are taken from `old`;
     /// without an old value the column is left out, never set to null.
     fn row(&self, tuple: &Tuple, old: Option<&Row>) -> Row {
@@ -211,37 +214,15 @@ impl Relation {
 }
 
 /// Reads a `realtime.capture` insert.
-fn capture_row(mut row: Row) -> Option<Item> {
+fn capture_row(router: &Router, mut row: Row) -> Option<ChangeItem> {
     let id = row.get("id")?.as_i64()?;
     let op = row.get("op")?.as_str()?.bytes().next()?;
-    let captured = if op == b'P' {
-        let Value::Object(mut new) = row.remove("new")? else {
-            return None;
-        };
-        let rooms = new
-            .remove("rooms")?
-            .as_array()?
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect();
-        let event = new.remove("event")?.as_str()?.to_string();
-        let data = new
-            .remove("data")
-            .unwrap_or(Value::Object(Default::default()));
-        Captured::Published(Published { rooms, event, data })
-    } else {
-        let object = |v: Option<Value>| match v {
-            Some(Value::Object(map)) => Some(map),
-            _ => None,
-        };
-        Captured::Row(RowChange {
-            table: row.get("tbl")?.as_str()?.into(),
-            op: Op::from_code(op)?,
-            old: object(row.remove("old")),
-            new: object(row.remove("new")),
-        })
+    let table = match row.get("tbl") {
+        Some(Value::String(table)) => table.clone(),
+        _ => String::new(),
     };
-    Some(Item::CaptureRow { id, captured })
+    let captured = table::captured(router, &table, op, row.remove("old"), row.remove("new"))?;
+    Some(ChangeItem::CaptureRow { id, captured })
 }
 
 #[cfg(test)]
@@ -318,7 +299,7 @@ mod tests {
             .bytes();
         let decoded = d.decode(&insert).unwrap();
         assert!(decoded.is_change);
-        let Some(Item::Row(change)) = decoded.item else {
+        let Some(ChangeItem::Row(change)) = decoded.item else {
             panic!("not a row")
         };
         assert_eq!(&*change.table, "public.users");
@@ -350,7 +331,7 @@ mod tests {
             .u8(b'u')
             .text("new")
             .bytes();
-        let Some(Item::Row(change)) = d.decode(&update).unwrap().item else {
+        let Some(ChangeItem::Row(change)) = d.decode(&update).unwrap().item else {
             panic!()
         };
         assert_eq!(
@@ -366,7 +347,7 @@ mod tests {
             .u8(b'u')
             .text("new")
             .bytes();
-        let Some(Item::Row(change)) = d.decode(&no_old).unwrap().item else {
+        let Some(ChangeItem::Row(change)) = d.decode(&no_old).unwrap().item else {
             panic!()
         };
         assert!(!change.new.unwrap().contains_key("body"));
@@ -391,7 +372,7 @@ mod tests {
             .text("x")
             .text("t")
             .bytes();
-        let Some(Item::Row(change)) = d.decode(&insert).unwrap().item else {
+        let Some(ChangeItem::Row(change)) = d.decode(&insert).unwrap().item else {
             panic!()
         };
         let new = change.new.unwrap();
@@ -430,7 +411,7 @@ mod tests {
             .text("P")
             .text(r#"{"rooms": ["broadcast"], "event": "announcement", "data": {"a": 1}}"#)
             .bytes();
-        let Some(Item::CaptureRow {
+        let Some(ChangeItem::CaptureRow {
             id,
             captured: Captured::Published(p),
         }) = d.decode(&insert).unwrap().item

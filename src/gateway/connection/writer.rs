@@ -17,9 +17,11 @@ use futures_util::{Sink, SinkExt};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use super::close;
-use crate::fanout::{frame, Closer, Control, Outgoing, RoomFrame};
-use crate::outbox::{RoomPage, StoredEvent};
+use super::{close, Closer, Control, Outgoing};
+use crate::event::StoredEvent;
+use crate::fanout::RoomFrame;
+use crate::outbox::RoomPage;
+use crate::protocol::frame;
 
 /// Stored history, for replays.
 pub trait History: Send + Sync + 'static {
@@ -76,7 +78,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 pub const SLOW_CLOSE_GRACE: Duration = Duration::from_secs(60);
 
 /// The writer's state.
-pub struct Writer<H> {
+pub struct ConnWriter<H> {
     /// Stored history for replays.
     history: Arc<H>,
     /// The connection's send queue.
@@ -98,7 +100,7 @@ pub struct Writer<H> {
     closing: bool,
 }
 
-impl<H: History> Writer<H> {
+impl<H: History> ConnWriter<H> {
     /// A writer for one connection.
     pub fn new(
         history: Arc<H>,

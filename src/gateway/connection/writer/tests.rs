@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::*;
-use crate::outbox::StoredEvent;
+use crate::event::Event;
 
 struct Memory(Vec<i64>);
 
@@ -48,12 +48,15 @@ impl History for Memory {
 fn event(seq: i64, room: &str) -> StoredEvent {
     StoredEvent {
         seq,
-        name: Arc::from("tick"),
-        rooms: vec![room.to_string()],
-        data: "{}".into(),
-        old: None,
-        at: OffsetDateTime::UNIX_EPOCH,
-        count: None,
+        event: Event {
+            name: Arc::from("tick"),
+            rooms: vec![room.to_string()],
+            data: "{}".into(),
+            old: None,
+            at: OffsetDateTime::UNIX_EPOCH,
+            count: None,
+            coalesce: None,
+        },
     }
 }
 
@@ -79,7 +82,7 @@ fn start_paged(history: Vec<i64>, page: i64) -> Harness {
     let (queue, rx) = mpsc::channel(64);
     let closer = Arc::new(Closer::default());
     let (sink, out) = futures_channel::mpsc::unbounded::<Message>();
-    let writer = Writer::new(
+    let writer = ConnWriter::new(
         Arc::new(Memory(history)),
         rx,
         closer.clone(),
@@ -244,7 +247,7 @@ impl Sink<Message> for Stuck {
 async fn a_too_slow_connection_frees_its_queue_while_the_close_frame_waits() {
     let (queue, rx) = mpsc::channel(64);
     let closer = Arc::new(Closer::default());
-    let writer = Writer::new(
+    let writer = ConnWriter::new(
         Arc::new(Memory(vec![])),
         rx,
         closer.clone(),

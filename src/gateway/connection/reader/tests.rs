@@ -8,7 +8,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::{JwtConfig, Secret};
-use crate::fanout::{Closer, ConnId};
+use crate::fanout::ConnId;
+use crate::gateway::connection::Closer;
 
 /// Allows rooms starting with `ok_`.
 struct Rule;
@@ -48,18 +49,13 @@ struct Client {
     input: mpsc::UnboundedSender<Result<Message, axum::Error>>,
     output: mpsc::Receiver<Outgoing>,
     closer: Arc<Closer>,
-    session: tokio::task::JoinHandle<Ended>,
+    reader: tokio::task::JoinHandle<Ended>,
 }
 
 fn connect(hub: &Arc<Hub>, conn: ConnId, sub: &str, limits: Limits) -> Client {
-    let (queue, output) = mpsc::channel(256);
-    let closer = Arc::new(Closer::default());
-    let member = Member {
-        conn,
-        queue,
-        closer: closer.clone(),
-    };
-    hub.join("broadcast", member.clone());
+    let (queue, output) = ConnQueue::new(conn, 256);
+    let closer = queue.closer.clone();
+    hub.join(BROADCAST, queue.member());
     let verifier = Arc::new(
         Verifier::new(&JwtConfig {
             algorithm: jsonwebtoken::Algorithm::HS256,
@@ -70,14 +66,14 @@ fn connect(hub: &Arc<Hub>, conn: ConnId, sub: &str, limits: Limits) -> Client {
         })
         .unwrap(),
     );
-    let config = Arc::new(SessionConfig {
+    let config = Arc::new(ReaderConfig {
         limits,
         heartbeat: Duration::from_secs(3600),
         client_events: vec!["user-typing".into(), "message".into()],
         throttled_events: vec!["user-typing".into()],
     });
-    let session = Session::new(
-        member,
+    let reader = ConnReader::new(
+        queue,
         claims(sub),
         hub.clone(),
         Arc::new(Rule),
@@ -90,7 +86,7 @@ fn connect(hub: &Arc<Hub>, conn: ConnId, sub: &str, limits: Limits) -> Client {
         input,
         output,
         closer,
-        session: tokio::spawn(session.run(stream)),
+        reader: tokio::spawn(reader.run(stream)),
     }
 }
 
@@ -267,7 +263,7 @@ async fn floods_are_rate_limited_then_closed_with_4029() {
         }
     }
     assert!(limited >= 1, "floods get rate_limited replies");
-    assert_eq!(c.session.await.unwrap(), Ended::Close(close::RATE_LIMITED));
+    assert_eq!(c.reader.await.unwrap(), Ended::Close(close::RATE_LIMITED));
     let _ = c.closer;
 }
 
@@ -308,6 +304,6 @@ async fn room_limits_and_leaving() {
     c.say(json!({"type": "leave", "room": "ok_1"}));
     assert_eq!(c.next().await["error"]["code"], "not_found");
     drop(c.input);
-    assert_eq!(c.session.await.unwrap(), Ended::ByClient);
+    assert_eq!(c.reader.await.unwrap(), Ended::ByClient);
     assert_eq!(hub.room_count(), 0, "a finished session leaves every room");
 }

@@ -6,7 +6,7 @@
 use axum::extract::ws::Utf8Bytes;
 use time::format_description::well_known::Rfc3339;
 
-use crate::outbox::StoredEvent;
+use crate::event::StoredEvent;
 
 /// Everything of an event frame after its room:
 /// `,"event":..,"seq":..,"at":..,"data":{..}[,"old":{..}][,"count":N]}`.
@@ -61,15 +61,20 @@ mod tests {
     use std::sync::Arc;
     use time::OffsetDateTime;
 
+    use crate::event::Event;
+
     fn event(old: Option<&str>, count: Option<i32>) -> StoredEvent {
         StoredEvent {
             seq: 1251,
-            name: Arc::from("content-updated"),
-            rooms: vec!["content_42".into(), "user_7".into()],
-            data: r#"{"id":42,"title":"b"}"#.into(),
-            old: old.map(str::to_string),
-            at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
-            count,
+            event: Event {
+                name: Arc::from("content-updated"),
+                rooms: vec!["content_42".into(), "user_7".into()],
+                data: r#"{"id":42,"title":"b"}"#.into(),
+                old: old.map(str::to_string),
+                at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+                count,
+                coalesce: None,
+            },
         }
     }
 

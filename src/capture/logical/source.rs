@@ -1,0 +1,627 @@
+//! The logical source: one replication connection's worth of streaming.
+//! Source transactions are read into a batch; the ingest loop stores the
+//! batch and the position it reached in one outbox transaction; only then
+//! is the slot told to move.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures_util::FutureExt;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use time::OffsetDateTime;
+
+use super::decode::{ChangeItem, Decoder};
+use super::{pgoutput, slot};
+use crate::capture::switch::{Retiring, Switch};
+use crate::capture::{table, CaptureError, Progress, Source, SourceKind, Written};
+use crate::config::CaptureConfig;
+use crate::db::{DbError, Endpoint};
+use crate::event::{Captured, Change};
+use crate::outbox::{OutboxTx, SourcePosition};
+use crate::route::Router;
+
+impl From<pgwire_replication::PgWireError> for CaptureError {
+    fn from(e: pgwire_replication::PgWireError) -> Self {
+        if e.is_auth() || e.is_message_too_large() {
+            Self::Logical(e.to_string())
+        } else {
+            Self::Interrupted(e.to_string())
+        }
+    }
+}
+
+impl From<pgoutput::DecodeError> for CaptureError {
+    fn from(e: pgoutput::DecodeError) -> Self {
+        Self::Logical(format!("undecodable replication message: {e}"))
+    }
+}
+
+/// The source transaction being read.
+struct Txn {
+    /// Its commit LSN.
+    final_lsn: u64,
+    /// Its commit time.
+    at: OffsetDateTime,
+    /// Change messages seen so far.
+    seen: i64,
+    /// Change messages to skip because they are stored already.
+    skip: i64,
+    /// Whether capture triggers were active for it (their capture rows,
+    /// not its table changes, then carry what it did).
+    triggers: bool,
+    /// The capture-mode switch it carries, if any.
+    switch: Option<Switch>,
+}
+
+/// Most bytes of change messages one batch holds before it is stored, so
+/// wide rows are stored in smaller batches than `batch_size` allows.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most replication events read ahead of the one being handled. Each may
+/// be a whole row (up to the largest value Postgres stores), so this bounds
+/// the memory of read-ahead rows; the socket applies backpressure beyond it.
+const READ_AHEAD_EVENTS: usize = 64;
+
+/// Changes read but not stored yet.
+#[derive(Default)]
+pub struct StreamBatch {
+    /// In stream order: the capture row to consume (if any) and the change
+    /// to route (`None`: consume the capture row without an event).
+    items: Vec<(Option<i64>, Option<Change>)>,
+    /// Bytes of the change messages behind `items`.
+    bytes: usize,
+    /// The position reached by these items.
+    position: Option<SourcePosition>,
+    /// The end LSN to confirm once stored (a complete transaction).
+    confirm: Option<u64>,
+    /// Whether triggers are active after this batch, when that changed.
+    triggers: Option<bool>,
+    /// Whether it ends with the awaited switch to triggers.
+    ends_stream: bool,
+    /// Whether it filled up inside a source transaction (stored at once,
+    /// with a partial position).
+    full: bool,
+}
+
+impl StreamBatch {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.position.is_none()
+    }
+
+    /// Whether it holds `max_items` changes, or [`MAX_BATCH_BYTES`].
+    fn is_full(&self, max_items: usize) -> bool {
+        self.items.len() >= max_items || self.bytes >= MAX_BATCH_BYTES
+    }
+}
+
+/// What one ingest transaction of the logical source does.
+pub enum LogicalBatch {
+    /// Stores the capture rows below `bound` that triggers wrote before
+    /// the slot took over (at the first start after a switch to logical).
+    Drain {
+        /// Capture rows below this id predate the slot.
+        bound: i64,
+        /// How many rows the transaction took.
+        taken: usize,
+    },
+    /// Stores changes read from the stream.
+    Stream(StreamBatch),
+}
+
+/// Streams a slot into the ingest loop.
+pub struct LogicalSource {
+    /// The runtime pool (state, slot bookkeeping, heartbeats).
+    pool: Pool,
+    /// Where the replication connection goes.
+    pg: tokio_postgres::Config,
+    /// Routes, for decoding and routing.
+    router: Arc<Router>,
+    /// Capture settings.
+    config: CaptureConfig,
+    /// The slot, when it is being retired: stop at the switch message
+    /// carrying its token.
+    retiring: Option<Retiring>,
+    /// Heartbeats keep an idle slot's confirmed position moving.
+    heartbeat: tokio::time::Interval,
+    /// The open session, if any.
+    stream: Option<Stream>,
+}
+
+/// Streaming state of one replication connection.
+struct Stream {
+    /// The slot.
+    slot: String,
+    /// The replication connection.
+    client: ReplicationClient,
+    /// pgoutput decoding and the relation cache.
+    decoder: Decoder,
+    /// The stored position (what is already in the outbox).
+    stored: Option<SourcePosition>,
+    /// Whether capture triggers are active for the next transaction.
+    triggers: bool,
+    /// Capture rows below this id may have been read from the table at
+    /// start-up; the others are consumed only from the stream.
+    drain_before: i64,
+    /// Whether those rows are still to be read from the table.
+    draining: bool,
+    /// The source transaction being read.
+    txn: Option<Txn>,
+    /// Read, not yet stored.
+    batch: StreamBatch,
+    /// An event received by `wait`, not handled yet.
+    next: Option<ReplicationEvent>,
+}
+
+impl LogicalSource {
+    /// Streams the slot of this database until shutdown.
+    pub fn new(
+        pool: Pool,
+        pg: tokio_postgres::Config,
+        router: Arc<Router>,
+        config: CaptureConfig,
+    ) -> Self {
+        let heartbeat = heartbeat(config.heartbeat);
+        Self {
+            pool,
+            pg,
+            router,
+            config,
+            retiring: None,
+            heartbeat,
+            stream: None,
+        }
+    }
+
+    /// Reads a retiring slot up to its switch to triggers, then finishes.
+    pub fn retiring(mut self, retiring: Retiring) -> Self {
+        self.config.slot = Some(retiring.slot.clone());
+        self.retiring = Some(retiring);
+        self
+    }
+
+    fn stream(&mut self) -> Result<&mut Stream, CaptureError> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| CaptureError::Interrupted("not connected".into()))
+    }
+}
+
+fn heartbeat(period: Duration) -> tokio::time::Interval {
+    let mut heartbeat = tokio::time::interval(period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat
+}
+
+impl Source for LogicalSource {
+    type Batch = LogicalBatch;
+
+    fn kind(&self) -> SourceKind {
+        SourceKind::Logical
+    }
+
+    async fn open(&mut self) -> Result<(), CaptureError> {
+        let slot = slot::slot_name(&self.pool, &self.config).await?;
+        let state = read_state(&self.pool).await?;
+        let confirmed = slot::confirmed_flush(&self.pool, &slot).await?;
+        let client = connect(&self.pg, &self.config, &slot, confirmed).await?;
+        tracing::info!(%slot, confirmed = %Lsn(confirmed), "logical capture streaming");
+        self.heartbeat = heartbeat(self.config.heartbeat);
+        self.stream = Some(Stream {
+            slot,
+            client,
+            decoder: Decoder::new(self.router.clone()),
+            stored: state.stored,
+            triggers: state.triggers,
+            drain_before: state.drain_before.unwrap_or(0),
+            draining: !state.drained,
+            txn: None,
+            batch: StreamBatch::default(),
+            next: None,
+        });
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Option<LogicalBatch>, CaptureError> {
+        let max = self.config.batch_size;
+        let stop = self.retiring.as_ref().map(|r| r.token.clone());
+        let stream = self.stream()?;
+        if stream.draining {
+            return Ok(Some(LogicalBatch::Drain {
+                bound: stream.drain_before,
+                taken: 0,
+            }));
+        }
+        loop {
+            if stream.must_store(max) {
+                return Ok(Some(LogicalBatch::Stream(std::mem::take(
+                    &mut stream.batch,
+                ))));
+            }
+            let event = match stream.next.take() {
+                Some(event) => event,
+                None => match stream.client.recv().now_or_never() {
+                    // The stream paused: store what is complete.
+                    None => {
+                        let ready = stream.ready_to_store();
+                        return Ok(
+                            ready.then(|| LogicalBatch::Stream(std::mem::take(&mut stream.batch)))
+                        );
+                    }
+                    Some(Ok(Some(event))) => event,
+                    Some(Ok(None)) => {
+                        return Err(CaptureError::Interrupted("replication stream ended".into()))
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                },
+            };
+            stream.handle(event, max, stop.as_deref())?;
+        }
+    }
+
+    async fn wait(&mut self) -> Result<(), CaptureError> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(CaptureError::Interrupted("not connected".into()));
+        };
+        tokio::select! {
+            event = stream.client.recv() => match event {
+                Ok(Some(event)) => stream.next = Some(event),
+                Ok(None) => return Err(CaptureError::Interrupted("replication stream ended".into())),
+                Err(e) => return Err(e.into()),
+            },
+            _ = self.heartbeat.tick() => {
+                let (pool, slot) = (self.pool.clone(), stream.slot.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = slot::heartbeat(&pool, &slot).await {
+                        tracing::debug!(error = %e, "heartbeat failed");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &mut self,
+        batch: &mut LogicalBatch,
+        tx: &mut OutboxTx<'_>,
+    ) -> Result<Written, CaptureError> {
+        let limit = self.config.batch_size;
+        let router = self.router.clone();
+        let stream = self.stream()?;
+        match batch {
+            LogicalBatch::Drain { bound, taken } => {
+                let (count, changes) =
+                    table::take(tx.transaction(), &router, limit, *bound).await?;
+                for change in &changes {
+                    tx.append(router.route(change));
+                }
+                *taken = count;
+                if count < limit {
+                    tx.transaction()
+                        .execute("UPDATE realtime.state SET drained = true", &[])
+                        .await
+                        .map_err(DbError::from)?;
+                }
+                Ok(Written {
+                    consumed: true,
+                    position: None,
+                })
+            }
+            LogicalBatch::Stream(batch) => {
+                let ids: Vec<i64> = batch.items.iter().filter_map(|(id, _)| *id).collect();
+                let consumed = table::consume(tx.transaction(), &ids, stream.drain_before).await?;
+                for (id, change) in &batch.items {
+                    let fresh = id.is_none_or(|id| consumed.contains(&id));
+                    if let (true, Some(change)) = (fresh, change) {
+                        tx.append(router.route(change));
+                    }
+                }
+                if let Some(active) = batch.triggers {
+                    tx.transaction()
+                        .execute("UPDATE realtime.state SET triggers_active = $1", &[&active])
+                        .await
+                        .map_err(DbError::from)?;
+                }
+                Ok(Written {
+                    consumed: true,
+                    position: batch.position,
+                })
+            }
+        }
+    }
+
+    async fn committed(&mut self, batch: LogicalBatch) -> Result<Progress, CaptureError> {
+        let limit = self.config.batch_size;
+        let stream = self.stream()?;
+        match batch {
+            LogicalBatch::Drain { taken, .. } => {
+                stream.draining = taken >= limit;
+                Ok(Progress::Continue)
+            }
+            LogicalBatch::Stream(batch) => {
+                if batch.position.is_some() {
+                    stream.stored = batch.position;
+                }
+                if let Some(end) = batch.confirm {
+                    stream.client.update_applied_lsn(Lsn(end));
+                }
+                Ok(if batch.ends_stream {
+                    Progress::Finished
+                } else {
+                    Progress::Continue
+                })
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            stream.client.stop();
+        }
+    }
+}
+
+impl Stream {
+    /// Whether the batch must be stored before reading on: it filled up,
+    /// or it ends with the awaited switch.
+    fn must_store(&self, max: usize) -> bool {
+        self.batch.full
+            || self.batch.ends_stream
+            || (self.txn.is_none() && !self.batch.is_empty() && self.batch.is_full(max))
+    }
+
+    /// Whether a transaction boundary was reached with something to store.
+    fn ready_to_store(&self) -> bool {
+        self.txn.is_none() && !self.batch.is_empty()
+    }
+
+    /// Applies one replication event to the transaction and batch state.
+    fn handle(
+        &mut self,
+        event: ReplicationEvent,
+        max: usize,
+        stop: Option<&str>,
+    ) -> Result<(), CaptureError> {
+        match event {
+            ReplicationEvent::Begin {
+                final_lsn,
+                commit_time_micros,
+                ..
+            } => {
+                self.txn = Some(Txn {
+                    final_lsn: final_lsn.0,
+                    at: pg_time(commit_time_micros),
+                    seen: 0,
+                    skip: self.already_stored(final_lsn.0),
+                    triggers: self.triggers,
+                    switch: None,
+                });
+            }
+            ReplicationEvent::XLogData { data, .. } => self.change(&data, max)?,
+            ReplicationEvent::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } => {
+                if let (Some(switch), Some(txn)) =
+                    (Switch::parse(&prefix, &content), self.txn.as_mut())
+                {
+                    txn.switch = Some(switch);
+                }
+            }
+            ReplicationEvent::Commit { end_lsn, .. } => self.commit(end_lsn.0, stop),
+            ReplicationEvent::Message {
+                transactional: false,
+                lsn,
+                ..
+            } => self.confirm_idle(lsn.0),
+            ReplicationEvent::KeepAlive { wal_end, .. } => self.confirm_idle(wal_end.0),
+            ReplicationEvent::StoppedAt { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// How many changes of the transaction committed at `final_lsn` are
+    /// stored already (`i64::MAX`: all of them).
+    fn already_stored(&self, final_lsn: u64) -> i64 {
+        match self.stored {
+            Some(p) if final_lsn < p.lsn => i64::MAX,
+            Some(p) if final_lsn == p.lsn && p.done => i64::MAX,
+            Some(p) if final_lsn == p.lsn => p.changes,
+            _ => 0,
+        }
+    }
+
+    fn change(&mut self, data: &bytes::Bytes, max: usize) -> Result<(), CaptureError> {
+        let decoded = self.decoder.decode(data)?;
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        if decoded.is_change {
+            txn.seen += 1;
+        }
+        if txn.seen <= txn.skip {
+            return Ok(());
+        }
+        let entry = match decoded.item {
+            // With triggers active, their capture rows carry the changes.
+            Some(ChangeItem::Row(_)) if txn.triggers => None,
+            Some(ChangeItem::Row(row)) => Some((None, Some(Captured::Row(row)))),
+            Some(ChangeItem::CaptureRow {
+                id,
+                captured: captured @ Captured::Published(_),
+            }) => Some((Some(id), Some(captured))),
+            Some(ChangeItem::CaptureRow { id, captured }) if txn.triggers => {
+                Some((Some(id), Some(captured)))
+            }
+            // A trigger's row outside the trigger era: consumed, never routed twice.
+            Some(ChangeItem::CaptureRow { id, .. }) => Some((Some(id), None)),
+            None => None,
+        };
+        if let Some((id, captured)) = entry {
+            let at = txn.at;
+            self.batch
+                .items
+                .push((id, captured.map(|captured| Change { captured, at })));
+            self.batch.bytes += data.len();
+        }
+        if self.batch.is_full(max) {
+            self.batch.position = Some(SourcePosition {
+                lsn: txn.final_lsn,
+                changes: txn.seen,
+                done: false,
+            });
+            self.batch.full = true;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, end_lsn: u64, stop: Option<&str>) {
+        let Some(txn) = self.txn.take() else {
+            return;
+        };
+        let lag = (OffsetDateTime::now_utc() - txn.at)
+            .as_seconds_f64()
+            .max(0.0);
+        metrics::gauge!("rowcast_slot_lag_seconds").set(lag);
+        let ends_stream =
+            matches!((&txn.switch, stop), (Some(Switch::ToTrigger(t)), Some(stop)) if t == stop);
+        let triggers_after = match &txn.switch {
+            Some(Switch::ToTrigger(_)) => Some(true),
+            Some(Switch::ToLogical) => Some(false),
+            None => None,
+        };
+        if let Some(active) = triggers_after {
+            self.triggers = active;
+            tracing::info!(
+                triggers = active,
+                "capture-mode switch read from the stream"
+            );
+        }
+        self.batch.ends_stream |= ends_stream;
+        if txn.skip == i64::MAX {
+            // Stored before, switch included.
+            self.confirm_after_batch(end_lsn);
+            return;
+        }
+        if self.batch.is_empty() && triggers_after.is_none() {
+            // Nothing of it is stored: nothing to remember either.
+            self.client.update_applied_lsn(Lsn(end_lsn));
+            return;
+        }
+        self.batch.position = Some(SourcePosition {
+            lsn: txn.final_lsn,
+            changes: txn.seen,
+            done: true,
+        });
+        self.batch.confirm = Some(end_lsn);
+        if triggers_after.is_some() {
+            self.batch.triggers = triggers_after;
+        }
+    }
+
+    /// Confirms `lsn` now if nothing is pending, else after the batch.
+    fn confirm_after_batch(&mut self, lsn: u64) {
+        if self.batch.is_empty() {
+            self.client.update_applied_lsn(Lsn(lsn));
+        } else {
+            self.batch.confirm = Some(lsn);
+        }
+    }
+
+    /// Keepalives and heartbeats: with nothing pending, everything the
+    /// server sent up to `lsn` is handled, so the slot may move there.
+    fn confirm_idle(&mut self, lsn: u64) {
+        if self.txn.is_none() && self.batch.is_empty() && lsn > 0 {
+            self.client.update_applied_lsn(Lsn(lsn));
+            metrics::gauge!("rowcast_slot_lag_seconds").set(0.0);
+        }
+    }
+}
+
+/// What the outbox remembers of logical capture.
+struct State {
+    /// The stored position.
+    stored: Option<SourcePosition>,
+    /// Whether capture triggers were active at that position.
+    triggers: bool,
+    /// Capture rows below this id predate the slot.
+    drain_before: Option<i64>,
+    /// Whether those were read from the table already.
+    drained: bool,
+}
+
+async fn read_state(pool: &Pool) -> Result<State, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT source_lsn, source_changes, source_done, triggers_active, drain_before, drained FROM realtime.state",
+            &[],
+        )
+        .await?;
+    let lsn: Option<tokio_postgres::types::PgLsn> = row.get(0);
+    Ok(State {
+        stored: lsn.map(|lsn| SourcePosition {
+            lsn: u64::from(lsn),
+            changes: row.get(1),
+            done: row.get(2),
+        }),
+        triggers: row.get(3),
+        drain_before: row.get(4),
+        drained: row.get(5),
+    })
+}
+
+/// Opens the replication connection and starts streaming from the slot.
+async fn connect(
+    pg: &tokio_postgres::Config,
+    config: &CaptureConfig,
+    slot: &str,
+    confirmed: u64,
+) -> Result<ReplicationClient, CaptureError> {
+    let endpoint = Endpoint::of(pg);
+    let publications = vec![
+        config.publication.clone(),
+        slot::publish_publication(config),
+    ];
+    let config = ReplicationConfig::new(
+        endpoint.host,
+        endpoint.user,
+        endpoint.password,
+        endpoint.dbname,
+        slot,
+        publications,
+    )
+    .with_port(endpoint.port)
+    .with_start_lsn(Lsn(confirmed))
+    .with_ack_lsn(Lsn(confirmed))
+    .with_status_interval(Duration::from_millis(500))
+    .with_wakeup_interval(Duration::from_secs(5))
+    .with_buffer_size(READ_AHEAD_EVENTS)
+    .with_options("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=1")
+    .with_application_name("rowcast");
+    let mut client = ReplicationClient::connect(config).await?;
+    client.wait_started().await?;
+    Ok(client)
+}
+
+/// Postgres timestamps count microseconds from 2000-01-01 UTC.
+fn pg_time(micros: i64) -> OffsetDateTime {
+    const POSTGRES_EPOCH: i64 = 946_684_800;
+    OffsetDateTime::from_unix_timestamp(POSTGRES_EPOCH)
+        .map(|epoch| epoch + time::Duration::microseconds(micros))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_time_starts_in_2000() {
+        assert_eq!(pg_time(0).year(), 2000);
+        assert_eq!(pg_time(1_000_000).second(), 1);
+    }
+}
