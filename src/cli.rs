@@ -127,6 +127,9 @@ pub struct Settings {
     /// Required `iss` claim, when set.
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", default_value = "0s")]
+    pub jwt_leeway: String,
     /// Heartbeat interval announced to clients.
     #[arg(long, env = "ROWCAST_HEARTBEAT_INTERVAL", default_value = "25s")]
     pub heartbeat_interval: String,

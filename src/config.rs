@@ -170,6 +170,8 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// `JWT_ISSUER`, checked when set.
     pub issuer: Option<String>,
+    /// `JWT_LEEWAY`: clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
 }
 
 /// Limits that keep one client from hurting the others.
@@ -378,6 +380,7 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
         public_key_pem,
         audience: s.jwt_audience.clone().filter(|v| !v.is_empty()),
         issuer: s.jwt_issuer.clone().filter(|v| !v.is_empty()),
+        leeway: duration("JWT_LEEWAY", &s.jwt_leeway)?,
     })
 }
 

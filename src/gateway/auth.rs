@@ -1,6 +1,6 @@
 //! Tokens: JWT verification (HS256 with `JWT_SECRET` by default, RS256/ES256
-//! with a PEM public key), with `exp` required and `aud`/`iss` checked when
-//! configured. Only the configured algorithm is accepted, so `alg: none` and
+//! with a PEM public key), with `exp` required and honoured with `nbf` under
+//! `JWT_LEEWAY`, and `aud`/`iss` required and checked when configured. Only the configured algorithm is accepted, so `alg: none` and
 //! algorithm confusion are refused.
 
 use std::collections::HashSet;
@@ -76,16 +76,24 @@ impl Verifier {
             (None, None) => return Err(ConfigError::new("JWT_SECRET", "not set")),
         };
         let mut validation = Validation::new(config.algorithm);
-        validation.leeway = 0;
+        validation.leeway = config.leeway.as_secs();
         validation.validate_exp = true;
-        validation.required_spec_claims = HashSet::from(["exp".to_string()]);
+        validation.validate_nbf = true;
+        // jsonwebtoken only compares the claims it is told are required:
+        // a configured audience or issuer must also be present.
+        let mut required = HashSet::from(["exp".to_string()]);
         match &config.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.insert("aud".into());
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
+            required.insert("iss".into());
         }
+        validation.required_spec_claims = required;
         Ok(Self { key, validation })
     }
 
@@ -98,7 +106,11 @@ impl Verifier {
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                 AuthError::Invalid("algorithm not accepted")
             }
-            ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("token has no exp claim"),
+            ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(match claim.as_str() {
+                "aud" => "token has no aud claim",
+                "iss" => "token has no iss claim",
+                _ => "token has no exp claim",
+            }),
             ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
             ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
             ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet"),
@@ -181,12 +193,17 @@ mod tests {
     const SECRET: &str = "unit-test-secret-0123456789";
 
     fn verifier() -> Verifier {
+        verifier_with(None, None, 0)
+    }
+
+    fn verifier_with(audience: Option<&str>, issuer: Option<&str>, leeway: u64) -> Verifier {
         Verifier::new(&JwtConfig {
             algorithm: Algorithm::HS256,
             secret: Some(Secret::new(SECRET)),
             public_key_pem: None,
-            audience: None,
-            issuer: None,
+            audience: audience.map(str::to_string),
+            issuer: issuer.map(str::to_string),
+            leeway: std::time::Duration::from_secs(leeway),
         })
         .unwrap()
     }
@@ -226,6 +243,55 @@ mod tests {
             ))
             .unwrap();
         assert!(service.service);
+    }
+
+    #[test]
+    fn a_configured_audience_and_issuer_are_required_not_just_compared() {
+        let v = verifier_with(Some("app"), Some("https://auth.example"), 0);
+        let claims = |extra: Value| {
+            let mut all = json!({"sub": "1", "exp": now() + 60});
+            all.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            token(all, Algorithm::HS256, SECRET)
+        };
+        let both = claims(json!({"aud": "app", "iss": "https://auth.example"}));
+        assert!(v.verify(&both).is_ok());
+        let no_aud = claims(json!({"iss": "https://auth.example"}));
+        assert!(matches!(
+            v.verify(&no_aud),
+            Err(AuthError::Invalid("token has no aud claim"))
+        ));
+        let no_iss = claims(json!({"aud": "app"}));
+        assert!(matches!(
+            v.verify(&no_iss),
+            Err(AuthError::Invalid("token has no iss claim"))
+        ));
+        let wrong_aud = claims(json!({"aud": "other", "iss": "https://auth.example"}));
+        assert!(matches!(
+            v.verify(&wrong_aud),
+            Err(AuthError::Invalid("wrong audience"))
+        ));
+    }
+
+    #[test]
+    fn not_before_is_honoured_under_the_leeway() {
+        let future = token(
+            json!({"sub": "1", "exp": now() + 600, "nbf": now() + 30}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(matches!(
+            verifier().verify(&future),
+            Err(AuthError::Invalid("token not valid yet"))
+        ));
+        assert!(verifier_with(None, None, 60).verify(&future).is_ok());
+        let past = token(
+            json!({"sub": "1", "exp": now() + 600, "nbf": now() - 30}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(verifier().verify(&past).is_ok());
     }
 
     #[test]

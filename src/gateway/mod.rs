@@ -129,6 +129,7 @@ impl Gateway {
             shutdown: shutdown.clone(),
         });
         tokio::spawn(forget_idle_addresses(shared.clone()));
+        tokio::spawn(metrics_upkeep(shared.clone()));
         let app = router(shared.clone());
         let served = axum::serve(
             axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -203,6 +204,20 @@ async fn forget_idle_addresses(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = interval.tick() => shared.connects.forget_idle(),
+            _ = shared.shutdown.wait() => return,
+        }
+    }
+}
+
+/// How often histogram samples are folded into their buckets, so they do
+/// not pile up in memory when nobody scrapes `/metrics`.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+async fn metrics_upkeep(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(METRICS_UPKEEP);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => shared.metrics.run_upkeep(),
             _ = shared.shutdown.wait() => return,
         }
     }

@@ -63,6 +63,7 @@ fn connect(hub: &Arc<Hub>, conn: ConnId, sub: &str, limits: Limits) -> Client {
             public_key_pem: None,
             audience: None,
             issuer: None,
+            leeway: Duration::ZERO,
         })
         .unwrap(),
     );
