@@ -229,12 +229,12 @@ export class RowcastClient {
 
 /**
  * Whether the token was (or may have been) refused: a 4001 close, an HTTP
- * 401 at the upgrade, or an upgrade that failed without telling why, which
+ * 401 at the upgrade, or an upgrade that failed without saying why, which
  * is how browsers show a 401.
  */
 function wasRefused(ended: Ended): boolean {
   if (ended.code === CloseCode.TokenExpired || ended.httpStatus === 401) return true;
-  return !ended.welcomed && ended.httpStatus === undefined && !ended.timedOut;
+  return !ended.welcomed && !ended.explained && !ended.timedOut;
 }
 
 function checkedUrl(url: string): string {

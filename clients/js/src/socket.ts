@@ -7,15 +7,19 @@
 import { Heartbeat } from "./heartbeat.js";
 import { CloseCode, parseFrame, type ClientFrame, type ServerFrame, type Welcome } from "./protocol.js";
 
-/** The part of the WHATWG WebSocket that the client uses (browsers, Deno, Bun, Node 22+, or `ws`). */
+/**
+ * The part of the WHATWG WebSocket that the client uses (browsers, Deno,
+ * Bun, Node 22+, or `ws`). The handlers take `any` so that each
+ * implementation's own event types fit.
+ */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
 }
 
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
@@ -32,6 +36,12 @@ export interface Ended {
   timedOut: boolean;
   /** The HTTP status of a refused upgrade, when the WebSocket implementation tells (`ws` does, browsers do not). */
   httpStatus?: number;
+  /**
+   * Whether the implementation said what went wrong (`ws` gives a message
+   * such as ECONNREFUSED or the HTTP status; browsers give nothing, so a
+   * 401 looks like any other failed upgrade there).
+   */
+  explained: boolean;
 }
 
 export interface ConnectionHandlers {
@@ -57,6 +67,7 @@ export class Connection {
   private welcomed = false;
   private done = false;
   private httpStatus: number | undefined;
+  private explained = false;
 
   constructor(
     WebSocket: WebSocketConstructor,
@@ -66,9 +77,9 @@ export class Connection {
     options: ConnectionOptions,
   ) {
     this.socket = new WebSocket(withToken(url, token));
-    this.socket.onmessage = (event) => this.onMessage(event.data);
-    this.socket.onerror = (event) => this.onError(event);
-    this.socket.onclose = (event) => this.end(event.code, event.reason ?? "", false);
+    this.socket.onmessage = (event: { data: unknown }) => this.onMessage(event.data);
+    this.socket.onerror = (event: unknown) => this.onError(event);
+    this.socket.onclose = (event: { code: number; reason?: string }) => this.end(event.code, event.reason ?? "", false);
     this.connectTimer = setTimeout(() => this.abort("connect timeout"), options.connectTimeoutMs);
   }
 
@@ -115,7 +126,9 @@ export class Connection {
   /** `ws` reports a refused upgrade as an error "Unexpected server response: 401". */
   private onError(event: unknown): void {
     const message = (event as { message?: unknown } | null)?.message;
-    const status = typeof message === "string" ? /server response: (\d{3})/.exec(message) : null;
+    if (typeof message !== "string" || message === "") return;
+    this.explained = true;
+    const status = /server response: (\d{3})/.exec(message);
     if (status) this.httpStatus = Number(status[1]);
   }
 
@@ -150,7 +163,7 @@ export class Connection {
     this.done = true;
     clearTimeout(this.connectTimer);
     this.heartbeat?.stop();
-    const ended: Ended = { code, reason, welcomed: this.welcomed, timedOut };
+    const ended: Ended = { code, reason, welcomed: this.welcomed, timedOut, explained: this.explained };
     if (this.httpStatus !== undefined) ended.httpStatus = this.httpStatus;
     this.handlers.ended(ended);
   }

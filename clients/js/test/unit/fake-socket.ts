@@ -90,6 +90,13 @@ export class FakeSocket implements WebSocketLike {
     this.onclose?.({ code: 1006, reason: "" });
   }
 
+  /** The connection fails before the upgrade, the way `ws` reports it (browsers give no message). */
+  failNetwork(message = "connect ECONNREFUSED 127.0.0.1:3001"): void {
+    this.readyState = 3;
+    this.onerror?.({ message });
+    this.onclose?.({ code: 1006, reason: "" });
+  }
+
   sentOf(type: string): SentFrame[] {
     return this.sent.filter((frame) => frame.type === type);
   }

@@ -40,7 +40,7 @@ describe("a token for every connection", () => {
     expect(h.reasons).toEqual(["connect", "refused"]);
   });
 
-  it("treats an HTTP 401 at the upgrade, and a close before open (how browsers show it), as refused", async () => {
+  it("treats an HTTP 401 at the upgrade, and an unexplained close before open (how browsers show it), as refused; not a 503 or a network error", async () => {
     const h = harness();
     await settle();
     h.fake.latest.refuseUpgrade(401);
@@ -49,7 +49,9 @@ describe("a token for every connection", () => {
     await vi.advanceTimersByTimeAsync(1_000);
     h.fake.latest.refuseUpgrade(503);
     await vi.advanceTimersByTimeAsync(1_000);
-    expect(h.reasons).toEqual(["connect", "refused", "refused", "connect"]);
+    h.fake.latest.failNetwork();
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(h.reasons).toEqual(["connect", "refused", "refused", "connect", "connect"]);
     expect(h.statuses).toEqual([]); // still connecting: never opened
   });
 
