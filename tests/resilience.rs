@@ -329,3 +329,97 @@ async fn switching_capture_modes_loses_and_repeats_nothing() {
     assert_eq!(slots, 0, "trigger capture leaves no slot behind");
     stop_relay(relay).await;
 }
+
+/// Retention deleting old events while a reader pages through a room: a
+/// page either continues exactly where the last one ended, or says `gap`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_racing_replay_reports_a_gap_never_a_silent_hole() {
+    let db = TestDb::demo().await;
+    let relay = start_relay(&db, "trigger").await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "SELECT realtime.publish(ARRAY['room_r'], 'tick', jsonb_build_object('i', i))
+             FROM generate_series(1, 3000) AS i",
+        )
+        .await
+        .unwrap();
+    let head = barrier(&client).await;
+    let seqs: Vec<i64> = client
+        .query(
+            "SELECT seq FROM realtime.outbox_rooms WHERE room = 'room_r' ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seqs.len(), 3000);
+    let cutoff = seqs[2000];
+    let deleter = tokio::spawn({
+        let url = db.url.clone();
+        async move {
+            let mut client = connect(&url).await;
+            let mut oldest = 1;
+            while oldest < cutoff {
+                oldest += 7;
+                let tx = client.transaction().await.unwrap();
+                tx.execute("DELETE FROM realtime.outbox WHERE seq < $1", &[&oldest])
+                    .await
+                    .unwrap();
+                tx.execute(
+                    "DELETE FROM realtime.outbox_rooms WHERE seq < $1",
+                    &[&oldest],
+                )
+                .await
+                .unwrap();
+                tx.execute("UPDATE realtime.state SET oldest = $1", &[&oldest])
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+    });
+    // Start reading once retention is under way, so the first page is
+    // already past a hole.
+    wait_for("retention to start", Duration::from_secs(20), || async {
+        let oldest: i64 = client
+            .query_one("SELECT oldest FROM realtime.state", &[])
+            .await
+            .ok()?
+            .get(0);
+        (oldest > 1).then_some(())
+    })
+    .await;
+    let pool = relay.pool.clone();
+    let (mut after, mut pages, mut gaps) = (0, 0, 0);
+    while after < head {
+        let page =
+            rowcast::outbox::room_events(&pool.get().await.unwrap(), "room_r", after, None, 10)
+                .await
+                .unwrap();
+        let Some(first) = page.events.first() else {
+            break;
+        };
+        pages += 1;
+        if page.gap {
+            gaps += 1;
+        } else {
+            let next = seqs.iter().find(|s| **s > after).copied();
+            assert_eq!(
+                Some(first.seq),
+                next,
+                "a page after {after} skipped events without a gap"
+            );
+        }
+        assert!(page.events.windows(2).all(|w| w[0].seq < w[1].seq));
+        after = page.events.last().unwrap().seq;
+    }
+    deleter.await.unwrap();
+    assert!(
+        pages > 0 && gaps > 0,
+        "the reader met retention ({pages} pages, {gaps} gaps)"
+    );
+    stop_relay(relay).await;
+}

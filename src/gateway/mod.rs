@@ -24,7 +24,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::capture::CaptureStatus;
 use crate::config::{CorsOrigins, GatewayConfig};
-use crate::event::StoredEvent;
 use crate::fanout::Hub;
 use crate::ingest::PublishRequest;
 use crate::outbox::RoomPage;
@@ -327,19 +326,6 @@ impl History for Database {
     ) -> Result<RoomPage, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
         crate::outbox::room_events(&client, room, after, Some(until), limit)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn next(
-        &self,
-        room: &str,
-        after: i64,
-        until: i64,
-        limit: i64,
-    ) -> Result<Vec<Arc<StoredEvent>>, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        crate::outbox::room_page(&client, room, after, until, limit)
             .await
             .map_err(|e| e.to_string())
     }

@@ -24,7 +24,7 @@ use tokio_postgres::types::PgLsn;
 use crate::db::DbError;
 use crate::event::{Event, StoredEvent};
 
-pub use read::{room_events, room_page, RoomPage};
+pub use read::{room_events, RoomPage};
 pub use retention::retain;
 
 /// Receives stored events after the transaction that stored them committed.

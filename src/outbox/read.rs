@@ -52,8 +52,16 @@ pub(super) async fn range(
     Ok(rows.iter().map(stored).collect())
 }
 
-/// A room's events with `after < seq <= until` (`until`: `None` for the
-/// current head), at most `limit`.
+/// One page of a room's events with `after < seq <= until` (`until`:
+/// `None` for the current head), at most `limit`, and whether events after
+/// `after` are gone. Each event's `rooms` is just this room: replay and
+/// history frames need no more.
+///
+/// The page and the `oldest` it is judged against come from one statement,
+/// so from one snapshot: retention committing in between cannot remove
+/// events from the page without the page saying `gap`. A replay checks
+/// every page, not only the first. `realtime.room_page` pins the plan, so
+/// every page costs the same.
 pub async fn room_events(
     client: &deadpool_postgres::Client,
     room: &str,
@@ -61,54 +69,42 @@ pub async fn room_events(
     until: Option<i64>,
     limit: i64,
 ) -> Result<RoomPage, DbError> {
-    let state = client
-        .prepare_cached("SELECT head, oldest FROM realtime.state")
-        .await?;
-    let state = client.query_one(&state, &[]).await?;
-    let (head, oldest): (i64, i64) = (state.get(0), state.get(1));
-    let until = until.unwrap_or(head).min(head);
-    Ok(RoomPage {
-        events: room_page(client, room, after, until, limit).await?,
-        head,
-        gap: after + 1 < oldest,
-    })
-}
-
-/// A room's events with `after < seq <= until`, at most `limit`, without
-/// the state lookup (for the pages of a replay after its first). Each
-/// event's `rooms` is just this room: replay and history frames need no more.
-/// `realtime.room_page` pins the plan, so every page costs the same.
-pub async fn room_page(
-    client: &deadpool_postgres::Client,
-    room: &str,
-    after: i64,
-    until: i64,
-    limit: i64,
-) -> Result<Vec<Arc<StoredEvent>>, DbError> {
     let statement = client
         .prepare_cached(
-            "SELECT seq, event, data, old, count, committed_at
-             FROM realtime.room_page($1, $2, $3, $4)",
+            "SELECT s.head, s.oldest, p.seq, p.event, p.data, p.old, p.count, p.committed_at
+             FROM realtime.state s
+             LEFT JOIN LATERAL realtime.room_page($1, $2, least(coalesce($3, s.head), s.head), $4) p
+                 ON true",
         )
         .await?;
     let rows = client
         .query(&statement, &[&room, &after, &until, &limit])
         .await?;
-    Ok(rows
+    let Some(first) = rows.first() else {
+        return Err(DbError::Retry("realtime.state has no row".into()));
+    };
+    let (head, oldest): (i64, i64) = (first.get(0), first.get(1));
+    let events = rows
         .iter()
+        .filter(|row| row.get::<_, Option<i64>>(2).is_some())
         .map(|row| {
             Arc::new(StoredEvent {
-                seq: row.get(0),
+                seq: row.get(2),
                 event: Event {
-                    name: row.get::<_, &str>(1).into(),
+                    name: row.get::<_, &str>(3).into(),
                     rooms: vec![room.to_string()],
-                    data: row.get(2),
-                    old: row.get(3),
-                    count: row.get(4),
-                    at: row.get(5),
+                    data: row.get(4),
+                    old: row.get(5),
+                    count: row.get(6),
+                    at: row.get(7),
                     coalesce: None,
                 },
             })
         })
-        .collect())
+        .collect();
+    Ok(RoomPage {
+        events,
+        head,
+        gap: after + 1 < oldest,
+    })
 }

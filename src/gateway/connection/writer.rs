@@ -18,16 +18,15 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::{close, Closer, Control, Outgoing};
-use crate::event::StoredEvent;
 use crate::fanout::RoomFrame;
 use crate::outbox::RoomPage;
 use crate::protocol::frame;
 
 /// Stored history, for replays.
 pub trait History: Send + Sync + 'static {
-    /// The first page of a replay: a room's events with
-    /// `after < seq <= until`, at most `limit`, and whether events after
-    /// `after` were already removed by retention.
+    /// A page of a replay: a room's events with `after < seq <= until`, at
+    /// most `limit`, and whether events after `after` were already removed
+    /// by retention (judged in the same snapshot as the page).
     fn page(
         &self,
         room: &str,
@@ -35,15 +34,6 @@ pub trait History: Send + Sync + 'static {
         until: i64,
         limit: i64,
     ) -> impl Future<Output = Result<RoomPage, String>> + Send;
-
-    /// A later page of the same replay.
-    fn next(
-        &self,
-        room: &str,
-        after: i64,
-        until: i64,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<Arc<StoredEvent>>, String>> + Send;
 }
 
 /// Where a joined room stands.
@@ -315,7 +305,7 @@ impl<H: History> ConnWriter<H> {
                 // Read the next page while this one is written.
                 let next = (full && last < until).then(|| {
                     let (history, room, limit) = (self.history.clone(), room.clone(), self.page);
-                    tokio::spawn(async move { history.next(&room, last, until, limit).await })
+                    tokio::spawn(async move { history.page(&room, last, until, limit).await })
                 });
                 for event in &page {
                     self.write(sink, Message::Text(frame::stored_frame(&room, event)))
@@ -325,10 +315,13 @@ impl<H: History> ConnWriter<H> {
                 let Some(next) = next else { break };
                 self.flush(sink).await?;
                 self.take_live_events(sink).await?;
-                page = next
+                let next = next
                     .await
                     .map_err(|e| replay_failed(&room, e.to_string()))?
                     .map_err(|e| replay_failed(&room, e))?;
+                // Retention may have run between pages: never a silent hole.
+                gap |= next.gap;
+                page = next.events;
             }
         }
         let mut sent = until.max(last);

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::*;
-use crate::event::Event;
+use crate::event::{Event, StoredEvent};
 
 struct Memory(Vec<i64>);
 
@@ -32,16 +32,6 @@ impl History for Memory {
             head: until,
             gap: after == 0,
         })
-    }
-
-    async fn next(
-        &self,
-        room: &str,
-        after: i64,
-        until: i64,
-        limit: i64,
-    ) -> Result<Vec<Arc<StoredEvent>>, String> {
-        Ok(self.page(room, after, until, limit).await?.events)
     }
 }
 
