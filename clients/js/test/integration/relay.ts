@@ -65,7 +65,10 @@ export class TestDatabase {
     const name = `js_${process.pid}_${randomBytes(4).toString("hex")}`;
     await withClient(admin, (client) => client.query(`CREATE DATABASE ${name} TEMPLATE ${quoteIdent(template)}`));
     const url = withDatabase(admin, name);
-    return new TestDatabase(name, url, new pg.Pool({ connectionString: url, max: 4 }));
+    const pool = new pg.Pool({ connectionString: url, max: 4 });
+    // An idle connection ended by the DROP ... WITH (FORCE) at the end is expected, not an error.
+    pool.on("error", () => {});
+    return new TestDatabase(name, url, pool);
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
