@@ -8,7 +8,7 @@ import { memoryCursors, type CursorStore } from "./cursors.js";
 import { Listeners } from "./listeners.js";
 import { CloseCode, RowcastError, type ClientFrame, type EventFrame, type OkReply, type ServerFrame, type Welcome } from "./protocol.js";
 import { Requests } from "./requests.js";
-import { Rooms, type SubscribeOptions, type Subscription } from "./rooms.js";
+import { Rooms, type SubscribeOptions, type Subscription } from "./subscriptions.js";
 import { Connection, type Ended, type WebSocketConstructor } from "./socket.js";
 import { TokenKeeper, type TokenSource } from "./token.js";
 

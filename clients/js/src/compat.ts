@@ -10,7 +10,7 @@
 import { EventBus, type Handler } from "./bus.js";
 import { endpointUrl, roomOf, type RoomKind } from "./catalog.js";
 import { createClient, type ClientOptions, type RowcastClient, type Status } from "./client.js";
-import type { Subscription } from "./rooms.js";
+import type { Subscription } from "./subscriptions.js";
 import type { TokenSource } from "./token.js";
 
 /** Options of `connect` beyond the seed's two arguments. */

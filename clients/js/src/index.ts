@@ -8,7 +8,7 @@
 export { createClient, RowcastClient, type ClientEvents, type ClientOptions, type Status } from "./client.js";
 export { localStorageCursors, memoryCursors, type CursorStorage, type CursorStore, type LocalStorageCursorsOptions } from "./cursors.js";
 export type { ReconnectOptions } from "./backoff.js";
-export type { GapInfo, SubscribeOptions, Subscription } from "./rooms.js";
+export type { GapInfo, SubscribeOptions, Subscription } from "./subscriptions.js";
 export type { WebSocketConstructor, WebSocketLike } from "./socket.js";
 export { tokenExpiry, type TokenReason, type TokenSource } from "./token.js";
 export {

@@ -21,7 +21,7 @@ import {
 } from "./catalog.js";
 import { createClient, type ClientOptions, type RowcastClient, type Status } from "./client.js";
 import type { EventFrame } from "./protocol.js";
-import type { GapInfo, Subscription } from "./rooms.js";
+import type { GapInfo, Subscription } from "./subscriptions.js";
 
 /** The seed's status object. */
 export interface ConnectionStatus {

@@ -8,7 +8,7 @@
 import { Backoff } from "./backoff.js";
 import type { CursorStore } from "./cursors.js";
 import { callSafely } from "./listeners.js";
-import { RowcastError, type EventFrame, type JoinReply, type OkReply } from "./protocol.js";
+import type { EventFrame, JoinReply, OkReply, RowcastError } from "./protocol.js";
 
 /** What `onGap` is told: events after `since` are partly gone, reload the room's state. */
 export interface GapInfo {
