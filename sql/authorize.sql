@@ -21,6 +21,7 @@ CREATE SCHEMA IF NOT EXISTS realtime;
 CREATE OR REPLACE FUNCTION realtime.authorize(sub text, room text, claims jsonb)
 RETURNS boolean
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     kind   text;
@@ -75,6 +76,7 @@ $$;
 CREATE OR REPLACE FUNCTION realtime.presence(sub text, status text)
 RETURNS text[]
 LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     uid bigint;

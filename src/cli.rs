@@ -182,6 +182,10 @@ pub struct Settings {
     /// How long a join authorization answer is reused.
     #[arg(long, env = "ROWCAST_AUTH_CACHE_TTL", default_value = "5s")]
     pub auth_cache_ttl: String,
+    /// How often every membership is authorized again (access changes
+    /// declared in the routes file are re-checked at once).
+    #[arg(long, env = "ROWCAST_AUTH_RECHECK_INTERVAL", default_value = "60s")]
+    pub auth_recheck_interval: String,
 
     /// Debug-level logs.
     #[arg(long = "debug", env = "REALTIME_DEBUG", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

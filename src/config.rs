@@ -199,6 +199,9 @@ pub struct Limits {
     pub typing_throttle: Duration,
     /// How long a join authorization answer is reused.
     pub auth_cache_ttl: Duration,
+    /// `ROWCAST_AUTH_RECHECK_INTERVAL`: every membership is authorized again
+    /// this often (the backstop for access changes that were missed).
+    pub auth_recheck: Duration,
 }
 
 /// The WebSocket and HTTP server.
@@ -302,6 +305,10 @@ fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
             max_connections: positive("ROWCAST_MAX_CONNECTIONS", s.max_connections)?,
             typing_throttle: duration("ROWCAST_TYPING_THROTTLE", &s.typing_throttle)?,
             auth_cache_ttl: duration("ROWCAST_AUTH_CACHE_TTL", &s.auth_cache_ttl)?,
+            auth_recheck: positive(
+                "ROWCAST_AUTH_RECHECK_INTERVAL",
+                duration("ROWCAST_AUTH_RECHECK_INTERVAL", &s.auth_recheck_interval)?,
+            )?,
         },
     })
 }

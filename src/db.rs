@@ -120,7 +120,7 @@ impl Endpoint {
 
 /// Builds the runtime pool. Connections are opened lazily.
 pub fn pool(config: &DatabaseConfig) -> Pool {
-    let mut pg = config.pg.clone();
+    let mut pg = pinned(&config.pg);
     pg.application_name("rowcast");
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(Duration::from_secs(5));
@@ -140,6 +140,22 @@ pub fn pool(config: &DatabaseConfig) -> Pool {
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
         .expect("a pool with a runtime and timeouts always builds")
+}
+
+/// The search path of every relay session (pool, LISTEN, replication):
+/// rowcast qualifies every name it uses, so nothing on a schema another
+/// role can write to can stand in for a table or function of its own.
+pub const SEARCH_PATH_OPTION: &str = "-c search_path=pg_catalog,pg_temp";
+
+/// `pg` with the relay's pinned search path added to its options.
+pub fn pinned(pg: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut pg = pg.clone();
+    let options = match pg.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {SEARCH_PATH_OPTION}"),
+        _ => SEARCH_PATH_OPTION.to_string(),
+    };
+    pg.options(options);
+    pg
 }
 
 /// Waits until the database answers, retrying with backoff until `timeout`.

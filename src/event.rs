@@ -124,3 +124,21 @@ impl Deref for StoredEvent {
         &self.event
     }
 }
+
+/// A committed change that may have taken a right away: the rooms whose
+/// members, and the users whose joined rooms, must be authorized again.
+/// Declared by the `[[access]]` rules of the routes file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessChange {
+    /// Re-ask for every member of these rooms.
+    pub rooms: Vec<String>,
+    /// Re-ask for every room these users (`sub`) joined.
+    pub users: Vec<String>,
+}
+
+impl AccessChange {
+    /// Whether it names nothing.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty() && self.users.is_empty()
+    }
+}

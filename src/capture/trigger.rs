@@ -45,6 +45,11 @@ pub async fn install(
     let mut routed = Vec::new();
     for table in router.tables() {
         tx.batch_execute(&function_sql(table)).await?;
+        tx.batch_execute(&format!(
+            "REVOKE ALL ON FUNCTION {}() FROM PUBLIC",
+            function_name(table)
+        ))
+        .await?;
         tx.batch_execute(&trigger_sql(table)).await?;
         routed.push(table.qualified());
     }
@@ -111,7 +116,8 @@ fn row_json(table: &TableRoutes, row: &str) -> String {
 fn function_sql(table: &TableRoutes) -> String {
     let name = literal(&table.qualified());
     format!(
-        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $rowcast$
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $rowcast$
 DECLARE
     r jsonb;
     o jsonb;
@@ -250,7 +256,7 @@ impl Source for TriggerSource {
         let (taken, changes) =
             table::take(tx.transaction(), &self.router, self.batch_size, i64::MAX).await?;
         for change in &changes {
-            tx.append(self.router.route(change));
+            tx.route(&self.router, change);
         }
         take.taken = taken;
         Ok(Written {
@@ -346,7 +352,7 @@ struct Listener {
 
 impl Listener {
     async fn start(pg: &tokio_postgres::Config, wake: Arc<Notify>) -> Result<Self, DbError> {
-        let mut pg = pg.clone();
+        let mut pg = crate::db::pinned(pg);
         pg.application_name("rowcast listen");
         let (client, mut connection) = pg.connect(NoTls).await?;
         let task = tokio::spawn(async move {

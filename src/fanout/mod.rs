@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast;
 
-use crate::event::StoredEvent;
+use crate::event::{AccessChange, StoredEvent};
 use crate::outbox::Subscriber;
 use crate::protocol::frame;
 
@@ -106,6 +106,9 @@ pub struct Hub {
     rooms: AtomicUsize,
     /// Every stored event, for observers; lagging observers lose events.
     tap: broadcast::Sender<Arc<StoredEvent>>,
+    /// Changes that may have taken rights away, for the gateway's
+    /// re-check; a lagging receiver re-checks everything instead.
+    access: broadcast::Sender<Arc<AccessChange>>,
 }
 
 impl Hub {
@@ -119,6 +122,7 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             rooms: AtomicUsize::new(0),
             tap: broadcast::channel(4096).0,
+            access: broadcast::channel(1024).0,
         }
     }
 
@@ -140,6 +144,20 @@ impl Hub {
     /// Every stored event from now on (bounded; a slow observer skips ahead).
     pub fn tap(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.tap.subscribe()
+    }
+
+    /// Changes that may have taken rights away, from now on (bounded: a
+    /// receiver that lags learns it and must re-check everything).
+    pub fn access_changes(&self) -> broadcast::Receiver<Arc<AccessChange>> {
+        self.access.subscribe()
+    }
+
+    /// The connections in a room.
+    pub fn members(&self, room: &str) -> Vec<ConnId> {
+        read(self.shard(room))
+            .get(room)
+            .map(|entry| entry.members.iter().map(|m| m.conn).collect())
+            .unwrap_or_default()
     }
 
     fn shard(&self, room: &str) -> &Shard {
@@ -264,6 +282,12 @@ impl Subscriber for Hub {
             let latency = (now - event.at).as_seconds_f64().max(0.0);
             metrics::histogram!("rowcast_delivery_latency_seconds").record(latency);
             let _ = self.tap.send(event.clone());
+        }
+    }
+
+    fn access_changed(&self, changes: Vec<AccessChange>) {
+        for change in changes {
+            let _ = self.access.send(Arc::new(change));
         }
     }
 }

@@ -153,6 +153,7 @@ mod tests {
             max_connections: 10,
             typing_throttle: Duration::from_millis(100),
             auth_cache_ttl: Duration::from_secs(1),
+            auth_recheck: Duration::from_secs(60),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The gateway: the WebSocket protocol v1 (`/v1/ws`) and the HTTP API
 //! (history, publish, health, readiness, metrics), on one axum server.
 
+mod access;
 pub mod auth;
 pub mod connection;
 mod error;
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     reader: Arc<ReaderConfig>,
     /// Per-IP connect limits.
     connects: ConnectLimits,
+    /// Open connections, for re-checking their rights.
+    connections: access::Connections,
     /// Online/offline tracking.
     presence: Presence,
     /// Explicit events for the single writer.
@@ -121,6 +124,7 @@ impl Gateway {
                 throttled_events: config.throttled_events.clone(),
             }),
             connects: ConnectLimits::new(&config.limits),
+            connections: access::Connections::default(),
             presence: Presence::start(pool, publisher.clone()),
             publisher,
             capture_status,
@@ -129,6 +133,7 @@ impl Gateway {
         });
         tokio::spawn(forget_idle_addresses(shared.clone()));
         tokio::spawn(metrics_upkeep(shared.clone()));
+        tokio::spawn(access::run(shared.clone()));
         let app = router(shared.clone());
         let served = axum::serve(
             axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -284,19 +289,13 @@ impl Database {
     }
 }
 
-impl Authorize for Database {
-    async fn authorize(&self, claims: &Claims, room: &str) -> Result<bool, String> {
-        let key = (Self::identity(claims), room.to_string());
-        if let Some((answer, at)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            if at.elapsed() < self.ttl {
-                return Ok(*answer);
-            }
-        }
+impl Database {
+    /// Asks the rule, bypassing the cache, and caches the answer.
+    pub(crate) async fn authorize_fresh(
+        &self,
+        claims: &Claims,
+        room: &str,
+    ) -> Result<bool, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
         let statement = client
             .prepare_cached("SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)")
@@ -307,12 +306,40 @@ impl Authorize for Database {
             .await
             .map_err(|e| crate::db::describe_pg_error(&e))?
             .get(0);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.lock_cache();
         if cache.len() >= AUTH_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(key, (answer, Instant::now()));
+        cache.insert(
+            (Self::identity(claims), room.to_string()),
+            (answer, Instant::now()),
+        );
         Ok(answer)
+    }
+
+    /// Forgets the cached answers for these rooms (their rights changed).
+    pub(crate) fn forget<R: AsRef<str>>(&self, rooms: &[R]) {
+        if rooms.is_empty() {
+            return;
+        }
+        self.lock_cache()
+            .retain(|(_, room), _| !rooms.iter().any(|r| r.as_ref() == room));
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (bool, Instant)>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Authorize for Database {
+    async fn authorize(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+        let key = (Self::identity(claims), room.to_string());
+        if let Some((answer, at)) = self.lock_cache().get(&key) {
+            if at.elapsed() < self.ttl {
+                return Ok(*answer);
+            }
+        }
+        self.authorize_fresh(claims, room).await
     }
 }
 

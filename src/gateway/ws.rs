@@ -15,7 +15,9 @@ use futures_util::StreamExt;
 
 use super::auth::{token_from, AuthError, Claims};
 use super::connection::SLOW_CLOSE_GRACE;
-use super::connection::{close, ConnQueue, ConnReader, ConnWriter, Control, Ended, Outgoing};
+use super::connection::{
+    close, ConnQueue, ConnReader, ConnState, ConnWriter, Control, Ended, Outgoing,
+};
 use super::error::ApiError;
 use super::Shared;
 use crate::protocol::{self, Code};
@@ -124,9 +126,10 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
         state.config.heartbeat,
     );
     let mut writer = tokio::spawn(writer.run(sink, welcome));
+    let conn_state = ConnState::new(queue, claims);
+    state.connections.insert(conn_state.clone());
     let reader = ConnReader::new(
-        queue,
-        claims,
+        conn_state,
         state.hub.clone(),
         state.database.clone(),
         state.verifier.clone(),
@@ -152,6 +155,7 @@ async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
     {
         writer.abort();
     }
+    state.connections.remove(conn);
     state.hub.disconnect(conn);
     tracing::debug!(conn, code = closer.code(), "connection closed");
 }

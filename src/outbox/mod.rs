@@ -22,7 +22,8 @@ use tokio::time::Instant;
 use tokio_postgres::types::PgLsn;
 
 use crate::db::DbError;
-use crate::event::{Event, StoredEvent};
+use crate::event::{AccessChange, Change, Event, StoredEvent};
+use crate::route::Router;
 
 pub use read::{room_events, RoomPage};
 pub use retention::retain;
@@ -36,6 +37,11 @@ pub use retention::retain;
 pub trait Subscriber: Send + Sync + 'static {
     /// Takes a batch of newly stored events.
     fn stored(&self, events: &[Arc<StoredEvent>]);
+
+    /// After the events of the same transaction: changes that may have
+    /// taken rights away. At most once (lost if the relay stops between
+    /// commit and delivery; the periodic re-check covers that).
+    fn access_changed(&self, _changes: Vec<AccessChange>) {}
 }
 
 /// Where the logical capture stood after a transaction: which source
@@ -122,6 +128,7 @@ impl Outbox {
             }),
             events: Vec::new(),
             held: Vec::new(),
+            access: Vec::new(),
             flush_pending: false,
         })
     }
@@ -129,21 +136,30 @@ impl Outbox {
     /// Hands committed events to the subscriber, first filling any gap
     /// left by a commit whose outcome was not known (its events are read
     /// back from the table).
-    pub async fn deliver(&mut self, committed: Committed) -> Result<(), DbError> {
+    pub async fn deliver(&mut self, mut committed: Committed) -> Result<(), DbError> {
         if let Some(deadline) = committed.held_until {
             self.next_flush = Some(self.next_flush.map_or(deadline, |d| d.min(deadline)));
         }
         if committed.flushed {
             self.next_flush = committed.next_flush;
         }
-        let Some(first) = committed.events.first() else {
+        let access = std::mem::take(&mut committed.access);
+        self.deliver_events(committed.events).await?;
+        if !access.is_empty() {
+            self.subscriber.access_changed(access);
+        }
+        Ok(())
+    }
+
+    /// Hands stored events to the subscriber, in seq order, none twice.
+    async fn deliver_events(&mut self, events: Vec<Arc<StoredEvent>>) -> Result<(), DbError> {
+        let Some(first) = events.first() else {
             return Ok(());
         };
         if first.seq > self.delivered + 1 {
             self.catch_up(first.seq - 1).await?;
         }
-        let fresh: Vec<Arc<StoredEvent>> = committed
-            .events
+        let fresh: Vec<Arc<StoredEvent>> = events
             .into_iter()
             .filter(|e| e.seq > self.delivered)
             .collect();
@@ -192,6 +208,8 @@ pub struct Committed {
     flushed: bool,
     /// The next deadline after a flush.
     next_flush: Option<Instant>,
+    /// Changes that may have taken rights away.
+    access: Vec<AccessChange>,
 }
 
 /// One outbox transaction.
@@ -206,6 +224,8 @@ pub struct OutboxTx<'a> {
     events: Vec<Event>,
     /// Events of coalescing routes, to hold.
     held: Vec<Event>,
+    /// Changes that may take rights away, announced after commit.
+    access: Vec<AccessChange>,
     /// Whether to flush bursts whose window closed.
     flush_pending: bool,
 }
@@ -235,6 +255,15 @@ impl<'a> OutboxTx<'a> {
         }
     }
 
+    /// Routes a captured change: queues its events and notes what it means
+    /// for access.
+    pub fn route(&mut self, router: &Router, change: &Change) {
+        self.append(router.route(change));
+        if let Some(access) = router.access(change) {
+            self.access.push(access);
+        }
+    }
+
     /// Also stores held bursts whose window has closed.
     pub fn flush_due(&mut self) {
         self.flush_pending = true;
@@ -261,6 +290,7 @@ impl<'a> OutboxTx<'a> {
             held_until,
             flushed: self.flush_pending,
             next_flush,
+            access: std::mem::take(&mut self.access),
         })
     }
 

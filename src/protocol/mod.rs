@@ -248,6 +248,12 @@ pub fn pong(reference: Option<&Value>) -> Utf8Bytes {
     }
 }
 
+/// `{"type":"left","room":..,"reason":..}` (protocol 1.1): the server
+/// removed the member from the room; nothing more of it follows.
+pub fn left(room: &str, reason: &str) -> Utf8Bytes {
+    text(json!({"type": "left", "room": room, "reason": reason}))
+}
+
 /// An ephemeral event from a client (no seq).
 pub fn ephemeral(
     room: &str,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::condition::{Condition, Side, Test};
-use super::{Route, Router, TableRoutes, Template};
+use super::{AccessRule, Route, Router, TableRoutes, Template};
 use crate::event::{is_event_name, Op};
 
 /// A routes file that cannot be used.
@@ -55,6 +55,20 @@ struct RoutesFile {
     tables: BTreeMap<String, TableFile>,
     #[serde(default)]
     route: Vec<RouteFile>,
+    #[serde(default)]
+    access: Vec<AccessFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessFile {
+    table: String,
+    on: Vec<String>,
+    changed: Option<Vec<String>>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    users: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -128,9 +142,35 @@ pub fn parse(text: &str, source_name: &str) -> Result<Router, RouteError> {
                 name,
                 columns: table_file.map(|t| t.expose.clone()).unwrap_or_default(),
                 routes: Vec::new(),
+                access: Vec::new(),
             });
         add_columns(&mut entry.columns, &compiled);
         entry.routes.push(compiled);
+    }
+    for rule in &file.access {
+        let invalid = |message: String| RouteError::Invalid {
+            source_name: source_name.to_string(),
+            event: format!("access on {}", rule.table),
+            message,
+        };
+        let table_file = file.tables.get(&rule.table);
+        let (schema, name) = split_table(&rule.table, table_file).map_err(invalid)?;
+        let compiled = compile_access(rule).map_err(invalid)?;
+        let entry = tables
+            .entry(format!("{schema}.{name}"))
+            .or_insert_with(|| TableRoutes {
+                schema,
+                name,
+                columns: Vec::new(),
+                routes: Vec::new(),
+                access: Vec::new(),
+            });
+        for column in compiled.columns() {
+            if !entry.columns.iter().any(|c| c == column) {
+                entry.columns.push(column.to_string());
+            }
+        }
+        entry.access.push(compiled);
     }
     Ok(Router::new(tables))
 }
@@ -205,6 +245,25 @@ fn compile(route: &RouteFile, table_file: Option<&TableFile>) -> Result<Route, S
         changed,
         when,
         coalesce,
+    })
+}
+
+fn compile_access(rule: &AccessFile) -> Result<AccessRule, String> {
+    let templates = |list: &[String]| {
+        list.iter()
+            .map(|t| Template::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let rooms = templates(&rule.rooms)?;
+    let users = templates(&rule.users)?;
+    if rooms.is_empty() && users.is_empty() {
+        return Err("an access rule needs `rooms` or `users` to re-check".into());
+    }
+    Ok(AccessRule {
+        ops: ops(&rule.on)?,
+        changed: rule.changed.clone().unwrap_or_default(),
+        rooms,
+        users,
     })
 }
 

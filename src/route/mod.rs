@@ -7,6 +7,7 @@
 //! ([`Router::check`]) so a typo in a table or column stops the relay with a
 //! clear message instead of silently dropping events.
 
+mod access;
 mod condition;
 pub mod file;
 mod template;
@@ -18,9 +19,10 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::event::{Captured, Change, Event, Op, Published, Row, RowChange};
+use crate::event::{AccessChange, Captured, Change, Event, Op, Published, Row, RowChange};
 use crate::room::is_room_name;
 
+pub use access::AccessRule;
 pub use condition::Condition;
 pub use file::RouteError;
 pub use template::Template;
@@ -57,6 +59,8 @@ pub struct TableRoutes {
     pub columns: Vec<String>,
     /// The routes, in file order.
     pub routes: Vec<Route>,
+    /// Changes of this table that may take a right away.
+    pub access: Vec<AccessRule>,
 }
 
 impl TableRoutes {
@@ -154,6 +158,19 @@ impl Router {
                 None => Vec::new(),
             },
         }
+    }
+
+    /// What a captured change means for access (`None`: nothing to check).
+    pub fn access(&self, change: &Change) -> Option<AccessChange> {
+        let Captured::Row(row) = &change.captured else {
+            return None;
+        };
+        let table = self.tables.get(&*row.table)?;
+        let mut access = AccessChange::default();
+        for rule in &table.access {
+            rule.apply(row, &mut access);
+        }
+        (!access.is_empty()).then_some(access)
     }
 }
 

@@ -294,7 +294,7 @@ impl Source for LogicalSource {
                 let (count, changes) =
                     table::take(tx.transaction(), &router, limit, *bound).await?;
                 for change in &changes {
-                    tx.append(router.route(change));
+                    tx.route(&router, change);
                 }
                 *taken = count;
                 if count < limit {
@@ -314,7 +314,7 @@ impl Source for LogicalSource {
                 for (id, change) in &batch.items {
                     let fresh = id.is_none_or(|id| consumed.contains(&id));
                     if let (true, Some(change)) = (fresh, change) {
-                        tx.append(router.route(change));
+                        tx.route(&router, change);
                     }
                 }
                 if let Some(active) = batch.triggers {
@@ -600,7 +600,10 @@ async fn connect(
     .with_status_interval(Duration::from_millis(500))
     .with_wakeup_interval(Duration::from_secs(5))
     .with_buffer_size(READ_AHEAD_EVENTS)
-    .with_options("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=1")
+    .with_options(format!(
+        "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=1 {}",
+        crate::db::SEARCH_PATH_OPTION
+    ))
     .with_application_name("rowcast");
     let mut client = ReplicationClient::connect(config).await?;
     client.wait_started().await?;

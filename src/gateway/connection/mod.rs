@@ -8,15 +8,18 @@ pub mod close;
 pub mod reader;
 pub mod writer;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, Notify};
 
-use crate::fanout::{ConnId, Delivery, Mailbox, Member, RoomFrame};
+use crate::fanout::{ConnId, Delivery, Hub, Mailbox, Member, RoomFrame};
+use crate::gateway::auth::Claims;
 
 pub use reader::{Authorize, ConnReader, Ended, ReaderConfig};
+
 pub use writer::{ConnWriter, History, SLOW_CLOSE_GRACE};
 
 /// What goes down a connection's send queue. Every variant is one pointer:
@@ -81,6 +84,9 @@ pub enum Control {
     },
     /// The room was left: drop anything still queued for it.
     Leave(Arc<str>),
+    /// The rule refused the member: drop anything still queued for the
+    /// room and tell the client (`left`).
+    Left(Arc<str>),
 }
 
 /// Why a connection must close, shared by its tasks and the hub.
@@ -176,6 +182,94 @@ impl ConnQueue {
             mailbox: self.clone(),
         }
     }
+}
+
+/// What the gateway knows of an open connection beyond its queue: who it
+/// is and which rooms it joined, so that its rights can be checked again
+/// while it stays connected. The reader changes it; the access re-check
+/// reads it and removes rooms the rule now refuses.
+#[derive(Debug)]
+pub struct ConnState {
+    /// The send queue.
+    pub queue: Arc<ConnQueue>,
+    /// The claims of the current token.
+    claims: Mutex<Claims>,
+    /// Joined rooms (besides `broadcast`).
+    rooms: Mutex<HashSet<Arc<str>>>,
+}
+
+impl ConnState {
+    /// The state of a new connection.
+    pub fn new(queue: Arc<ConnQueue>, claims: Claims) -> Arc<Self> {
+        Arc::new(Self {
+            queue,
+            claims: Mutex::new(claims),
+            rooms: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The connection's id.
+    pub fn conn(&self) -> ConnId {
+        self.queue.conn
+    }
+
+    /// The claims of the current token.
+    pub fn claims(&self) -> Claims {
+        lock(&self.claims).clone()
+    }
+
+    /// Replaces the claims (after `auth`).
+    pub fn set_claims(&self, claims: Claims) {
+        *lock(&self.claims) = claims;
+    }
+
+    /// The joined rooms.
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        lock(&self.rooms).iter().cloned().collect()
+    }
+
+    /// The shared name of a joined room.
+    pub fn joined(&self, room: &str) -> Option<Arc<str>> {
+        lock(&self.rooms).get(room).cloned()
+    }
+
+    /// How many rooms are joined.
+    pub fn room_count(&self) -> usize {
+        lock(&self.rooms).len()
+    }
+
+    /// Records a joined room.
+    pub fn add_room(&self, room: Arc<str>) {
+        lock(&self.rooms).insert(room);
+    }
+
+    /// Forgets a joined room; returns its shared name if it was joined.
+    pub fn take_room(&self, room: &str) -> Option<Arc<str>> {
+        lock(&self.rooms).take(room)
+    }
+
+    /// Forgets every joined room.
+    pub fn take_rooms(&self) -> Vec<Arc<str>> {
+        lock(&self.rooms).drain().collect()
+    }
+
+    /// Removes the connection from a room the rule now refuses it: nothing
+    /// more of the room is delivered, and the client gets `left`. Returns
+    /// whether it was still a member.
+    pub fn revoke(&self, hub: &Hub, room: &str) -> bool {
+        let Some(name) = self.take_room(room) else {
+            return false;
+        };
+        hub.leave(&name, self.conn());
+        self.queue.offer(Outgoing::from(Control::Left(name)));
+        metrics::counter!("rowcast_revocations_total").increment(1);
+        tracing::debug!(conn = self.conn(), %room, "removed from a room the rule now refuses");
+        true
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Mailbox for ConnQueue {

@@ -4,7 +4,7 @@
 //! send queue to its [`ConnWriter`](super::writer::ConnWriter). It is generic over
 //! the `Stream` and the authorization rule, so it is tested with channels.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::close;
-use super::{ConnQueue, Control, Outgoing};
+use super::{ConnQueue, ConnState, Control, Outgoing};
 use crate::config::Limits;
 use crate::duration::sleep_until;
 use crate::fanout::Hub;
@@ -56,7 +56,9 @@ struct Throttle {
 
 /// One connection's reader.
 pub struct ConnReader<A> {
-    /// This connection's send queue (and its closer).
+    /// This connection: its send queue, claims and joined rooms.
+    conn: Arc<ConnState>,
+    /// Its send queue (and its closer).
     queue: Arc<ConnQueue>,
     /// Verified claims (replaced by `auth`).
     claims: Claims,
@@ -68,8 +70,6 @@ pub struct ConnReader<A> {
     verifier: Arc<Verifier>,
     /// Shared settings.
     config: Arc<ReaderConfig>,
-    /// Joined rooms (besides `broadcast`).
-    rooms: HashSet<Arc<str>>,
     /// Rate limiters.
     limits: ConnectionLimits,
     /// Throttled emits per (room, event).
@@ -88,8 +88,7 @@ pub enum Ended {
 impl<A: Authorize> ConnReader<A> {
     /// The reader of a connection that is already in `broadcast`.
     pub fn new(
-        queue: Arc<ConnQueue>,
-        claims: Claims,
+        conn: Arc<ConnState>,
         hub: Arc<Hub>,
         authorizer: Arc<A>,
         verifier: Arc<Verifier>,
@@ -97,13 +96,13 @@ impl<A: Authorize> ConnReader<A> {
     ) -> Self {
         let limits = ConnectionLimits::new(&config.limits);
         Self {
-            queue,
-            claims,
+            queue: conn.queue.clone(),
+            claims: conn.claims(),
+            conn,
             hub,
             authorizer,
             verifier,
             config,
-            rooms: HashSet::new(),
             limits,
             throttles: HashMap::new(),
         }
@@ -179,7 +178,7 @@ impl<A: Authorize> ConnReader<A> {
             Request::Emit { room, event, data } => {
                 self.emit(reference.as_ref(), &room, event, data)
             }
-            Request::Auth { token } => self.auth(reference.as_ref(), &token),
+            Request::Auth { token } => Box::pin(self.auth(reference.as_ref(), &token)).await,
             Request::Ping => {
                 self.send(protocol::pong(reference.as_ref()));
                 Ok(())
@@ -189,6 +188,11 @@ impl<A: Authorize> ConnReader<A> {
             Ok(()) => None,
             Err(refusal) if refusal.code == Code::RateLimited => {
                 self.rate_limited(reference.as_ref())
+            }
+            // Probing rooms one is refused is abuse like flooding.
+            Err(refusal) if refusal.code == Code::Forbidden && self.limits.strike() => {
+                self.refuse(reference.as_ref(), refusal);
+                Some(close::RATE_LIMITED)
             }
             Err(refusal) => {
                 self.refuse(reference.as_ref(), refusal);
@@ -226,13 +230,13 @@ impl<A: Authorize> ConnReader<A> {
         }
         let mut fields = Map::new();
         fields.insert("room".into(), room.clone().into());
-        if room == BROADCAST || self.rooms.contains(room.as_str()) {
+        if room == BROADCAST || self.conn.joined(&room).is_some() {
             fields.insert("head".into(), self.hub.head().into());
             fields.insert("replayed".into(), 0.into());
             self.send(protocol::ok(reference, fields));
             return Ok(());
         }
-        if self.rooms.len() >= self.config.limits.max_rooms {
+        if self.conn.room_count() >= self.config.limits.max_rooms {
             return Err(Refusal::new(Code::BadRequest, "too many rooms joined"));
         }
         match self.authorizer.authorize(&self.claims, &room).await {
@@ -277,7 +281,7 @@ impl<A: Authorize> ConnReader<A> {
                 self.send(protocol::ok(reference, fields));
             }
         }
-        self.rooms.insert(name);
+        self.conn.add_room(name);
         Ok(())
     }
 
@@ -285,7 +289,7 @@ impl<A: Authorize> ConnReader<A> {
         if !is_room_name(room) {
             return Err(Refusal::new(Code::BadRequest, "invalid room name"));
         }
-        let Some(name) = self.rooms.take(room) else {
+        let Some(name) = self.conn.take_room(room) else {
             return Err(Refusal::new(Code::NotFound, "not in this room"));
         };
         self.hub.leave(room, self.queue.conn);
@@ -314,7 +318,7 @@ impl<A: Authorize> ConnReader<A> {
         }
         // Everyone is in `broadcast`; only a trusted backend may emit there.
         let broadcast = (room == BROADCAST && self.claims.service).then(|| Arc::from(room));
-        let Some(name) = self.rooms.get(room).cloned().or(broadcast) else {
+        let Some(name) = self.conn.joined(room).or(broadcast) else {
             return Err(Refusal::new(
                 Code::Forbidden,
                 "join the room before emitting to it",
@@ -393,7 +397,7 @@ impl<A: Authorize> ConnReader<A> {
         }
     }
 
-    fn auth(&mut self, reference: Option<&Value>, token: &str) -> Result<(), Refusal> {
+    async fn auth(&mut self, reference: Option<&Value>, token: &str) -> Result<(), Refusal> {
         let claims = self
             .verifier
             .verify(token)
@@ -406,7 +410,15 @@ impl<A: Authorize> ConnReader<A> {
         }
         let mut fields = Map::new();
         fields.insert("exp".into(), claims.exp.into());
+        self.conn.set_claims(claims.clone());
         self.claims = claims;
+        // The new token may carry other claims: every joined room is
+        // authorized again, and those refused are left.
+        for room in self.conn.rooms() {
+            if let Ok(false) = self.authorizer.authorize(&self.claims, &room).await {
+                self.conn.revoke(&self.hub, &room);
+            }
+        }
         self.send(protocol::ok(reference, fields));
         Ok(())
     }
@@ -428,7 +440,7 @@ impl<A> Drop for ConnReader<A> {
     /// Leaves every room, however the session ended (also when the
     /// connection's writer failed first and the reader was dropped).
     fn drop(&mut self) {
-        for room in self.rooms.drain() {
+        for room in self.conn.take_rooms() {
             self.hub.leave(&room, self.queue.conn);
         }
         self.hub.leave(BROADCAST, self.queue.conn);

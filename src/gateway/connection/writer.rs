@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::{close, Closer, Control, Outgoing};
 use crate::fanout::RoomFrame;
 use crate::outbox::RoomPage;
-use crate::protocol::frame;
+use crate::protocol::{self, frame};
 
 /// Stored history, for replays.
 pub trait History: Send + Sync + 'static {
@@ -236,6 +236,11 @@ impl<H: History> ConnWriter<H> {
                 Control::Leave(room) => {
                     self.cursors.remove(&room);
                     Ok(())
+                }
+                Control::Left(room) => {
+                    self.cursors.remove(&room);
+                    self.write(sink, Message::Text(protocol::left(&room, "forbidden")))
+                        .await
                 }
                 Control::Replay {
                     room,

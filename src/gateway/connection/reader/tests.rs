@@ -33,6 +33,7 @@ fn limits() -> Limits {
         max_connections: 10,
         typing_throttle: Duration::from_millis(200),
         auth_cache_ttl: Duration::from_secs(1),
+        auth_recheck: Duration::from_secs(60),
     }
 }
 
@@ -74,8 +75,7 @@ fn connect(hub: &Arc<Hub>, conn: ConnId, sub: &str, limits: Limits) -> Client {
         throttled_events: vec!["user-typing".into()],
     });
     let reader = ConnReader::new(
-        queue,
-        claims(sub),
+        ConnState::new(queue, claims(sub)),
         hub.clone(),
         Arc::new(Rule),
         verifier,
