@@ -83,6 +83,13 @@ async fn start_server() -> Server {
     }
 }
 
+/// The admin URL and the template database's name of the test Postgres,
+/// for test harnesses outside Rust (the JS client's integration tests).
+pub fn server_urls() -> (String, String) {
+    let server = server();
+    (server.base.clone(), server.template.clone())
+}
+
 /// Replaces the database name of a URL.
 pub fn with_database(url: &str, database: &str) -> String {
     let (head, tail) = url.split_once("://").expect("a URL");
