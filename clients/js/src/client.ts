@@ -143,7 +143,7 @@ export class RowcastClient {
     this.closed = true;
     clearTimeout(this.retryTimer);
     this.rooms.clear();
-    this.connection?.close(CloseCode.Normal, "client closed");
+    this.connection?.close();
     this.setStatus("closed");
     this.listeners.status.clear();
     this.listeners.event.clear();

@@ -95,11 +95,11 @@ export class Connection {
     return true;
   }
 
-  /** Closes from this side; the end is reported at once, not after the close handshake. */
-  close(code: number = CloseCode.Normal, reason = ""): void {
+  /** Closes from this side (1000); the end is reported at once, not after the close handshake. */
+  close(): void {
     if (this.done) return;
     this.detach(false);
-    this.end(code, reason, false);
+    this.end(CloseCode.Normal, "closed by the client", false);
   }
 
   private onMessage(data: unknown): void {
