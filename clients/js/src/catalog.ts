@@ -1,8 +1,11 @@
 /**
- * The event catalog and room kinds of the demo schema, as names: what the
- * seed's API (the compat singleton and the React hook) is built from.
- * Kept apart from the core, which knows no event names.
+ * The event catalog and room kinds of the demo schema, as names, and the
+ * seed's conventions for emits: what the seed's API (the compat singleton
+ * and the React hook) is built from. Kept apart from the core, which knows
+ * no event names.
  */
+
+import type { RowcastClient } from "./client.js";
 
 /** Every event of the catalog, stored and ephemeral. */
 export const CATALOG_EVENTS = [
@@ -91,4 +94,27 @@ export function endpointUrl(url: string): string {
   if (parsed.protocol === "https:") parsed.protocol = "wss:";
   if (parsed.pathname === "" || parsed.pathname === "/") parsed.pathname = "/v1/ws";
   return parsed.toString();
+}
+
+/**
+ * An ephemeral event, the seed's way: resolves whether the relay accepted
+ * it, `false` when offline or refused, and never rejects, so code that
+ * ignores the result (as Socket.IO code does) leaves no unhandled rejection.
+ */
+export function emitAccepted(
+  client: RowcastClient | undefined,
+  room: string,
+  event: string,
+  data: Record<string, unknown>,
+): Promise<boolean> {
+  if (!client) return Promise.resolve(false);
+  return client.emit(room, event, data).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The seed's `sendMessage`: a `message` carrying `{ text }` to `user_{userId}`. */
+export function sendMessage(client: RowcastClient | undefined, userId: string | number, text: string): Promise<boolean> {
+  return emitAccepted(client, roomOf("user", userId), "message", { text });
 }

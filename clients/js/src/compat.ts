@@ -8,7 +8,7 @@
  */
 
 import { EventBus, type Handler } from "./bus.js";
-import { endpointUrl, roomOf, type RoomKind } from "./catalog.js";
+import { emitAccepted, endpointUrl, roomOf, sendMessage, type RoomKind } from "./catalog.js";
 import { createClient, type ClientOptions, type RowcastClient, type Status } from "./client.js";
 import type { Subscription } from "./subscriptions.js";
 import type { TokenSource } from "./token.js";
@@ -98,16 +98,12 @@ export class RealtimeClient {
    * refused (the relay lets only members of a room emit to it).
    */
   sendMessage(userId: string | number, text: string): Promise<boolean> {
-    return this.emit(roomOf("user", userId), "message", { text });
+    return sendMessage(this.client, userId, text);
   }
 
   /** An ephemeral event to a joined room; resolves whether the relay accepted it. */
   emit(room: string, event: string, data: Record<string, unknown> = {}): Promise<boolean> {
-    if (!this.client) return Promise.resolve(false);
-    return this.client.emit(room, event, data).then(
-      () => true,
-      () => false,
-    );
+    return emitAccepted(this.client, room, event, data);
   }
 
   /** Closes the connection and forgets the joined rooms; handlers stay. */

@@ -14,6 +14,7 @@ import {
   joinerName,
   registrarName,
   roomOf,
+  sendMessage,
   type CatalogEvent,
   type JoinerName,
   type RegistrarName,
@@ -131,18 +132,10 @@ class HookSession {
     };
   }
 
-  emit(room: string, event: string, data: Record<string, unknown>): Promise<boolean> {
-    if (!this.client) return Promise.resolve(false);
-    return this.client.emit(room, event, data).then(
-      () => true,
-      () => false,
-    );
-  }
-
   /** The stable part of the hook's result. */
   api(): Omit<RealtimeApi, "connectionStatus" | "client"> {
     const api: Record<string, unknown> = {
-      sendMessage: (userId: string | number, text: string) => this.emit(roomOf("user", userId), "message", { text }),
+      sendMessage: (userId: string | number, text: string) => sendMessage(this.client, userId, text),
       on: (event: string, handler: Handler) => this.bus.on(event, handler),
       joinRoom: (room: string) => this.join(room),
     };
