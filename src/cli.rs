@@ -167,6 +167,9 @@ pub struct Settings {
     /// New connections per second per client IP.
     #[arg(long, env = "ROWCAST_CONNECT_RATE", default_value_t = 50)]
     pub connect_rate: u32,
+    /// HTTP history reads per second, per client address and per user.
+    #[arg(long, env = "ROWCAST_HISTORY_RATE", default_value_t = 20)]
+    pub history_rate: u32,
     /// Rate-limited frames per minute before closing with 4029.
     #[arg(long, env = "ROWCAST_ABUSE_STRIKES", default_value_t = 20)]
     pub abuse_strikes: u32,
@@ -176,6 +179,12 @@ pub struct Settings {
     /// Open connections per node.
     #[arg(long, env = "ROWCAST_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+    /// Open connections of one user (`sub`); service tokens are not capped.
+    #[arg(long, env = "ROWCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+    /// Open connections from one client address.
+    #[arg(long, env = "ROWCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
+    pub max_connections_per_ip: usize,
     /// Minimum spacing of typing/editing emits per sender and room.
     #[arg(long, env = "ROWCAST_TYPING_THROTTLE", default_value = "500ms")]
     pub typing_throttle: String,

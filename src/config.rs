@@ -189,12 +189,19 @@ pub struct Limits {
     pub emits_per_sec: u32,
     /// New connections per second per client IP.
     pub connects_per_sec: u32,
+    /// `ROWCAST_HISTORY_RATE`: HTTP history reads per second, per client IP
+    /// and per user.
+    pub history_per_sec: u32,
     /// Rate-limited frames within a minute before the connection closes with 4029.
     pub abuse_strikes: u32,
     /// Rooms one connection may be in at once.
     pub max_rooms: usize,
     /// Open connections the node accepts.
     pub max_connections: usize,
+    /// `ROWCAST_MAX_CONNECTIONS_PER_USER`: open connections of one `sub`.
+    pub max_connections_per_user: usize,
+    /// `ROWCAST_MAX_CONNECTIONS_PER_IP`: open connections from one address.
+    pub max_connections_per_ip: usize,
     /// Minimum spacing of `user-typing`/`user-editing` per sender and room.
     pub typing_throttle: Duration,
     /// How long a join authorization answer is reused.
@@ -300,9 +307,18 @@ fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
             joins_per_sec: positive("ROWCAST_JOIN_RATE", s.join_rate)?,
             emits_per_sec: positive("ROWCAST_EMIT_RATE", s.emit_rate)?,
             connects_per_sec: positive("ROWCAST_CONNECT_RATE", s.connect_rate)?,
+            history_per_sec: positive("ROWCAST_HISTORY_RATE", s.history_rate)?,
             abuse_strikes: positive("ROWCAST_ABUSE_STRIKES", s.abuse_strikes)?,
             max_rooms: positive("ROWCAST_MAX_ROOMS", s.max_rooms)?,
             max_connections: positive("ROWCAST_MAX_CONNECTIONS", s.max_connections)?,
+            max_connections_per_user: positive(
+                "ROWCAST_MAX_CONNECTIONS_PER_USER",
+                s.max_connections_per_user,
+            )?,
+            max_connections_per_ip: positive(
+                "ROWCAST_MAX_CONNECTIONS_PER_IP",
+                s.max_connections_per_ip,
+            )?,
             typing_throttle: duration("ROWCAST_TYPING_THROTTLE", &s.typing_throttle)?,
             auth_cache_ttl: duration("ROWCAST_AUTH_CACHE_TTL", &s.auth_cache_ttl)?,
             auth_recheck: positive(

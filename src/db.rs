@@ -120,8 +120,14 @@ impl Endpoint {
 
 /// Builds the runtime pool. Connections are opened lazily.
 pub fn pool(config: &DatabaseConfig) -> Pool {
+    pool_of(config, config.pool_size, "rowcast")
+}
+
+/// A pool of `size` sessions named `name` (`application_name`), for one
+/// kind of work, so that no kind waits behind another.
+pub fn pool_of(config: &DatabaseConfig, size: usize, name: &str) -> Pool {
     let mut pg = pinned(&config.pg);
-    pg.application_name("rowcast");
+    pg.application_name(name);
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(Duration::from_secs(5));
     }
@@ -133,7 +139,7 @@ pub fn pool(config: &DatabaseConfig) -> Pool {
         },
     );
     Pool::builder(manager)
-        .max_size(config.pool_size)
+        .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))

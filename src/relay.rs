@@ -52,6 +52,11 @@ pub enum RelayError {
 /// Explicit events waiting for the single writer, at most.
 const PUBLISH_QUEUE: usize = 4096;
 
+/// Sessions of the ingest pool: the outbox transaction, the source's
+/// bookkeeping, slot heartbeats and retention. Client requests never take
+/// them, so capture never waits behind a burst of joins or replays.
+const INGEST_SESSIONS: usize = 4;
+
 /// A running relay.
 pub struct Relay {
     /// Where the gateway listens.
@@ -60,7 +65,7 @@ pub struct Relay {
     gateway: Gateway,
     /// Rooms and members; also a tap of every stored event.
     pub hub: Arc<Hub>,
-    /// The runtime pool.
+    /// The pool of client requests (authorization, replay, history).
     pub pool: Pool,
     /// The capture mechanism that runs.
     pub mode: SourceKind,
@@ -108,7 +113,8 @@ impl Relay {
         let retiring = capture::install(mode, &pool, &router, &config.capture).await?;
 
         let hub = Arc::new(Hub::new(0));
-        let outbox = Outbox::open(pool.clone(), hub.clone())
+        let ingest_pool = db::pool_of(&config.database, INGEST_SESSIONS, "rowcast ingest");
+        let outbox = Outbox::open(ingest_pool.clone(), hub.clone())
             .await
             .map_err(database_error)?;
         hub.advance_head(outbox.delivered());
@@ -135,11 +141,11 @@ impl Relay {
         let capture = tokio::spawn(ingest.run(Capture {
             kind: mode,
             retiring,
-            pool: pool.clone(),
+            pool: ingest_pool.clone(),
             pg: config.database.pg.clone(),
             config: config.capture.clone(),
         }));
-        let retention = tokio::spawn(retain(pool.clone(), config.retention, shutdown.clone()));
+        let retention = tokio::spawn(retain(ingest_pool, config.retention, shutdown.clone()));
         Ok(Self {
             addr: gateway.addr,
             gateway,

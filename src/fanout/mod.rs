@@ -85,8 +85,57 @@ type Shard = RwLock<HashMap<Arc<str>, Room>>;
 struct Room {
     /// Its shared name.
     name: Option<Arc<str>>,
-    /// Its members, in join order.
+    /// Its members (a member's position changes when another leaves).
     members: Vec<Member>,
+    /// Where each member is in `members`, once the room is large (a small
+    /// room is searched instead), so that joining and leaving `broadcast`
+    /// with every connection in it costs O(1), not O(members).
+    index: Option<HashMap<ConnId, usize>>,
+}
+
+/// Members a room holds before it keeps an index of them.
+const INDEXED_FROM: usize = 32;
+
+impl Room {
+    fn position(&self, conn: ConnId) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&conn).copied(),
+            None => self.members.iter().position(|m| m.conn == conn),
+        }
+    }
+
+    fn insert(&mut self, member: Member) {
+        if let Some(at) = self.position(member.conn) {
+            self.members[at] = member;
+            return;
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(member.conn, self.members.len());
+        }
+        self.members.push(member);
+        if self.index.is_none() && self.members.len() > INDEXED_FROM {
+            let index = self
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.conn, i))
+                .collect();
+            self.index = Some(index);
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        let Some(at) = self.position(conn) else {
+            return;
+        };
+        self.members.swap_remove(at);
+        if let Some(index) = &mut self.index {
+            index.remove(&conn);
+            if let Some(moved) = self.members.get(at) {
+                index.insert(moved.conn, at);
+            }
+        }
+    }
 }
 
 /// Rooms, their members, open connections, and the stream of stored events.
@@ -208,10 +257,10 @@ impl Hub {
             Room {
                 name: Some(name.clone()),
                 members: Vec::new(),
+                index: None,
             }
         });
-        entry.members.retain(|m| m.conn != member.conn);
-        entry.members.push(member);
+        entry.insert(member);
         name
     }
 
@@ -219,7 +268,7 @@ impl Hub {
     pub fn leave(&self, room: &str, conn: ConnId) {
         let mut shard = write(self.shard(room));
         if let Some(entry) = shard.get_mut(room) {
-            entry.members.retain(|m| m.conn != conn);
+            entry.remove(conn);
             if entry.members.is_empty() {
                 shard.remove(room);
                 let rooms = self.rooms.fetch_sub(1, Ordering::Relaxed) - 1;

@@ -139,3 +139,29 @@ fn close_all_reaches_every_connection() {
         .iter()
         .all(|q| q.code.load(Ordering::Relaxed) == 1001));
 }
+
+#[test]
+fn large_rooms_keep_every_member_once_through_joins_and_leaves() {
+    let hub = Hub::new(0);
+    let mut receivers = Vec::new();
+    for conn in 1..=100 {
+        let (member, rx) = member(conn, 8);
+        hub.join("broadcast", member.clone());
+        hub.join("broadcast", member); // a second join replaces, never duplicates
+        receivers.push(rx);
+    }
+    for conn in (1..=100).filter(|c| c % 3 == 0) {
+        hub.leave("broadcast", conn);
+    }
+    hub.stored(&[stored(1, &["broadcast"])]);
+    for (conn, rx) in (1..=100u64).zip(receivers.iter_mut()) {
+        let got = std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!(got, usize::from(conn % 3 != 0), "member {conn}");
+    }
+    let mut members = hub.members("broadcast");
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        (1..=100).filter(|c| c % 3 != 0).collect::<Vec<_>>()
+    );
+}

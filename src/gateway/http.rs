@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,7 +20,7 @@ use super::error::ApiError;
 use super::Shared;
 use crate::event::{is_event_name, Published};
 use crate::ingest::PublishRequest;
-use crate::protocol::frame;
+use crate::protocol::{frame, Code};
 use crate::room::is_room_name;
 
 /// Most events one history request returns.
@@ -46,12 +48,23 @@ pub(super) struct Page {
 /// `GET /v1/rooms/{room}/events`: a room's stored events, authorized like a join.
 pub(super) async fn history(
     State(state): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
     Query(page): Query<Page>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let claims = claims(&state, &headers, query.as_deref())?;
+    if !state
+        .history_limits
+        .allow(peer.ip(), &claims.sub, claims.service)
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited,
+            "too many history reads; slow down",
+        ));
+    }
     if !is_room_name(&room) {
         return Err(ApiError::bad_request("invalid room name"));
     }
@@ -65,8 +78,9 @@ pub(super) async fn history(
     }
     let after = page.after.unwrap_or(0).max(0);
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let client = state.pool.get().await.map_err(ApiError::internal)?;
-    let page = crate::outbox::room_events(&client, &room, after, None, limit)
+    let page = state
+        .database
+        .room_page(&room, after, None, limit)
         .await
         .map_err(ApiError::internal)?;
     let mut body = String::from("{\"events\":[");

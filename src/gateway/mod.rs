@@ -4,16 +4,16 @@
 mod access;
 pub mod auth;
 pub mod connection;
+mod database;
 mod error;
 mod http;
 pub mod limits;
 mod presence;
 mod ws;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -27,11 +27,11 @@ use crate::capture::CaptureStatus;
 use crate::config::{CorsOrigins, GatewayConfig};
 use crate::fanout::Hub;
 use crate::ingest::PublishRequest;
-use crate::outbox::RoomPage;
 use crate::shutdown::Shutdown;
-use auth::{Claims, Verifier};
-use connection::{close, Authorize, History, ReaderConfig};
-use limits::ConnectLimits;
+use auth::Verifier;
+use connection::{close, ReaderConfig};
+use database::Database;
+use limits::{ConnectLimits, ConnectionCaps, HistoryLimits};
 use presence::Presence;
 
 /// The gateway could not start.
@@ -66,6 +66,10 @@ pub(crate) struct Shared {
     reader: Arc<ReaderConfig>,
     /// Per-IP connect limits.
     connects: ConnectLimits,
+    /// Open connections per user and per IP.
+    caps: Arc<ConnectionCaps>,
+    /// HTTP history reads per IP and per user.
+    history_limits: HistoryLimits,
     /// Open connections, for re-checking their rights.
     connections: access::Connections,
     /// Online/offline tracking.
@@ -124,6 +128,8 @@ impl Gateway {
                 throttled_events: config.throttled_events.clone(),
             }),
             connects: ConnectLimits::new(&config.limits),
+            caps: ConnectionCaps::new(&config.limits),
+            history_limits: HistoryLimits::new(&config.limits),
             connections: access::Connections::default(),
             presence: Presence::start(pool, publisher.clone()),
             publisher,
@@ -207,7 +213,10 @@ async fn forget_idle_addresses(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = interval.tick() => shared.connects.forget_idle(),
+            _ = interval.tick() => {
+                shared.connects.forget_idle();
+                shared.history_limits.forget_idle();
+            }
             _ = shared.shutdown.wait() => return,
         }
     }
@@ -249,111 +258,4 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
-}
-
-/// Authorization (with a short cache) and history, from the database.
-pub(crate) struct Database {
-    /// The runtime pool.
-    pool: Pool,
-    /// How long an answer is reused.
-    ttl: Duration,
-    /// Recent answers by (claims, room).
-    cache: Mutex<HashMap<(String, String), (bool, Instant)>>,
-}
-
-/// Most cached authorization answers before the cache is emptied.
-const AUTH_CACHE_MAX: usize = 100_000;
-
-impl Database {
-    fn new(pool: Pool, ttl: Duration) -> Self {
-        Self {
-            pool,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The cache key of a token's claims: everything but the time claims,
-    /// so a refreshed token keeps its cached answers.
-    fn identity(claims: &Claims) -> String {
-        match &claims.all {
-            serde_json::Value::Object(map) => {
-                let mut map = map.clone();
-                for time in ["exp", "iat", "nbf", "jti"] {
-                    map.remove(time);
-                }
-                serde_json::Value::Object(map).to_string()
-            }
-            other => other.to_string(),
-        }
-    }
-}
-
-impl Database {
-    /// Asks the rule, bypassing the cache, and caches the answer.
-    pub(crate) async fn authorize_fresh(
-        &self,
-        claims: &Claims,
-        room: &str,
-    ) -> Result<bool, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let statement = client
-            .prepare_cached("SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)")
-            .await
-            .map_err(|e| crate::db::describe_pg_error(&e))?;
-        let answer: bool = client
-            .query_one(&statement, &[&claims.sub, &room, &claims.all])
-            .await
-            .map_err(|e| crate::db::describe_pg_error(&e))?
-            .get(0);
-        let mut cache = self.lock_cache();
-        if cache.len() >= AUTH_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(
-            (Self::identity(claims), room.to_string()),
-            (answer, Instant::now()),
-        );
-        Ok(answer)
-    }
-
-    /// Forgets the cached answers for these rooms (their rights changed).
-    pub(crate) fn forget<R: AsRef<str>>(&self, rooms: &[R]) {
-        if rooms.is_empty() {
-            return;
-        }
-        self.lock_cache()
-            .retain(|(_, room), _| !rooms.iter().any(|r| r.as_ref() == room));
-    }
-
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (bool, Instant)>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Authorize for Database {
-    async fn authorize(&self, claims: &Claims, room: &str) -> Result<bool, String> {
-        let key = (Self::identity(claims), room.to_string());
-        if let Some((answer, at)) = self.lock_cache().get(&key) {
-            if at.elapsed() < self.ttl {
-                return Ok(*answer);
-            }
-        }
-        self.authorize_fresh(claims, room).await
-    }
-}
-
-impl History for Database {
-    async fn page(
-        &self,
-        room: &str,
-        after: i64,
-        until: i64,
-        limit: i64,
-    ) -> Result<RoomPage, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        crate::outbox::room_events(&client, room, after, Some(until), limit)
-            .await
-            .map_err(|e| e.to_string())
-    }
 }

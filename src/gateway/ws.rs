@@ -19,6 +19,7 @@ use super::connection::{
     close, ConnQueue, ConnReader, ConnState, ConnWriter, Control, Ended, Outgoing,
 };
 use super::error::ApiError;
+use super::limits::{CapExceeded, CapSlot};
 use super::Shared;
 use crate::protocol::{self, Code};
 use crate::room::BROADCAST;
@@ -44,14 +45,14 @@ pub(super) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     match admit(&state, peer, query.as_deref(), &headers) {
-        Ok(claims) => {
+        Ok((claims, slot)) => {
             let max = state.config.limits.max_frame_bytes;
             ws.read_buffer_size(READ_BUFFER)
                 .write_buffer_size(WRITE_BUFFER)
                 .max_write_buffer_size(MAX_WRITE_BUFFER)
                 .max_message_size(max)
                 .max_frame_size(max)
-                .on_upgrade(move |socket| connection(state, claims, socket))
+                .on_upgrade(move |socket| connection(state, claims, slot, socket))
         }
         Err(error) => error.into_response(),
     }
@@ -62,7 +63,7 @@ fn admit(
     peer: SocketAddr,
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Result<Claims, ApiError> {
+) -> Result<(Claims, CapSlot), ApiError> {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if !state.config.cors.allows(origin) {
         return Err(ApiError::forbidden("origin not allowed"));
@@ -89,13 +90,25 @@ fn admit(
         ));
     }
     let token = token_from(headers, query).ok_or(AuthError::Missing);
-    token
+    let claims = token
         .and_then(|t| state.verifier.verify(&t))
-        .map_err(|e| ApiError::unauthorized(e.to_string()))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let slot = state
+        .caps
+        .admit(&claims.sub, claims.service, peer.ip())
+        .map_err(|cap| {
+            let message = match cap {
+                CapExceeded::User => "too many open connections for this user",
+                CapExceeded::Ip => "too many open connections from this address",
+            };
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, Code::RateLimited, message)
+        })?;
+    Ok((claims, slot))
 }
 
-/// Runs one connection to its end.
-async fn connection(state: Arc<Shared>, claims: Claims, socket: WebSocket) {
+/// Runs one connection to its end; its place under the connection caps
+/// (`_slot`) is given back when it returns.
+async fn connection(state: Arc<Shared>, claims: Claims, _slot: CapSlot, socket: WebSocket) {
     let (sink, stream) = socket.split();
     let conn = state.hub.next_conn();
     let (queue, rx) = ConnQueue::new(conn, state.config.limits.send_queue);

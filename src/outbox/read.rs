@@ -18,7 +18,14 @@ pub struct RoomPage {
     /// Whether events after `after` were already deleted by retention:
     /// the reader missed something and must reload its state.
     pub gap: bool,
+    /// Whether the page was cut (by count or by bytes) before `until`:
+    /// read on after its last event.
+    pub more: bool,
 }
+
+/// Most bytes of `data` and `old` in one page (at least one event is
+/// always returned, however large).
+pub const MAX_PAGE_BYTES: i64 = 1024 * 1024;
 
 fn stored(row: &Row) -> Arc<StoredEvent> {
     Arc::new(StoredEvent {
@@ -71,20 +78,29 @@ pub async fn room_events(
 ) -> Result<RoomPage, DbError> {
     let statement = client
         .prepare_cached(
-            "SELECT s.head, s.oldest, p.seq, p.event, p.data, p.old, p.count, p.committed_at
+            "SELECT s.head, s.oldest, p.seq, p.event, p.data, p.old, p.count, p.committed_at, p.read
              FROM realtime.state s
-             LEFT JOIN LATERAL realtime.room_page($1, $2, least(coalesce($3, s.head), s.head), $4) p
-                 ON true",
+             LEFT JOIN LATERAL (
+                 SELECT q.*, count(*) OVER () AS read,
+                        sum(octet_length(q.data) + coalesce(octet_length(q.old), 0))
+                            OVER (ORDER BY q.seq) AS bytes,
+                        octet_length(q.data) + coalesce(octet_length(q.old), 0) AS own
+                 FROM realtime.room_page($1, $2, least(coalesce($3, s.head), s.head), $4) q
+             ) p ON p.bytes - p.own < $5
+             ORDER BY p.seq",
         )
         .await?;
     let rows = client
-        .query(&statement, &[&room, &after, &until, &limit])
+        .query(
+            &statement,
+            &[&room, &after, &until, &limit, &MAX_PAGE_BYTES],
+        )
         .await?;
     let Some(first) = rows.first() else {
         return Err(DbError::Retry("realtime.state has no row".into()));
     };
     let (head, oldest): (i64, i64) = (first.get(0), first.get(1));
-    let events = rows
+    let events: Vec<Arc<StoredEvent>> = rows
         .iter()
         .filter(|row| row.get::<_, Option<i64>>(2).is_some())
         .map(|row| {
@@ -102,7 +118,9 @@ pub async fn room_events(
             })
         })
         .collect();
+    let read: i64 = first.get::<_, Option<i64>>(8).unwrap_or(0);
     Ok(RoomPage {
+        more: read == limit || (events.len() as i64) < read,
         events,
         head,
         gap: after + 1 < oldest,

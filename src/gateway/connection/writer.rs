@@ -301,14 +301,14 @@ impl<H: History> ConnWriter<H> {
                 .await
                 .map_err(|e| replay_failed(&room, e))?;
             gap = first.gap;
+            let mut more = first.more;
             let mut page = first.events;
             loop {
-                let full = page.len() as i64 == self.page;
                 if let Some(event) = page.last() {
                     last = event.seq;
                 }
                 // Read the next page while this one is written.
-                let next = (full && last < until).then(|| {
+                let next = (more && last < until).then(|| {
                     let (history, room, limit) = (self.history.clone(), room.clone(), self.page);
                     tokio::spawn(async move { history.page(&room, last, until, limit).await })
                 });
@@ -326,6 +326,7 @@ impl<H: History> ConnWriter<H> {
                     .map_err(|e| replay_failed(&room, e))?;
                 // Retention may have run between pages: never a silent hole.
                 gap |= next.gap;
+                more = next.more;
                 page = next.events;
             }
         }

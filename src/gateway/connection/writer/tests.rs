@@ -20,7 +20,7 @@ impl History for Memory {
         until: i64,
         limit: i64,
     ) -> Result<RoomPage, String> {
-        let events = self
+        let events: Vec<_> = self
             .0
             .iter()
             .filter(|seq| **seq > after && **seq <= until)
@@ -28,6 +28,7 @@ impl History for Memory {
             .map(|seq| Arc::new(event(*seq, room)))
             .collect();
         Ok(RoomPage {
+            more: events.len() as i64 == limit,
             events,
             head: until,
             gap: after == 0,

@@ -1,0 +1,142 @@
+//! The gateway's reads: the SQL authorization rule (with a short cache that
+//! access changes empty) and room history, on the pool of client requests.
+//! Pages of history are bounded by a semaphore below the pool's size, so a
+//! burst of replays cannot starve authorization.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::Semaphore;
+
+use super::auth::Claims;
+use super::connection::{Authorize, History};
+use crate::outbox::RoomPage;
+
+/// Authorization (with a short cache) and history, from the database.
+pub(crate) struct Database {
+    /// The pool of client requests.
+    pool: Pool,
+    /// Replay and history pages read at once, at most: fewer than the
+    /// pool's sessions, so authorization always finds one.
+    pages: Semaphore,
+    /// How long an answer is reused.
+    ttl: Duration,
+    /// Recent answers by (claims, room).
+    cache: Mutex<HashMap<(String, String), (bool, Instant)>>,
+}
+
+/// Most cached authorization answers before the cache is emptied.
+const AUTH_CACHE_MAX: usize = 100_000;
+
+impl Database {
+    pub(crate) fn new(pool: Pool, ttl: Duration) -> Self {
+        let sessions = pool.status().max_size;
+        Self {
+            pages: Semaphore::new(sessions.saturating_sub(2).max(1)),
+            pool,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cache key of a token's claims: everything but the time claims,
+    /// so a refreshed token keeps its cached answers.
+    fn identity(claims: &Claims) -> String {
+        match &claims.all {
+            serde_json::Value::Object(map) => {
+                let mut map = map.clone();
+                for time in ["exp", "iat", "nbf", "jti"] {
+                    map.remove(time);
+                }
+                serde_json::Value::Object(map).to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Database {
+    /// Asks the rule, bypassing the cache, and caches the answer.
+    pub(crate) async fn authorize_fresh(
+        &self,
+        claims: &Claims,
+        room: &str,
+    ) -> Result<bool, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let statement = client
+            .prepare_cached("SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)")
+            .await
+            .map_err(|e| crate::db::describe_pg_error(&e))?;
+        let answer: bool = client
+            .query_one(&statement, &[&claims.sub, &room, &claims.all])
+            .await
+            .map_err(|e| crate::db::describe_pg_error(&e))?
+            .get(0);
+        let mut cache = self.lock_cache();
+        if cache.len() >= AUTH_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            (Self::identity(claims), room.to_string()),
+            (answer, Instant::now()),
+        );
+        Ok(answer)
+    }
+
+    /// Forgets the cached answers for these rooms (their rights changed).
+    pub(crate) fn forget<R: AsRef<str>>(&self, rooms: &[R]) {
+        if rooms.is_empty() {
+            return;
+        }
+        self.lock_cache()
+            .retain(|(_, room), _| !rooms.iter().any(|r| r.as_ref() == room));
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (bool, Instant)>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Authorize for Database {
+    async fn authorize(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+        let key = (Self::identity(claims), room.to_string());
+        if let Some((answer, at)) = self.lock_cache().get(&key) {
+            if at.elapsed() < self.ttl {
+                return Ok(*answer);
+            }
+        }
+        self.authorize_fresh(claims, room).await
+    }
+}
+
+impl Database {
+    /// A page of a room's history (`until`: `None` for the head), read
+    /// under the pages semaphore.
+    pub(crate) async fn room_page(
+        &self,
+        room: &str,
+        after: i64,
+        until: Option<i64>,
+        limit: i64,
+    ) -> Result<RoomPage, String> {
+        let _permit = self.pages.acquire().await.map_err(|e| e.to_string())?;
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        crate::outbox::room_events(&client, room, after, until, limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl History for Database {
+    async fn page(
+        &self,
+        room: &str,
+        after: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<RoomPage, String> {
+        self.room_page(room, after, Some(until), limit).await
+    }
+}
