@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::cli::Settings;
+use crate::settings::Settings;
 
 /// A setting that could not be used, named by its environment variable.
 #[derive(Debug, thiserror::Error)]

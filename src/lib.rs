@@ -7,20 +7,18 @@
 //! [`outbox`] (stored once, under a global `seq`) →
 //! [`fanout`] (rooms and their members) →
 //! [`gateway`] (the WebSocket protocol and the HTTP API).
-//! [`relay`] wires the stages together; [`cluster`] starts a throwaway
-//! Postgres for `rowcast dev`, the tests and the benchmarks.
+//! [`relay`] wires the stages together from a [`config::Config`], which
+//! [`settings::Settings`] (flags and environment) is loaded into.
 
 pub mod capture;
-pub mod cli;
-pub mod cluster;
 pub mod config;
 pub mod db;
-pub mod dev;
 pub mod fanout;
 pub mod gateway;
 pub mod outbox;
 pub mod relay;
 pub mod route;
 pub mod schema;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
