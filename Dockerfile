@@ -3,6 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY devkit ./devkit
+COPY bench ./bench
 COPY migrations ./migrations
 COPY sql ./sql
 COPY routes.toml ./

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::cli::Settings;
 pub use crate::db::DatabaseConfig;
+use crate::settings::Settings;
 
 /// A setting that could not be used, named by its environment variable.
 #[derive(Debug, thiserror::Error)]

@@ -9,13 +9,12 @@
 //! the [`outbox`] as `StoredEvent`s under a global `seq`) → [`fanout`]
 //! (rooms and their members) → [`gateway`] (the WebSocket [`protocol`] and
 //! the HTTP API). [`relay`] wires the stages together.
+//! [`config::Config`] is loaded from [`settings::Settings`] (flags and
+//! environment).
 
 pub mod capture;
-pub mod cli;
-pub mod cluster;
 pub mod config;
 pub mod db;
-pub mod dev;
 pub mod duration;
 pub mod event;
 pub mod fanout;
@@ -28,5 +27,6 @@ pub mod relay;
 pub mod room;
 pub mod route;
 pub mod schema;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

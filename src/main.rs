@@ -1,12 +1,16 @@
 //! The `rowcast` binary: parses the command line and runs a subcommand.
 //! Every failure ends with one line on stderr and a non-zero exit.
 
+mod cli;
+mod dev;
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use rowcast::cli::{Cli, Command, MigrateArgs, Settings};
+use cli::{Cli, Command, MigrateArgs};
 use rowcast::config::{Config, ConfigError};
 use rowcast::relay::Relay;
+use rowcast::settings::Settings;
 use rowcast::shutdown::{self, Shutdown};
 
 fn main() -> ExitCode {
@@ -59,7 +63,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => serve(*settings).await,
         Command::Migrate(args) => migrate(args).await,
-        Command::Dev(args) => rowcast::dev::run(*args).await,
+        Command::Dev(args) => dev::run(*args).await,
     }
 }
 

@@ -11,20 +11,6 @@ use common::catalog::CASES;
 use common::*;
 use serde_json::json;
 
-/// Declares one test per capture mode for an `async fn(&str)` body.
-macro_rules! in_both_modes {
-    ($($name:ident => $body:ident),* $(,)?) => {
-        mod trigger_mode {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$body("trigger").await })*
-        }
-        mod logical_mode {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$body("logical").await })*
-        }
-    };
-}
-
 in_both_modes! {
     every_catalog_event_reaches_exactly_its_rooms => catalog,
     rolled_back_transactions_store_nothing => rollback,
@@ -40,10 +26,7 @@ fn normalized(events: &[(String, Vec<String>)]) -> Vec<(String, Vec<String>)> {
 }
 
 async fn catalog(mode: &str) {
-    let db = TestDb::demo().await;
-    let client = db.client().await;
-    seed_basic(&client).await;
-    let relay = start_relay(&db, mode).await;
+    let (_db, client, relay) = basic_relay(mode).await;
     let mut last = barrier(&client).await;
     for case in CASES {
         client
@@ -102,10 +85,7 @@ async fn catalog(mode: &str) {
 }
 
 async fn rollback(mode: &str) {
-    let db = TestDb::demo().await;
-    let client = db.client().await;
-    seed_basic(&client).await;
-    let relay = start_relay(&db, mode).await;
+    let (_db, client, relay) = basic_relay(mode).await;
     let before = barrier(&client).await;
     client
         .batch_execute(

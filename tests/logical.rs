@@ -15,20 +15,6 @@ use serde_json::json;
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::Client;
 
-/// Declares one test per capture mode for an `async fn(&str)` body.
-macro_rules! in_both_modes {
-    ($($name:ident => $body:ident),* $(,)?) => {
-        mod trigger_mode {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$body("trigger").await })*
-        }
-        mod logical_mode {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$body("logical").await })*
-        }
-    };
-}
-
 in_both_modes! {
     unchanged_toasted_columns_are_delivered_in_full => toast,
     schema_changes_mid_stream_lose_nothing => schema_changes,
@@ -56,10 +42,7 @@ fn assert_same_text(what: &str, got: &serde_json::Value, expected: &str) {
 /// `body` (the WAL carries it only in the old row), and a DELETE carries it
 /// too.
 async fn toast(mode: &str) {
-    let db = TestDb::demo().await;
-    let client = db.client().await;
-    seed_basic(&client).await;
-    let relay = start_relay(&db, mode).await;
+    let (_db, client, relay) = basic_relay(mode).await;
     let before = barrier(&client).await;
     // md5 hex digests do not compress: 224,000 bytes stored out of line.
     client
@@ -137,29 +120,6 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts the `rowcast` binary in logical mode and waits until it has
-/// installed capture.
-async fn spawn_logical_relay(db: &TestDb, client: &Client) -> RelayProcess {
-    let relay = spawn_relay_binary(db, "logical", &[]);
-    wait_for(
-        "the relay to install capture",
-        Duration::from_secs(30),
-        || async {
-            let n: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM realtime.state WHERE capture_mode IS NOT NULL",
-                    &[],
-                )
-                .await
-                .ok()?
-                .get(0);
-            (n == 1).then_some(())
-        },
-    )
-    .await;
-    relay
-}
-
 /// Waits until `count` events named `event` are stored after `after`.
 async fn wait_for_events(client: &Client, after: i64, events: &[&str], count: i64) {
     let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
@@ -231,7 +191,7 @@ async fn a_100k_row_transaction_is_stored_completely_in_bounded_memory() {
     let db = TestDb::demo().await;
     let client = db.client().await;
     seed_basic(&client).await;
-    let relay = spawn_logical_relay(&db, &client).await;
+    let relay = spawn_capturing_relay(&db, &client, "logical").await;
     let pid = relay.id();
     let before = barrier(&client).await;
     let idle_kib = peak_rss_kib(pid);
@@ -269,7 +229,7 @@ async fn a_transaction_of_wide_rows_is_stored_in_bounded_memory() {
     let db = TestDb::demo().await;
     let client = db.client().await;
     seed_basic(&client).await;
-    let relay = spawn_logical_relay(&db, &client).await;
+    let relay = spawn_capturing_relay(&db, &client, "logical").await;
     let pid = relay.id();
     let before = barrier(&client).await;
     let idle_kib = peak_rss_kib(pid);
@@ -325,7 +285,7 @@ async fn a_relay_killed_inside_a_large_transaction_resumes_it_exactly_once() {
     let db = TestDb::demo().await;
     let client = db.client().await;
     seed_basic(&client).await;
-    let mut relay = spawn_logical_relay(&db, &client).await;
+    let mut relay = spawn_capturing_relay(&db, &client, "logical").await;
     let before = barrier(&client).await;
     insert_messages(&client, ROWS).await;
     wait_for_events(&client, before, &MESSAGE_EVENTS, ROWS / 5).await;
@@ -342,7 +302,7 @@ async fn a_relay_killed_inside_a_large_transaction_resumes_it_exactly_once() {
         !done && changes > 0 && changes < ROWS,
         "killed inside the transaction: done {done}, {changes} changes stored"
     );
-    let relay = spawn_logical_relay(&db, &client).await;
+    let relay = spawn_capturing_relay(&db, &client, "logical").await;
     wait_for_events(&client, before, &MESSAGE_EVENTS, 2 * ROWS).await;
     let after = barrier(&client).await;
     assert_each_message_once(&client, before, after, ROWS).await;

@@ -9,19 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-macro_rules! in_both_modes {
-    ($($name:ident => $body:ident),* $(,)?) => {
-        mod trigger_mode {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$body("trigger").await })*
-        }
-        mod logical_mode {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$body("logical").await })*
-        }
-    };
-}
-
 in_both_modes! {
     sigkill_mid_burst_loses_and_repeats_nothing => sigkill_mid_burst,
     postgres_restart_under_load_loses_nothing => postgres_restart,
@@ -40,23 +27,7 @@ async fn sigkill_mid_burst(mode: &str) {
     let db = TestDb::demo().await;
     let client = db.client().await;
     burst::setup(&client).await;
-    let mut relay = spawn_relay_binary(&db, mode, &[]);
-    wait_for(
-        "the relay to install capture",
-        Duration::from_secs(30),
-        || async {
-            let n: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM realtime.state WHERE capture_mode IS NOT NULL",
-                    &[],
-                )
-                .await
-                .ok()?
-                .get(0);
-            (n == 1).then_some(())
-        },
-    )
-    .await;
+    let mut relay = spawn_capturing_relay(&db, &client, mode).await;
     barrier(&client).await;
     let writers = burst::start(&db.url, 8, 500);
     for threshold in [300, 1200, 2400] {
@@ -82,7 +53,7 @@ async fn postgres_restart(mode: &str) {
     drop(client);
     let cluster = tokio::task::spawn_blocking(move || {
         cluster
-            .restart(rowcast::cluster::StopMode::Fast)
+            .restart(rowcast_devkit::cluster::StopMode::Fast)
             .expect("restart postgres");
         cluster
     })
@@ -197,10 +168,10 @@ async fn migrate_applies_the_schema_before_or_after_the_demo() {
     let (code, stderr) = run_to_exit(&["migrate"], &[("DATABASE_URL", &db.url)]);
     assert_eq!(code, 0, "{stderr}");
     let client = db.client().await;
-    rowcast::dev::apply_demo_schema(&client)
+    rowcast_devkit::demo::apply_schema(&client)
         .await
         .expect("demo after migrations");
-    rowcast::dev::apply_demo_schema(&client)
+    rowcast_devkit::demo::apply_schema(&client)
         .await
         .expect("demo twice");
     let (code, stderr) = run_to_exit(&["migrate"], &[("DATABASE_URL", &db.url)]);

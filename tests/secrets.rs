@@ -20,12 +20,9 @@ async fn debug_logs_never_print_a_secret() {
     let client = db.client().await;
     seed_basic(&client).await;
     let url = with_password(&db.url, PASSWORD);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut relay = relay_binary(&["serve"], &[])
+    let port = rowcast_devkit::process::free_port();
+    let mut command = relay_binary(&["serve"], &[]);
+    command
         .env("DATABASE_URL", &url)
         .env("JWT_SECRET", JWT)
         .env("REALTIME_DEBUG", "true")
@@ -34,23 +31,23 @@ async fn debug_logs_never_print_a_secret() {
         .env("SOCKET_PORT", port.to_string())
         .env("ROWCAST_BIND", "127.0.0.1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    let mut relay = RelayProcess::spawn(command).unwrap();
     let stderr = relay
+        .child()
         .stderr
         .take()
         .map(|pipe| std::thread::spawn(move || read_all(pipe)));
     let stdout = relay
+        .child()
         .stdout
         .take()
         .map(|pipe| std::thread::spawn(move || read_all(pipe)));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for("the relay to listen", Duration::from_secs(60), || async {
-        let (status, _) = try_http(addr, "GET", "/readyz").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    assert!(
+        relay.ready(addr, Duration::from_secs(60)).await,
+        "the relay did not become ready"
+    );
     let token = sign(
         &json!({"sub": "1", "exp": now() + 60}),
         jsonwebtoken::Algorithm::HS256,
@@ -69,14 +66,11 @@ async fn debug_logs_never_print_a_secret() {
     );
     let _ = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws?token={forged}")).await;
     let _ = ws.request(json!({"type": "auth", "token": forged})).await;
-    unsafe {
-        libc::kill(relay.id() as i32, libc::SIGTERM);
-    }
-    let status = tokio::task::spawn_blocking(move || relay.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "clean exit after SIGTERM");
+    let status = relay.stop(Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit after SIGTERM: {status:?}"
+    );
     drop(ws);
     let logs: String = [stderr, stdout]
         .into_iter()

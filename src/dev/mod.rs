@@ -11,37 +11,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use deadpool_postgres::Pool;
+use rowcast::config::{Config, ConfigError};
+use rowcast::duration::parse_duration;
+use rowcast::fanout::Hub;
+use rowcast::relay::Relay;
+use rowcast::shutdown::{self, Shutdown};
+use rowcast_devkit::cluster::{Cluster, ClusterOptions};
+use rowcast_devkit::{demo, token};
 
 use crate::cli::DevArgs;
-use crate::cluster::{Cluster, ClusterOptions};
-use crate::config::{Config, ConfigError};
-use crate::duration::parse_duration;
-use crate::fanout::Hub;
-use crate::relay::Relay;
-use crate::shutdown::{self, Shutdown};
-
-/// The demo application's schema.
-pub const DEMO_SCHEMA: &str = include_str!("../../sql/demo.sql");
-/// The demo's authorization and presence rules.
-pub const DEMO_AUTHORIZATION: &str = include_str!("../../sql/authorize.sql");
-/// Demo rows.
-pub const DEMO_SEED: &str = include_str!("../../sql/seed.sql");
-
-/// Applies the demo schema and its rules (not the seed) to a database.
-pub async fn apply_demo_schema(
-    client: &tokio_postgres::Client,
-) -> Result<(), tokio_postgres::Error> {
-    client
-        .batch_execute("SET client_min_messages = warning")
-        .await?;
-    client.batch_execute(DEMO_SCHEMA).await?;
-    client.batch_execute(DEMO_AUTHORIZATION).await
-}
 
 /// Runs the dev environment until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = args.settings.clone();
-    crate::telemetry::init_logs(settings.debug);
+    rowcast::telemetry::init_logs(settings.debug);
     let interval = parse_duration(&args.demo_interval).ok_or_else(|| {
         ConfigError::new("ROWCAST_DEMO_INTERVAL", "not a duration (for example 1s)")
     })?;
@@ -118,16 +101,15 @@ async fn prepare(config: &Config) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!(
                 "database {}: {}",
-                crate::db::describe(&config.database.pg),
-                crate::db::describe_pg_error(&e)
+                rowcast::db::describe(&config.database.pg),
+                rowcast::db::describe_pg_error(&e)
             )
         })?;
     tokio::spawn(connection);
-    apply_demo_schema(&client)
+    demo::apply_schema(&client)
         .await
         .context("applying sql/demo.sql")?;
-    client
-        .batch_execute(DEMO_SEED)
+    demo::apply_seed(&client)
         .await
         .context("applying sql/seed.sql")?;
     Ok(())
@@ -147,11 +129,19 @@ fn banner(config: &Config, relay: &Relay) {
         .as_ref()
         .map(|s| s.expose())
         .unwrap_or_default();
-    let token = demo_token(secret, "2");
+    let token = token::hs256(
+        secret,
+        serde_json::json!("2"),
+        Duration::from_secs(86_400),
+        serde_json::json!({}),
+    );
     let port = relay.addr.port();
     eprintln!();
     eprintln!("rowcast dev is running ({} capture)", relay.mode.name());
-    eprintln!("  database   {}", crate::db::describe(&config.database.pg));
+    eprintln!(
+        "  database   {}",
+        rowcast::db::describe(&config.database.pg)
+    );
     eprintln!("  websocket  ws://localhost:{port}/v1/ws?token={token}");
     eprintln!("             (a token for demo user 2, \"bob\", valid for 24 hours)");
     eprintln!("  try        {{\"type\":\"join\",\"room\":\"user_2\"}}  {{\"type\":\"join\",\"room\":\"content_1\",\"since\":0}}");
@@ -159,21 +149,6 @@ fn banner(config: &Config, relay: &Relay) {
     eprintln!("  writer     changes a demo row every second; stored events print below");
     eprintln!("  stop       Ctrl-C (the throwaway cluster is removed)");
     eprintln!();
-}
-
-/// A token for a demo user, signed with the relay's secret.
-pub fn demo_token(secret: &str, sub: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 86_400;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": sub, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap_or_default()
 }
 
 async fn print_events(hub: Arc<Hub>, shutdown: Shutdown) {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use rand::Rng;
 
+use rowcast::shutdown::Shutdown;
+
 use super::{client, pause};
-use crate::shutdown::Shutdown;
 
 /// One demo write.
 const ACTIONS: &[&str] = &[
@@ -40,7 +41,7 @@ pub(super) async fn run(pool: Pool, interval: Duration, shutdown: Shutdown) {
         let action = ACTIONS[(next + jitter) % ACTIONS.len()];
         next = next.wrapping_add(1);
         if let Err(e) = client.batch_execute(action).await {
-            tracing::debug!(error = %crate::db::describe_pg_error(&e), "demo write failed");
+            tracing::debug!(error = %rowcast::db::describe_pg_error(&e), "demo write failed");
         }
     }
 }

@@ -1,113 +1,101 @@
 //! Test harness: a real Postgres (the one `DATABASE_URL` names, or a
 //! throwaway cluster started once per test binary), a fresh database per
 //! test so tests run in parallel, and helpers to run the relay in-process or
-//! as the `rowcast` binary.
+//! as the `rowcast` binary. What does not need rowcast's own types comes
+//! from `rowcast_devkit` and is re-exported here.
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rowcast::cli::Settings;
-use rowcast::cluster::{Cluster, ClusterOptions};
 use rowcast::config::Config;
 use rowcast::relay::Relay;
+use rowcast::settings::Settings;
 use rowcast::shutdown::Shutdown;
-use tokio_postgres::{Client, NoTls};
+use rowcast_devkit::cluster::{Cluster, ClusterOptions};
+use rowcast_devkit::database::{self, Server};
+use rowcast_devkit::demo;
+use tokio_postgres::Client;
+
+// Each test binary uses its own share of these.
+#[allow(unused_imports)]
+pub use rowcast_devkit::database::with_database;
+#[allow(unused_imports)]
+pub use rowcast_devkit::process::{rss_kib, RelayProcess};
+pub use rowcast_devkit::wait::wait_for;
 
 /// The JWT secret every test relay uses.
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 
-/// Where test databases are created.
-struct Server {
-    /// Admin URL without a database name suffix applied (`{db}` placeholder).
-    base: String,
-    /// Name of the template database holding the demo schema and migrations.
-    template: String,
-    /// Keeps a throwaway cluster alive for the process.
-    _cluster: Option<Cluster>,
+/// Declares one test per capture mode for an `async fn(&str)` body.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod trigger_mode {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$body("trigger").await })*
+        }
+        mod logical_mode {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$body("logical").await })*
+        }
+    };
 }
 
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
+/// The server tests create their databases on, and the template they copy.
+struct Shared {
+    /// The server (a throwaway cluster lives as long as the process).
+    server: Server,
+    /// Name of the template database holding the demo schema and migrations.
+    template: String,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
         std::thread::spawn(|| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(start_server())
+            runtime.block_on(start_shared())
         })
         .join()
         .expect("test server setup")
     })
 }
 
-async fn start_server() -> Server {
-    let (base, cluster) = match std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-        Some(url) => (url, None),
-        None => {
-            let cluster =
-                Cluster::start(&ClusterOptions::default()).expect("start a throwaway Postgres");
-            (cluster.url("postgres"), Some(cluster))
-        }
-    };
+async fn start_shared() -> Shared {
+    let server =
+        Server::from_env_or_start(&ClusterOptions::default()).expect("start a throwaway Postgres");
     let template = format!("rowcast_tpl_{}", std::process::id());
-    let admin = connect(&base).await;
-    for statement in [
-        format!("DROP DATABASE IF EXISTS {template}"),
-        format!("CREATE DATABASE {template}"),
-    ] {
-        admin
-            .batch_execute(&statement)
-            .await
-            .expect("create the template database");
-    }
-    let url = with_database(&base, &template);
-    {
-        let client = connect(&url).await;
-        rowcast::dev::apply_demo_schema(&client)
-            .await
-            .expect("demo schema");
-    }
+    let url = server
+        .recreate(&template)
+        .await
+        .expect("create the template database");
+    demo::apply_schema(&connect(&url).await)
+        .await
+        .expect("demo schema");
     let config = config_for(&url, "trigger");
     rowcast::schema::migrate(&config.database)
         .await
         .expect("migrations");
-    Server {
-        base,
-        template,
-        _cluster: cluster,
-    }
+    Shared { server, template }
 }
 
 /// The admin URL and the template database's name of the test Postgres,
 /// for test harnesses outside Rust (the JS client's integration tests).
 pub fn server_urls() -> (String, String) {
-    let server = server();
-    (server.base.clone(), server.template.clone())
-}
-
-/// Replaces the database name of a URL.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (head, tail) = url.split_once("://").expect("a URL");
-    let (authority, rest) = tail.split_once('/').unwrap_or((tail, ""));
-    let query = rest
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{head}://{authority}/{database}{query}")
+    let shared = shared();
+    (shared.server.url("postgres"), shared.template.clone())
 }
 
 /// Connects a plain client (its connection is driven on the current runtime).
 pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    database::connect(url)
         .await
-        .unwrap_or_else(|e| panic!("connect: {e}"));
-    tokio::spawn(connection);
-    client
+        .unwrap_or_else(|e| panic!("connect: {e}"))
 }
 
 /// A database of its own for one test.
@@ -121,7 +109,7 @@ pub struct TestDb {
 impl TestDb {
     /// A copy of the template: demo schema, rules and the relay's schema.
     pub async fn demo() -> Self {
-        Self::create(Some(&server().template)).await
+        Self::create(Some(&shared().template)).await
     }
 
     /// An empty database.
@@ -130,24 +118,13 @@ impl TestDb {
     }
 
     async fn create(template: Option<&str>) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let admin = connect(&server().base).await;
-        let template = template
-            .map(|t| format!(" TEMPLATE {t}"))
-            .unwrap_or_default();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}{template}"))
+        let name = database::unique_name("t");
+        let url = shared()
+            .server
+            .create(&name, template)
             .await
             .expect("create test database");
-        Self {
-            url: with_database(&server().base, &name),
-            name,
-        }
+        Self { url, name }
     }
 
     /// A new client of this database.
@@ -189,24 +166,6 @@ pub async fn start_relay_with(config: Config) -> Relay {
 pub async fn stop_relay(relay: Relay) {
     relay.shutdown();
     relay.wait().await.expect("relay stopped cleanly");
-}
-
-/// Polls `check` until it returns `Some`, or panics after `deadline`.
-pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if tokio::time::Instant::now() > until {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The stored head.
@@ -308,29 +267,6 @@ pub fn relay_binary(args: &[&str], env: &[(&str, &str)]) -> Command {
     command
 }
 
-/// A `rowcast serve` process, killed when dropped (also when a test
-/// panics), and killed by the kernel if the test process dies.
-pub struct RelayProcess(Child);
-
-impl RelayProcess {
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    /// The process id.
-    pub fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Starts `rowcast serve` against a test database.
 pub fn spawn_relay_binary(db: &TestDb, capture: &str, extra: &[(&str, &str)]) -> RelayProcess {
     let mut env = vec![
@@ -343,16 +279,30 @@ pub fn spawn_relay_binary(db: &TestDb, capture: &str, extra: &[(&str, &str)]) ->
     env.extend_from_slice(extra);
     let mut command = relay_binary(&["serve"], &env);
     command.stdout(Stdio::null()).stderr(Stdio::inherit());
-    // SAFETY: prctl is async-signal-safe; it only marks the child to be
-    // killed when the thread that spawned it (a test thread) exits.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    RelayProcess(command.spawn().expect("spawn rowcast"))
+    RelayProcess::spawn(command).expect("spawn rowcast")
+}
+
+/// Starts `rowcast serve` against a test database and waits until it has
+/// installed capture (`client` is a client of that database).
+pub async fn spawn_capturing_relay(db: &TestDb, client: &Client, capture: &str) -> RelayProcess {
+    let relay = spawn_relay_binary(db, capture, &[]);
+    wait_for(
+        "the relay to install capture",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM realtime.state WHERE capture_mode IS NOT NULL",
+                    &[],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    relay
 }
 
 /// Starts `rowcast serve` on a free port and waits until it accepts
@@ -362,31 +312,17 @@ pub async fn spawn_listening_relay(
     capture: &str,
     extra: &[(&str, &str)],
 ) -> (RelayProcess, std::net::SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = rowcast_devkit::process::free_port();
     let port_text = port.to_string();
     let mut env: Vec<(&str, &str)> = vec![("SOCKET_PORT", &port_text)];
     env.extend_from_slice(extra);
-    let relay = spawn_relay_binary(db, capture, &env);
+    let mut relay = spawn_relay_binary(db, capture, &env);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for("the relay to listen", Duration::from_secs(60), || async {
-        let (status, _) = ws::try_http(addr, "GET", "/readyz").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    assert!(
+        relay.ready(addr, Duration::from_secs(60)).await,
+        "the relay did not become ready on {addr}"
+    );
     (relay, addr)
-}
-
-/// Resident memory of a process, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A private cluster for tests that restart Postgres.
@@ -402,8 +338,7 @@ pub async fn private_demo_db(cluster: &Cluster) -> TestDb {
         .await
         .expect("create demo db");
     let url = cluster.url("demo");
-    let client = connect(&url).await;
-    rowcast::dev::apply_demo_schema(&client)
+    demo::apply_schema(&connect(&url).await)
         .await
         .expect("demo schema");
     TestDb {
@@ -427,6 +362,56 @@ pub async fn seed_basic(client: &Client) {
         .await
         .expect("seed");
 }
+/// A test database with [`seed_basic`]'s rows and the relay running on it.
+pub async fn basic_relay(mode: &str) -> (TestDb, Client, Relay) {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    seed_basic(&client).await;
+    let relay = start_relay(&db, mode).await;
+    (db, client, relay)
+}
+
+/// Users, a friendship, and content, calendars, albums, media and a diary
+/// of every visibility: the rows the authorization matrix is about.
+pub const MATRIX_SEED: &str = "
+    INSERT INTO users (id, username, email, password_hash) VALUES
+        (1, 'alice', 'a@secret.example', 'hash-a'), (2, 'bob', 'b@secret.example', 'hash-b'),
+        (3, 'carol', 'c@secret.example', 'hash-c'), (4, 'dave', 'd@secret.example', 'hash-d');
+    INSERT INTO friendships (user_a, user_b) VALUES (1, 2);
+    INSERT INTO content (id, author_id, title, visibility) VALUES
+        (10, 1, 'public', 'public'), (11, 1, 'friends', 'friends'), (12, 1, 'private', 'private');
+    INSERT INTO calendars (id, owner_id, name) VALUES (20, 1, 'cal');
+    INSERT INTO calendar_events (id, calendar_id, title) VALUES (21, 20, 'ev');
+    INSERT INTO calendar_invites (id, event_id, calendar_id, inviter_id, invitee_id) VALUES (22, 21, 20, 1, 4);
+    INSERT INTO albums (id, owner_id, title, visibility) VALUES (30, 1, 'pub', 'public'), (31, 1, 'priv', 'private');
+    INSERT INTO media (id, owner_id, url, visibility) VALUES (40, 1, 'u', 'public'), (41, 1, 'u', 'private');
+    INSERT INTO diaries (id, owner_id, title) VALUES (50, 1, 'd');";
+
+/// A test database with [`MATRIX_SEED`] and the relay running on it.
+pub async fn seeded_relay(mode: &str) -> (TestDb, Client, Relay) {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    client.batch_execute(MATRIX_SEED).await.unwrap();
+    let relay = start_relay(&db, mode).await;
+    (db, client, relay)
+}
+
+/// Stored presence statuses of `user` in their own room, oldest first.
+pub async fn statuses(client: &Client, user: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT data->>'status' FROM realtime.events
+             WHERE event = 'user-status-changed' AND room = $1 AND data->>'user_id' = $2
+             ORDER BY seq",
+            &[&format!("user_{user}"), &user],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 pub mod burst;
 pub mod catalog;
 pub mod ws;

@@ -1,6 +1,6 @@
 //! `smoke`: every scenario once at a tiny size, to prove the harness works
 //! end to end (processes, clients, writers, results). The numbers it prints
-//! mean nothing; `tests/bench_smoke.rs` checks only that each scenario
+//! mean nothing; `bench/tests/smoke.rs` checks only that each scenario
 //! produced results with non-zero counts.
 
 use std::path::PathBuf;

@@ -53,7 +53,7 @@ enum Command {
     Smoke(smoke::Args),
     /// (internal) The relay process.
     #[command(hide = true)]
-    Relay(Box<rowcast::cli::Settings>),
+    Relay(Box<rowcast::settings::Settings>),
     /// (internal) A client process.
     #[command(hide = true)]
     Clients,

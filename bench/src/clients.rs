@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use rowcast_devkit::process;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -251,13 +252,15 @@ impl Clients {
 }
 
 async fn spawn(env: &Env, plan: &Plan) -> anyhow::Result<Proc> {
-    let mut command = Command::new(&env.exe);
+    let mut command = std::process::Command::new(&env.exe);
     command
         .arg("clients")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    sys::dies_with_parent(&mut command);
+    process::dies_with_parent(&mut command);
+    let mut command = Command::from(command);
+    command.kill_on_drop(true);
     let mut child = command.spawn().context("starting a client process")?;
     let mut stdin = child.stdin.take().context("client stdin")?;
     let stdout = child.stdout.take().context("client stdout")?;

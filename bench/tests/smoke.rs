@@ -2,11 +2,11 @@
 //! scenario at a tiny size, exits 0, writes results with non-zero counts,
 //! and leaves no process behind. No timing is asserted.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rowcast_devkit::process::dies_with_parent;
 use serde_json::Value;
 
 /// The bench process, killed if the test fails before it exits.
@@ -70,13 +70,7 @@ fn the_benchmark_harness_runs_every_scenario() {
         .arg(&out)
         .env("ROWCAST_BENCH_SMOKE", &marker)
         .stdin(Stdio::null());
-    // SAFETY: prctl is async-signal-safe; the bench dies with this test.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    dies_with_parent(&mut command);
     let mut bench = Bench(command.spawn().expect("start rowcast-bench"));
     let deadline = Instant::now() + Duration::from_secs(900);
     let status = loop {

@@ -1,7 +1,6 @@
-//! Operating-system helpers shared by the bench's processes: a monotonic
-//! clock that several processes can compare, the open-files limit, child
-//! processes that die with their parent, and per-process memory and CPU
-//! read from `/proc`.
+//! What the bench reads from the operating system: a monotonic clock that
+//! several processes can compare, the open-files limit, per-process CPU
+//! read from `/proc`, and how busy the machine is.
 
 use std::path::Path;
 
@@ -47,31 +46,6 @@ pub fn raise_nofile() -> u64 {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
     limit.rlim_cur
-}
-
-/// Marks a command so that its process is killed when this one dies, even
-/// by SIGKILL, and kills it when its handle is dropped.
-pub fn dies_with_parent(command: &mut tokio::process::Command) {
-    command.kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe. The signal fires when the thread
-    // that spawned the child exits; children are spawned from the runtime's
-    // main or worker threads, which live as long as the process.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-/// Resident memory of a process, in KiB (0 when it is gone).
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// User plus system CPU time of a process, in clock ticks.

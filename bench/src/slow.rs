@@ -157,10 +157,11 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
             let start = std::time::Instant::now();
             let mut samples = Vec::new();
             while !stop.is_cancelled() {
-                let overflows = crate::relay::metric(addr, OVERFLOWS).await - overflows_before;
+                let overflows =
+                    rowcast_devkit::http::metric(addr, OVERFLOWS).await - overflows_before;
                 samples.push(Sample {
                     t_s: start.elapsed().as_secs_f64(),
-                    rss_kib: crate::sys::rss_kib(pid),
+                    rss_kib: rowcast_devkit::process::rss_kib(pid),
                     overflows,
                 });
                 tokio::select! {

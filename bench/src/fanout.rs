@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rowcast_devkit::process;
 use serde::Serialize;
 use serde_json::json;
 
@@ -266,7 +267,7 @@ async fn phase(
         let (peak, stop, pid) = (peak.clone(), stop.clone(), parts.relay.pid);
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(sys::rss_kib(pid), Ordering::Relaxed);
+                peak.fetch_max(process::rss_kib(pid), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         })

@@ -7,10 +7,14 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
-use rowcast::cluster::{Cluster, ClusterOptions};
-use tokio_postgres::{Client, NoTls};
+use rowcast_devkit::cluster::ClusterOptions;
+use rowcast_devkit::database::{self, Server};
+use rowcast_devkit::{demo, token};
+use serde_json::json;
+use tokio_postgres::Client;
 
 /// Demo users seeded into the template (ids 1..=USERS): enough rooms
 /// `user_{id}` for every scenario.
@@ -30,16 +34,12 @@ pub struct Db {
 
 /// Everything a scenario needs to start its processes.
 pub struct Env {
-    /// The throwaway cluster, when `DATABASE_URL` was not set.
-    cluster: Option<Cluster>,
-    /// A URL of the server, used to create and drop databases.
-    admin_url: String,
+    /// The Postgres server: a throwaway cluster, or the one `DATABASE_URL` names.
+    server: Server,
     /// The template database's name.
     template: String,
     /// Where this executable is, to start the relay and the clients.
     pub exe: PathBuf,
-    /// Databases made so far, for unique names.
-    databases: AtomicU32,
     /// The next loopback source address to hand out (127.0.0.x).
     next_ip: AtomicU32,
 }
@@ -47,30 +47,21 @@ pub struct Env {
 impl Env {
     /// Starts (or reaches) Postgres and builds the template database.
     pub async fn start() -> anyhow::Result<Self> {
-        let external = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty());
-        let (admin_url, cluster) = match external {
-            Some(url) => (url, None),
-            None => {
-                eprintln!("bench: starting a throwaway Postgres (fsync on)...");
-                let cluster = tokio::task::spawn_blocking(|| {
-                    Cluster::start(&ClusterOptions {
-                        durable: true,
-                        max_connections: 500,
-                        ..ClusterOptions::default()
-                    })
-                })
-                .await??;
-                (cluster.url("postgres"), Some(cluster))
-            }
-        };
+        if std::env::var_os("DATABASE_URL").is_none() {
+            eprintln!("bench: starting a throwaway Postgres (fsync on)...");
+        }
+        let server = tokio::task::spawn_blocking(|| {
+            Server::from_env_or_start(&ClusterOptions {
+                durable: true,
+                max_connections: 500,
+                ..ClusterOptions::default()
+            })
+        })
+        .await??;
         let env = Self {
-            cluster,
-            admin_url,
+            server,
             template: format!("rowcast_bench_tpl_{}", std::process::id()),
             exe: std::env::current_exe().context("locating rowcast-bench")?,
-            databases: AtomicU32::new(0),
             next_ip: AtomicU32::new(2),
         };
         env.build_template().await?;
@@ -78,15 +69,13 @@ impl Env {
     }
 
     async fn build_template(&self) -> anyhow::Result<()> {
-        let admin = connect(&self.admin_url).await?;
-        for statement in ["DROP DATABASE IF EXISTS", "CREATE DATABASE"] {
-            admin
-                .batch_execute(&format!("{statement} {}", self.template))
-                .await
-                .context("creating the template database")?;
-        }
-        let client = connect(&with_database(&self.admin_url, &self.template)).await?;
-        rowcast::dev::apply_demo_schema(&client)
+        let url = self
+            .server
+            .recreate(&self.template)
+            .await
+            .context("creating the template database")?;
+        let client = connect(&url).await?;
+        demo::apply_schema(&client)
             .await
             .context("applying the demo schema")?;
         client
@@ -103,62 +92,31 @@ impl Env {
 
     /// A fresh copy of the template: demo schema and users, no capture.
     pub async fn fresh_db(&self, tag: &str) -> anyhow::Result<Db> {
-        let name = format!(
-            "rowcast_bench_{}_{}_{tag}",
-            std::process::id(),
-            self.databases.fetch_add(1, Ordering::Relaxed)
-        );
-        let admin = connect(&self.admin_url).await?;
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {name} TEMPLATE {}",
-                self.template
-            ))
+        let name = format!("{}_{tag}", database::unique_name("rowcast_bench"));
+        let url = self
+            .server
+            .create(&name, Some(&self.template))
             .await
             .with_context(|| format!("creating database {name}"))?;
-        Ok(Db {
-            url: with_database(&self.admin_url, &name),
-            name,
-        })
+        Ok(Db { url, name })
     }
 
     /// Drops a database and the replication slots that point at it (the
     /// relay using it must be stopped).
     pub async fn drop_db(&self, db: &Db) {
-        let Ok(admin) = connect(&self.admin_url).await else {
-            return;
-        };
-        let _ = admin
-            .execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                 WHERE database = $1 AND NOT active",
-                &[&db.name],
-            )
-            .await;
-        if let Err(e) = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name))
-            .await
-        {
+        if let Err(e) = self.server.drop(&db.name).await {
             eprintln!("bench: could not drop {}: {e}", db.name);
         }
     }
 
     /// Drops the template; the cluster itself goes when the environment is dropped.
     pub async fn finish(self) {
-        if let Ok(admin) = connect(&self.admin_url).await {
-            let _ = admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.template
-                ))
-                .await;
-        }
-        drop(self.cluster);
+        let _ = self.server.drop(&self.template).await;
     }
 
     /// The postmaster's pid when the cluster is local (for CPU accounting).
     pub fn postmaster_pid(&self) -> Option<u32> {
-        let cluster = self.cluster.as_ref()?;
+        let cluster = self.server.cluster()?;
         let root = cluster.log_path().parent()?.to_path_buf();
         crate::sys::postmaster_pid(&root.join("data"))
     }
@@ -171,17 +129,12 @@ impl Env {
     /// A `role: "service"` token (it may join any room) for one subject.
     /// Every client uses the same subject, so presence runs once.
     pub fn token(&self) -> String {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            + 86_400;
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &serde_json::json!({"sub": "bench", "exp": exp, "role": "service"}),
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        token::hs256(
+            SECRET,
+            json!("bench"),
+            Duration::from_secs(86_400),
+            json!({"role": "service"}),
         )
-        .expect("HS256 signing cannot fail")
     }
 
     /// A loopback source address not handed out before (127.0.0.2 onwards),
@@ -195,13 +148,9 @@ impl Env {
 
 /// Connects a plain client; its connection runs on the current runtime.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    database::connect(url)
         .await
-        .with_context(|| format!("connecting to {}", redact(url)))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+        .with_context(|| format!("connecting to {}", redact(url)))
 }
 
 /// The stored head (last seq) of a database with the relay's schema.
@@ -210,17 +159,6 @@ pub async fn head(client: &Client) -> anyhow::Result<i64> {
         .query_one("SELECT head FROM realtime.state", &[])
         .await?
         .get(0))
-}
-
-/// A URL with another database name.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (scheme, tail) = url.split_once("://").unwrap_or(("postgres", url));
-    let (authority, rest) = tail.split_once('/').unwrap_or((tail, ""));
-    let query = rest
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{scheme}://{authority}/{database}{query}")
 }
 
 /// A URL without its password, for messages.

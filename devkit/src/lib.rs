@@ -1,0 +1,25 @@
+//! What rowcast's binary, tests and benchmarks share, and the library does
+//! not ship: a throwaway Postgres ([`cluster`]), the demo application's
+//! schema ([`demo`]) and token minting ([`token`]), used by `rowcast dev`.
+//!
+//! With the `testing` feature, the parts only tests and the bench need: a
+//! Postgres server with a database per test ([`database`]), a WebSocket
+//! client ([`ws`]), raw HTTP against the relay ([`http`]), relay processes
+//! that die with their parent ([`process`]) and polling with a deadline
+//! ([`wait`]). Nothing here depends on the `rowcast` library: helpers that
+//! need its types live in the tests and the bench.
+
+pub mod cluster;
+pub mod demo;
+pub mod token;
+
+#[cfg(feature = "testing")]
+pub mod database;
+#[cfg(feature = "testing")]
+pub mod http;
+#[cfg(feature = "testing")]
+pub mod process;
+#[cfg(feature = "testing")]
+pub mod wait;
+#[cfg(feature = "testing")]
+pub mod ws;

@@ -1,0 +1,169 @@
+//! The relay's raw settings, as given on the command line or in the
+//! environment: what `rowcast serve` parses, and what [`Config::load`]
+//! turns into a validated [`Config`].
+//!
+//! Every flag can also come from its environment variable; values are kept
+//! as given here and validated once, in [`Config::load`], so a bad value gets
+//! one line that names it.
+//!
+//! [`Config`]: crate::config::Config
+//! [`Config::load`]: crate::config::Config::load
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+/// Every setting of the relay, as given on the command line or in the environment.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections in the runtime pool.
+    #[arg(long, env = "ROWCAST_DB_POOL", default_value_t = 16)]
+    pub db_pool: usize,
+    /// How long startup waits for an unreachable database.
+    #[arg(long, env = "ROWCAST_STARTUP_TIMEOUT", default_value = "10s")]
+    pub startup_timeout: String,
+
+    /// Capture mode: trigger, logical or auto.
+    #[arg(long, env = "ROWCAST_CAPTURE", default_value = "auto")]
+    pub capture: String,
+    /// Path of the routes file (default: the built-in demo routes).
+    #[arg(long, env = "ROWCAST_ROUTES")]
+    pub routes: Option<PathBuf>,
+    /// Most captured changes per outbox transaction.
+    #[arg(long, env = "ROWCAST_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Trigger mode: poll the capture table this often without a NOTIFY.
+    #[arg(long, env = "ROWCAST_POLL_INTERVAL", default_value = "1s")]
+    pub poll_interval: String,
+    /// Logical mode: replication slot name (default: rowcast_<database>).
+    #[arg(long, env = "ROWCAST_SLOT", default_value = "")]
+    pub slot: String,
+    /// Logical mode: publication name.
+    #[arg(long, env = "ROWCAST_PUBLICATION", default_value = "rowcast")]
+    pub publication: String,
+    /// Logical mode: heartbeat interval that keeps an idle slot advancing.
+    #[arg(long, env = "ROWCAST_HEARTBEAT", default_value = "10s")]
+    pub heartbeat: String,
+
+    /// Delete stored events older than this.
+    #[arg(long, env = "ROWCAST_RETENTION_AGE", default_value = "7d")]
+    pub retention_age: String,
+    /// Keep at most this many stored events.
+    #[arg(long, env = "ROWCAST_RETENTION_EVENTS", default_value_t = 1_000_000)]
+    pub retention_events: u64,
+    /// How often retention runs.
+    #[arg(long, env = "ROWCAST_RETENTION_INTERVAL", default_value = "60s")]
+    pub retention_interval: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "ROWCAST_BIND", default_value = "0.0.0.0")]
+    pub bind: String,
+    /// WebSocket and HTTP port.
+    #[arg(long, env = "SOCKET_PORT", default_value = "3001")]
+    pub port: String,
+    /// Allowed browser origins, comma-separated, or `*`.
+    #[arg(long, env = "SOCKET_CORS_ORIGIN", default_value = "*")]
+    pub cors_origin: String,
+    /// HMAC secret for HS256 tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Token algorithm (HS256 by default; RS256/ES256 need a public key).
+    #[arg(long, env = "JWT_ALGORITHM", default_value = "HS256")]
+    pub jwt_algorithm: String,
+    /// PEM public key for RS256/ES256 tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", default_value = "0s")]
+    pub jwt_leeway: String,
+    /// Heartbeat interval announced to clients.
+    #[arg(long, env = "ROWCAST_HEARTBEAT_INTERVAL", default_value = "25s")]
+    pub heartbeat_interval: String,
+    /// Event names clients may emit.
+    #[arg(
+        long,
+        env = "ROWCAST_CLIENT_EVENTS",
+        default_value = "user-typing,user-editing,message"
+    )]
+    pub client_events: String,
+    /// Client events throttled per sender and room (typing indicators).
+    #[arg(
+        long,
+        env = "ROWCAST_THROTTLED_EVENTS",
+        default_value = "user-typing,user-editing"
+    )]
+    pub throttled_events: String,
+
+    /// Frames queued per connection before it is closed as too slow (4008);
+    /// keep it above ROWCAST_BATCH_SIZE.
+    #[arg(long, env = "ROWCAST_SEND_QUEUE", default_value_t = 2048)]
+    pub send_queue: usize,
+    /// Largest client frame in bytes (larger closes with 1009).
+    #[arg(long, env = "ROWCAST_MAX_FRAME_BYTES", default_value_t = 65_536)]
+    pub max_frame_bytes: usize,
+    /// Client frames per second per connection.
+    #[arg(long, env = "ROWCAST_FRAME_RATE", default_value_t = 50)]
+    pub frame_rate: u32,
+    /// Joins per second per connection.
+    #[arg(long, env = "ROWCAST_JOIN_RATE", default_value_t = 20)]
+    pub join_rate: u32,
+    /// Emits per second per connection.
+    #[arg(long, env = "ROWCAST_EMIT_RATE", default_value_t = 20)]
+    pub emit_rate: u32,
+    /// New connections per second per client IP.
+    #[arg(long, env = "ROWCAST_CONNECT_RATE", default_value_t = 50)]
+    pub connect_rate: u32,
+    /// HTTP history reads per second, per client address and per user.
+    #[arg(long, env = "ROWCAST_HISTORY_RATE", default_value_t = 20)]
+    pub history_rate: u32,
+    /// Rate-limited frames per minute before closing with 4029.
+    #[arg(long, env = "ROWCAST_ABUSE_STRIKES", default_value_t = 20)]
+    pub abuse_strikes: u32,
+    /// Rooms one connection may join.
+    #[arg(long, env = "ROWCAST_MAX_ROOMS", default_value_t = 100)]
+    pub max_rooms: usize,
+    /// Open connections per node.
+    #[arg(long, env = "ROWCAST_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Open connections of one user (`sub`); service tokens are not capped.
+    #[arg(long, env = "ROWCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+    /// Open connections from one client address.
+    #[arg(long, env = "ROWCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
+    pub max_connections_per_ip: usize,
+    /// Minimum spacing of typing/editing emits per sender and room.
+    #[arg(long, env = "ROWCAST_TYPING_THROTTLE", default_value = "500ms")]
+    pub typing_throttle: String,
+    /// How long a join authorization answer is reused.
+    #[arg(long, env = "ROWCAST_AUTH_CACHE_TTL", default_value = "5s")]
+    pub auth_cache_ttl: String,
+    /// How often every membership is authorized again (access changes
+    /// declared in the routes file are re-checked at once).
+    #[arg(long, env = "ROWCAST_AUTH_RECHECK_INTERVAL", default_value = "60s")]
+    pub auth_recheck_interval: String,
+
+    /// Debug-level logs.
+    #[arg(long = "debug", env = "REALTIME_DEBUG", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub debug: bool,
+}
+
+impl Settings {
+    /// The defaults, as if no flag and no environment variable were given.
+    pub fn defaults() -> Self {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Only::parse_from(["rowcast"]).settings
+    }
+}

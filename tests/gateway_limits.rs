@@ -1,0 +1,155 @@
+//! The gateway's limits end to end: bad and oversized frames, floods, and
+//! a client that stops reading (closed with 4008 while the relay's memory
+//! stays flat).
+
+mod common;
+
+use std::time::Duration;
+
+use common::ws::*;
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_bad_request_and_oversize_closes_with_1009() {
+    let (_db, _client, relay) = seeded_relay("trigger").await;
+    let mut ws = open(relay.addr, &token("1")).await;
+    for text in [
+        "garbage",
+        "{\"type\":\"teleport\",\"ref\":\"1\"}",
+        "{\"type\":\"join\",\"ref\":\"2\"}",
+        "{\"type\":\"join\",\"room\":42,\"ref\":\"3\"}",
+        "{\"type\":\"emit\",\"room\":\"content_10\",\"event\":\"message\",\"data\":\"text\"}",
+    ] {
+        ws.send_text(text).await;
+        let reply = ws.frame().await;
+        assert_eq!(reply["error"]["code"], "bad_request", "{text}: {reply}");
+    }
+    assert_eq!(
+        ws.join("content_10").await["ok"],
+        true,
+        "the connection keeps working"
+    );
+    let big = format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(70_000));
+    ws.send_text(&big).await;
+    assert_eq!(ws.closed().await, 1009);
+    stop_relay(relay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_are_rate_limited_and_others_stay_served() {
+    let (_db, _client, relay) = seeded_relay("trigger").await;
+    let mut flooder = open(relay.addr, &token("3")).await;
+    let mut other = open(relay.addr, &token("2")).await;
+    for _ in 0..400 {
+        flooder.send_unchecked(json!({"type": "ping"})).await;
+    }
+    let mut limited = 0;
+    let code = loop {
+        match flooder.receive().await {
+            Received::Frame(f) if f["error"]["code"] == "rate_limited" => limited += 1,
+            Received::Frame(_) => {}
+            Received::Closed(code) => break code,
+            Received::Ended => panic!("ended without a close frame"),
+        }
+    };
+    assert!(limited > 0);
+    assert_eq!(code, 4029);
+    let reply = other.request(json!({"type": "ping"})).await;
+    assert!(reply.is_object());
+    assert_eq!(
+        other.join("content_10").await["ok"],
+        true,
+        "the others are still served"
+    );
+    stop_relay(relay).await;
+}
+
+/// A client that never reads is closed with 4008 once its queue is full,
+/// while the relay's memory does not follow the backlog; it then resumes
+/// from where it stopped with `since`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_4008_and_memory_stays_flat() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    client.batch_execute(MATRIX_SEED).await.unwrap();
+    // Small outbox batches, so the relay's own working set stays small and
+    // what is measured is how memory follows the stalled client's backlog.
+    let (mut relay, addr) = spawn_listening_relay(
+        &db,
+        "trigger",
+        &[
+            ("ROWCAST_SEND_QUEUE", "256"),
+            ("ROWCAST_BATCH_SIZE", "50"),
+            ("MALLOC_ARENA_MAX", "2"),
+            ("RUST_BACKTRACE", "1"),
+        ],
+    )
+    .await;
+    let mut reader = slow_client(addr, &token("1")).await;
+    assert_eq!(reader.join("content_10").await["ok"], true);
+    let start = barrier(&client).await;
+    let rss_before = rss_kib(relay.id());
+    // About 48 MB of events for a client that reads nothing.
+    let payload = "y".repeat(16_000);
+    for _ in 0..30 {
+        client
+            .execute(
+                "SELECT realtime.publish(ARRAY['content_10'], 'bulk', jsonb_build_object('pad', $1::text, 'n', g))
+                 FROM generate_series(1, 100) g",
+                &[&payload],
+            )
+            .await
+            .unwrap();
+    }
+    let overflowed = wait_for(
+        "the send queue to overflow",
+        Duration::from_secs(60),
+        || async {
+            let overflows = metric(addr, "rowcast_queue_overflows_total").await;
+            (overflows >= 1.0).then_some(overflows)
+        },
+    )
+    .await;
+    assert!(overflowed >= 1.0);
+    let rss_after = rss_kib(relay.id());
+    let growth_mib = (rss_after as f64 - rss_before as f64) / 1024.0;
+    eprintln!("relay RSS growth during a 48 MB backlog: {growth_mib:.1} MiB");
+    assert!(
+        growth_mib < 16.0,
+        "relay RSS grew {growth_mib:.1} MiB for a 48 MB backlog"
+    );
+
+    // The client now reads: a prefix of the events in order, then 4008.
+    let mut received = Vec::new();
+    let code = loop {
+        match reader.receive().await {
+            Received::Frame(f) if f["type"] == "event" => received.push(f["seq"].as_i64().unwrap()),
+            Received::Frame(_) => {}
+            Received::Closed(code) => break code,
+            Received::Ended => panic!("ended without the close frame"),
+        }
+    };
+    assert_eq!(code, 4008);
+    assert!(received.len() < 3000, "the backlog was cut short");
+    assert!(received.windows(2).all(|w| w[0] < w[1]));
+    let last = *received.last().unwrap_or(&start);
+
+    // Resume with since: the rest, exactly.
+    // Resume once everything is stored: the rest comes as a replay.
+    barrier(&client).await;
+    let mut again = open(addr, &token("1")).await;
+    let reply = again
+        .request(json!({"type": "join", "room": "content_10", "since": last}))
+        .await;
+    let expected: i64 = client
+        .query_one(
+            "SELECT count(*) FROM realtime.outbox_rooms WHERE room = 'content_10' AND seq > $1",
+            &[&last],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reply["replayed"], expected);
+    relay.kill();
+}
