@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { createClient } from "../../src/client.js";
 import { RowcastError } from "../../src/protocol.js";
 import { fakeWebSocket, settle } from "./fake-socket.js";
-import { harness, openHarness, reconnect } from "./helpers.js";
+import { harness, openHarness, reconnect } from "./harness.js";
 
 beforeEach(() => void vi.useFakeTimers());
 afterEach(() => void vi.useRealTimers());

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { localStorageCursors, memoryCursors, type CursorStorage } from "../../src/cursors.js";
-import { openHarness, reconnect, stored } from "./helpers.js";
+import { openHarness, reconnect, stored } from "./harness.js";
 
 class MapStorage implements CursorStorage {
   readonly items = new Map<string, string>();

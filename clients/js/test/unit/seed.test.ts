@@ -4,7 +4,7 @@ import { EventBus } from "../../src/bus.js";
 import { CATALOG_EVENTS, endpointUrl, joinerName, registrarName, ROOM_KINDS } from "../../src/catalog.js";
 import { RealtimeClient } from "../../src/compat.js";
 import { fakeWebSocket, settle } from "./fake-socket.js";
-import { stored } from "./helpers.js";
+import { stored } from "./harness.js";
 
 describe("the catalog's names", () => {
   it("turns event names into the seed's registrars", () => {

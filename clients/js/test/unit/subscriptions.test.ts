@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import type { EventFrame } from "../../src/protocol.js";
 import { settle } from "./fake-socket.js";
-import { harness, openHarness, reconnect, stored } from "./helpers.js";
+import { harness, openHarness, reconnect, stored } from "./harness.js";
 
 beforeEach(() => void vi.useFakeTimers());
 afterEach(() => void vi.useRealTimers());

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { tokenExpiry } from "../../src/token.js";
 import { settle } from "./fake-socket.js";
-import { harness, jwt, openHarness, reconnect } from "./helpers.js";
+import { harness, jwt, openHarness, reconnect } from "./harness.js";
 
 beforeEach(() => void vi.useFakeTimers({ now: new Date("2026-06-01T00:00:00Z") }));
 afterEach(() => {
