@@ -95,6 +95,78 @@ async fn jwt_attacks_are_refused_before_the_upgrade() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_audience_and_issuer_are_required_and_nbf_is_honoured() {
+    let db = TestDb::demo().await;
+    let mut config = config_for(&db.url, "trigger");
+    config.gateway.jwt.audience = Some("app".into());
+    config.gateway.jwt.issuer = Some("https://auth.example".into());
+    let relay = start_relay_with(config).await;
+    let addr = relay.addr;
+    let url = |claims: serde_json::Value| {
+        let token = sign(&claims, jsonwebtoken::Algorithm::HS256, SECRET);
+        format!("ws://{addr}/v1/ws?token={token}")
+    };
+    let exp = now() + 600;
+    let (aud, iss) = ("app", "https://auth.example");
+    for (what, claims, message) in [
+        (
+            "no aud",
+            json!({"sub": "1", "exp": exp, "iss": iss}),
+            "token has no aud claim",
+        ),
+        (
+            "no iss",
+            json!({"sub": "1", "exp": exp, "aud": aud}),
+            "token has no iss claim",
+        ),
+        (
+            "future nbf",
+            json!({"sub": "1", "exp": exp, "aud": aud, "iss": iss, "nbf": now() + 300}),
+            "token not valid yet",
+        ),
+    ] {
+        let (status, body) = refused(url(claims)).await;
+        assert_eq!(status, 401, "{what}");
+        assert_eq!(body["error"]["message"], message, "{what}: {body}");
+    }
+    let good = json!({"sub": "1", "exp": exp, "aud": aud, "iss": iss, "nbf": now() - 5});
+    let (stream, _) = tokio_tungstenite::connect_async(url(good))
+        .await
+        .expect("a token with aud, iss and a past nbf connects");
+    assert_eq!(Ws::started(stream).await.welcome["user"], "1");
+    stop_relay(relay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_past_the_connection_cap_gets_429_while_others_connect() {
+    let db = TestDb::demo().await;
+    let mut config = config_for(&db.url, "trigger");
+    config.gateway.limits.max_connections_per_user = 5;
+    let relay = start_relay_with(config).await;
+    let mut open_ones = Vec::new();
+    for _ in 0..5 {
+        open_ones.push(open(relay.addr, &token("1")).await);
+    }
+    let (status, body) = refused(format!("ws://{}/v1/ws?token={}", relay.addr, token("1"))).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let other = open(relay.addr, &token("2")).await;
+    assert_eq!(other.welcome["user"], "2");
+    // A closed connection gives its place back.
+    drop(open_ones.pop());
+    wait_for(
+        "a freed place",
+        std::time::Duration::from_secs(20),
+        || async {
+            let url = format!("ws://{}/v1/ws?token={}", relay.addr, token("1"));
+            tokio_tungstenite::connect_async(url).await.ok().map(|_| ())
+        },
+    )
+    .await;
+    stop_relay(relay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authorization_matrix_matches_the_rule() {
     let db = TestDb::demo().await;
     let client = db.client().await;

@@ -153,3 +153,77 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_memory_stays_flat()
     assert_eq!(reply["replayed"], expected);
     relay.kill();
 }
+
+/// 50 clients hammering the HTTP history neither slow live delivery nor
+/// take the relay's readiness away: they are rate-limited (429), and
+/// capture and the outbox writer have sessions of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_hammering_leaves_live_delivery_and_readiness_alone() {
+    let (_db, client, relay) = seeded_relay("trigger").await;
+    let addr = relay.addr;
+    let mut ws = open(addr, &token("1")).await;
+    assert_eq!(ws.join("content_10").await["ok"], true);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammers: Vec<_> = (0..50)
+        .map(|i| {
+            let stop = stop.clone();
+            let user = token(&["1", "2", "3", "4"][i % 4]);
+            tokio::spawn(async move {
+                let (mut ok, mut limited) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = "/v1/rooms/content_10/events?after=0&limit=1000";
+                    match rowcast_devkit::http::request(addr, "GET", path, Some(&user), None).await
+                    {
+                        Ok((200, _)) => ok += 1,
+                        Ok((429, _)) => limited += 1,
+                        Ok((status, body)) => panic!("history answered {status}: {body}"),
+                        Err(_) => {}
+                    }
+                }
+                (ok, limited)
+            })
+        })
+        .collect();
+    let readiness = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut checks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) = rowcast_devkit::http::request(addr, "GET", "/readyz", None, None)
+                    .await
+                    .expect("readyz answers");
+                assert_eq!(status, 200, "ready while history is hammered");
+                checks += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            checks
+        }
+    });
+    for i in 0..300 {
+        client
+            .execute(
+                "UPDATE content SET title = 'burst ' || $1::text WHERE id = 10",
+                &[&i.to_string()],
+            )
+            .await
+            .unwrap();
+    }
+    let mut titles = Vec::new();
+    while titles.len() < 300 {
+        let frame = ws.frame().await;
+        if frame["event"] == "content-updated" {
+            titles.push(frame["data"]["title"].as_str().unwrap().to_string());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(titles.last().map(String::as_str), Some("burst 299"));
+    let (mut ok, mut limited) = (0, 0);
+    for hammer in hammers {
+        let (o, l) = hammer.await.unwrap();
+        ok += o;
+        limited += l;
+    }
+    assert!(ok > 0 && limited > 0, "{ok} served, {limited} limited");
+    assert!(readiness.await.unwrap() > 0);
+    stop_relay(relay).await;
+}

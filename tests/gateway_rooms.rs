@@ -241,3 +241,55 @@ async fn emits_reach_the_other_members_only() {
     );
     stop_relay(relay).await;
 }
+
+/// A stranger in a public album's room sees public media come and go, and
+/// never anything of private media: not live, not in history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_media_in_a_public_album_reaches_no_album_member() {
+    let (_db, client, relay) = seeded_relay("trigger").await;
+    let mut stranger = open(relay.addr, &token("3")).await;
+    assert_eq!(stranger.join("album_30").await["ok"], true);
+    assert_eq!(stranger.join("user_3").await["ok"], true);
+    client
+        .batch_execute(
+            "INSERT INTO media (id, owner_id, album_id, url, caption, visibility)
+                 VALUES (60, 1, 30, 'u', 'hidden caption', 'private');
+             UPDATE media SET caption = 'still hidden' WHERE id = 60;
+             INSERT INTO media (id, owner_id, album_id, url, caption, visibility)
+                 VALUES (61, 1, 30, 'u', 'shown', 'public');
+             UPDATE media SET visibility = 'private', caption = 'now hidden' WHERE id = 61;
+             INSERT INTO notifications (user_id, kind, body) VALUES (3, 'marker', 'm');",
+        )
+        .await
+        .unwrap();
+    let mut album = Vec::new();
+    loop {
+        let frame = stranger.frame().await;
+        if frame["event"] == "notification" {
+            break;
+        }
+        if frame["room"] == "album_30" {
+            album.push(frame);
+        }
+    }
+    let text = serde_json::to_string(&album).unwrap();
+    assert!(!text.contains("hidden"), "{text}");
+    assert!(album.iter().all(|f| f["data"]["id"] == 61), "{text}");
+    assert_eq!(
+        album.len(),
+        2,
+        "uploaded public, then left the album: {text}"
+    );
+    let (status, history) = rowcast_devkit::http::json(
+        relay.addr,
+        "GET",
+        "/v1/rooms/album_30/events",
+        Some(&token("3")),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(!history.to_string().contains("hidden"), "{history}");
+    stop_relay(relay).await;
+}

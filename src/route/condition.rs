@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::event::RowChange;
+use crate::event::{Row, RowChange};
 
 /// Which version of the row a condition reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,9 +52,12 @@ impl Condition {
             Side::Old => change.old.as_ref(),
             Side::New => change.new.as_ref(),
         };
-        let Some(row) = row else {
-            return false;
-        };
+        row.is_some_and(|row| self.holds_on(row))
+    }
+
+    /// Whether it holds for one version of a row, whichever side it names
+    /// (room conditions test the row a room is rendered from).
+    pub fn holds_on(&self, row: &Row) -> bool {
         let value = row.get(&self.column).unwrap_or(&Value::Null);
         match &self.test {
             Test::Eq(expected) => same(value, expected),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::condition::{Condition, Side, Test};
-use super::{AccessRule, Route, Router, TableRoutes, Template};
+use super::{AccessRule, RoomRule, Route, Router, TableRoutes, Template};
 use crate::event::{is_event_name, Op};
 
 /// A routes file that cannot be used.
@@ -85,12 +85,27 @@ struct RouteFile {
     event: String,
     table: String,
     on: Vec<String>,
-    rooms: Vec<String>,
+    rooms: Vec<RoomFile>,
     expose: Option<Vec<String>>,
     changed: Option<Vec<String>>,
     #[serde(default)]
     when: WhenFile,
     coalesce: Option<String>,
+}
+
+/// A room: a template, or a template with conditions on the row.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RoomFile {
+    Plain(String),
+    Guarded(GuardedRoomFile),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardedRoomFile {
+    room: String,
+    when: BTreeMap<String, TestFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -226,7 +241,7 @@ fn compile(route: &RouteFile, table_file: Option<&TableFile>) -> Result<Route, S
     let rooms = route
         .rooms
         .iter()
-        .map(|r| Template::parse(r))
+        .map(room_rule)
         .collect::<Result<Vec<_>, _>>()?;
     if rooms.is_empty() {
         return Err("`rooms` is empty".into());
@@ -245,6 +260,28 @@ fn compile(route: &RouteFile, table_file: Option<&TableFile>) -> Result<Route, S
         changed,
         when,
         coalesce,
+    })
+}
+
+fn room_rule(room: &RoomFile) -> Result<RoomRule, String> {
+    let (template, when) = match room {
+        RoomFile::Plain(template) => (template, None),
+        RoomFile::Guarded(guarded) => (&guarded.room, Some(&guarded.when)),
+    };
+    let when = when
+        .into_iter()
+        .flatten()
+        .map(|(column, test)| {
+            Ok(Condition {
+                side: Side::New,
+                column: column.clone(),
+                test: test_of(column, test)?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(RoomRule {
+        template: Template::parse(template)?,
+        when,
     })
 }
 
@@ -370,7 +407,7 @@ fn add_columns(columns: &mut Vec<String>, route: &Route) {
         .map(String::as_str)
         .chain(route.changed.iter().map(String::as_str))
         .chain(route.when.iter().map(|w| w.column()))
-        .chain(route.rooms.iter().flat_map(|t| t.columns()));
+        .chain(route.rooms.iter().flat_map(|r| r.columns()));
     for column in read {
         if !columns.iter().any(|c| c == column) {
             columns.push(column.to_string());

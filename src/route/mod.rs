@@ -27,6 +27,25 @@ pub use condition::Condition;
 pub use file::RouteError;
 pub use template::Template;
 
+/// A room template and the conditions a row version must meet to belong
+/// to the room (`{ room = "album_{album_id}", when = { visibility = "public" } }`).
+#[derive(Debug)]
+pub struct RoomRule {
+    /// The room's name, from the row's columns.
+    pub template: Template,
+    /// Conditions on the row the room is rendered from.
+    pub when: Vec<Condition>,
+}
+
+impl RoomRule {
+    /// The columns it reads.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.template
+            .columns()
+            .chain(self.when.iter().map(|w| w.column()))
+    }
+}
+
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
@@ -34,8 +53,9 @@ pub struct Route {
     pub event: Arc<str>,
     /// Which operations it matches.
     pub ops: Vec<Op>,
-    /// Room templates.
-    pub rooms: Vec<Template>,
+    /// Room templates, each with the conditions the row must meet to be
+    /// in that room.
+    pub rooms: Vec<RoomRule>,
     /// Columns allowed into `data` and `old`, in output order.
     pub expose: Vec<String>,
     /// Updates fire only when one of these changed.
@@ -150,11 +170,13 @@ impl Router {
         match &change.captured {
             Captured::Published(p) => vec![published_event(p, change.at)],
             Captured::Row(row) => match self.tables.get(&*row.table) {
-                Some(table) => table
-                    .routes
-                    .iter()
-                    .filter_map(|route| route.apply(row, change.at))
-                    .collect(),
+                Some(table) => {
+                    let mut events = Vec::new();
+                    for route in &table.routes {
+                        route.apply(row, change.at, &mut events);
+                    }
+                    events
+                }
                 None => Vec::new(),
             },
         }
@@ -178,7 +200,7 @@ fn route_reads(route: &Route, column: &str) -> bool {
     route.expose.iter().any(|c| c == column)
         || route.changed.iter().any(|c| c == column)
         || route.when.iter().any(|w| w.column() == column)
-        || route.rooms.iter().any(|t| t.columns().any(|c| c == column))
+        || route.rooms.iter().any(|r| r.columns().any(|c| c == column))
 }
 
 fn published_event(p: &Published, at: OffsetDateTime) -> Event {
@@ -200,29 +222,41 @@ fn published_event(p: &Published, at: OffsetDateTime) -> Event {
 }
 
 impl Route {
-    /// The event this route makes of a change, if it matches.
-    fn apply(&self, change: &RowChange, at: OffsetDateTime) -> Option<Event> {
+    /// The events this route makes of a change, if it matches: one for the
+    /// rooms the row is in, and, for an update that moved the row out of
+    /// rooms, one for those rooms carrying only what they knew already.
+    fn apply(&self, change: &RowChange, at: OffsetDateTime, out: &mut Vec<Event>) {
         if !self.ops.contains(&change.op) || !self.matches(change) {
-            return None;
-        }
-        let rooms = self.rooms_for(change);
-        if rooms.is_empty() {
-            return None;
+            return;
         }
         let shown = match change.op {
-            Op::Delete => change.old.as_ref()?,
-            Op::Insert | Op::Update => change.new.as_ref()?,
+            Op::Delete => change.old.as_ref(),
+            Op::Insert | Op::Update => change.new.as_ref(),
         };
-        Some(Event {
+        let Some(shown) = shown else {
+            return;
+        };
+        let rooms = self.rooms_of(shown, &[]);
+        let updated = change.op == Op::Update;
+        let event = |rooms: Vec<String>, data: Row| Event {
             name: self.event.clone(),
             rooms,
-            data: Value::Object(self.exposed(shown)).to_string(),
-            old: (change.op == Op::Update)
-                .then(|| Value::Object(self.changed_exposed(change)).to_string()),
+            data: Value::Object(data).to_string(),
+            old: updated.then(|| Value::Object(self.changed_exposed(change)).to_string()),
             at,
             count: None,
             coalesce: self.coalesce,
-        })
+        };
+        let left = match (&change.old, updated) {
+            (Some(old), true) => self.rooms_of(old, &rooms),
+            _ => Vec::new(),
+        };
+        if !rooms.is_empty() {
+            out.push(event(rooms, self.exposed(shown)));
+        }
+        if !left.is_empty() {
+            out.push(event(left, self.unchanged_exposed(change)));
+        }
     }
 
     fn matches(&self, change: &RowChange) -> bool {
@@ -232,21 +266,33 @@ impl Route {
         self.when.iter().all(|w| w.holds(change))
     }
 
-    /// Rooms from the new row, plus the old row's on updates (a row that
-    /// moved is announced where it was and where it is).
-    fn rooms_for(&self, change: &RowChange) -> Vec<String> {
+    /// The rooms one version of the row belongs to (templates rendered from
+    /// it whose conditions it meets), leaving out those in `except`.
+    fn rooms_of(&self, row: &Row, except: &[String]) -> Vec<String> {
         let mut rooms = Vec::with_capacity(self.rooms.len());
-        let sources = [change.new.as_ref(), change.old.as_ref()];
-        for template in &self.rooms {
-            for row in sources.iter().flatten() {
-                if let Some(room) = template.render(row) {
-                    if !rooms.contains(&room) {
-                        rooms.push(room);
-                    }
+        for room in &self.rooms {
+            if !room.when.iter().all(|w| w.holds_on(row)) {
+                continue;
+            }
+            if let Some(name) = room.template.render(row) {
+                if !rooms.contains(&name) && !except.contains(&name) {
+                    rooms.push(name);
                 }
             }
         }
         rooms
+    }
+
+    /// The exposed columns an update left as they were.
+    fn unchanged_exposed(&self, change: &RowChange) -> Row {
+        let Some(old) = change.old.as_ref() else {
+            return Row::new();
+        };
+        self.expose
+            .iter()
+            .filter(|c| !column_changed(change, c))
+            .filter_map(|c| old.get(c).map(|v| (c.clone(), v.clone())))
+            .collect()
     }
 
     fn exposed(&self, row: &Row) -> Row {

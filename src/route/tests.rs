@@ -200,14 +200,87 @@ fn notification_read_needs_null_to_set() {
 #[test]
 fn media_rooms_follow_the_album_and_a_move() {
     let r = router();
-    let row = |album: Value| Some(json!({"id": 3, "owner_id": 2, "album_id": album, "url": "u"}));
-    let loose = r.route(&change("media", Op::Insert, None, row(Value::Null)));
+    let row = |album: Value, visibility: &str| {
+        Some(
+            json!({"id": 3, "owner_id": 2, "album_id": album, "url": "u", "caption": "c", "visibility": visibility}),
+        )
+    };
+    let loose = r.route(&change(
+        "media",
+        Op::Insert,
+        None,
+        row(Value::Null, "public"),
+    ));
     assert_eq!(loose[0].rooms, vec!["media_3", "user_2"]);
-    let moved = r.route(&change("media", Op::Update, row(json!(1)), row(json!(2))));
+    let moved = r.route(&change(
+        "media",
+        Op::Update,
+        row(json!(1), "public"),
+        row(json!(2), "public"),
+    ));
+    assert_eq!(moved.len(), 2);
+    assert_eq!(moved[0].rooms, vec!["media_3", "user_2", "album_2"]);
+    // The album it left learns it left, and nothing of where it went.
+    assert_eq!(moved[1].rooms, vec!["album_1"]);
+    let data: Value = serde_json::from_str(&moved[1].data).unwrap();
+    assert!(data.get("album_id").is_none(), "{data}");
+    assert_eq!(data["url"], "u");
+    let old: Value = serde_json::from_str(moved[1].old.as_deref().unwrap()).unwrap();
+    assert_eq!(old, json!({"album_id": 1}));
+}
+
+#[test]
+fn private_media_never_reaches_an_album_room() {
+    let r = router();
+    let row = |visibility: &str, caption: &str| {
+        Some(
+            json!({"id": 3, "owner_id": 2, "album_id": 1, "url": "u", "caption": caption, "visibility": visibility}),
+        )
+    };
+    let private = r.route(&change("media", Op::Insert, None, row("private", "c")));
     assert_eq!(
-        moved[0].rooms,
-        vec!["media_3", "user_2", "album_2", "album_1"]
+        names_and_rooms(&private),
+        vec![(
+            "media-uploaded".into(),
+            vec!["media_3".into(), "user_2".into()]
+        )]
     );
+    let edited = r.route(&change(
+        "media",
+        Op::Update,
+        row("private", "c"),
+        row("private", "secret caption"),
+    ));
+    assert!(edited
+        .iter()
+        .all(|e| !e.rooms.contains(&"album_1".to_string())));
+    // Made private with a new caption: the album hears it left, not the caption.
+    let hidden = r.route(&change(
+        "media",
+        Op::Update,
+        row("public", "c"),
+        row("private", "secret caption"),
+    ));
+    let to_album: Vec<&Event> = hidden
+        .iter()
+        .filter(|e| e.rooms.contains(&"album_1".to_string()))
+        .collect();
+    assert_eq!(to_album.len(), 1);
+    assert_eq!(to_album[0].rooms, vec!["album_1"]);
+    assert!(
+        !to_album[0].data.contains("secret caption"),
+        "{}",
+        to_album[0].data
+    );
+    assert!(
+        !to_album[0].data.contains("private"),
+        "{}",
+        to_album[0].data
+    );
+    let gone = r.route(&change("media", Op::Delete, row("private", "c"), None));
+    assert!(gone
+        .iter()
+        .all(|e| !e.rooms.contains(&"album_1".to_string())));
 }
 
 #[test]
