@@ -167,7 +167,7 @@ async fn history_hammering_leaves_live_delivery_and_readiness_alone() {
     let hammers: Vec<_> = (0..50)
         .map(|i| {
             let stop = stop.clone();
-            let user = token(&["1", "2", "3", "4"][i % 4]);
+            let user = token(["1", "2", "3", "4"][i % 4]);
             tokio::spawn(async move {
                 let (mut ok, mut limited) = (0u32, 0u32);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
