@@ -223,6 +223,9 @@ pub struct GatewayConfig {
     /// Heartbeat interval announced in `welcome`; idle connections are
     /// closed after two missed intervals.
     pub heartbeat: Duration,
+    /// `ROWCAST_PRESENCE_GRACE`: how long `offline` waits for the user to
+    /// come back (a connection that flaps within it stores nothing).
+    pub presence_grace: Duration,
     /// `ROWCAST_CLIENT_EVENTS`: names clients may `emit`.
     pub client_events: Vec<String>,
     /// `ROWCAST_THROTTLED_EVENTS`: client events throttled per sender and
@@ -298,6 +301,7 @@ fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
         cors: cors(&s.cors_origin)?,
         jwt: jwt(s)?,
         heartbeat: duration("ROWCAST_HEARTBEAT_INTERVAL", &s.heartbeat_interval)?,
+        presence_grace: duration("ROWCAST_PRESENCE_GRACE", &s.presence_grace)?,
         client_events: client_events("ROWCAST_CLIENT_EVENTS", &s.client_events)?,
         throttled_events: client_events("ROWCAST_THROTTLED_EVENTS", &s.throttled_events)?,
         limits: Limits {

@@ -88,6 +88,9 @@ pub struct Settings {
     /// Heartbeat interval announced to clients.
     #[arg(long, env = "ROWCAST_HEARTBEAT_INTERVAL", default_value = "25s")]
     pub heartbeat_interval: String,
+    /// How long a user's `offline` waits for them to come back.
+    #[arg(long, env = "ROWCAST_PRESENCE_GRACE", default_value = "2s")]
+    pub presence_grace: String,
     /// Event names clients may emit.
     #[arg(
         long,

@@ -83,3 +83,45 @@ async fn users_left_online_by_a_crash_go_offline_when_the_relay_restarts() {
     assert_eq!(left, 0);
     relay.kill();
 }
+
+/// A connection that drops and comes back within the grace period stores
+/// nothing; the user's real departure later stores `offline` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_connection_stores_no_presence_change() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    client.batch_execute(MATRIX_SEED).await.unwrap();
+    let mut config = config_for(&db.url, "trigger");
+    config.gateway.presence_grace = Duration::from_millis(500);
+    let relay = start_relay_with(config).await;
+    let alice = open(relay.addr, &token("1")).await;
+    wait_for("alice online", Duration::from_secs(20), || async {
+        (statuses(&client, "1").await == ["online"]).then_some(())
+    })
+    .await;
+    drop(alice);
+    let alice = open(relay.addr, &token("1")).await;
+    // Changes are applied in order and bob's `offline` is due after alice's
+    // would have been: once it is stored, alice's flap is settled.
+    let bob = open(relay.addr, &token("2")).await;
+    wait_for("bob online", Duration::from_secs(20), || async {
+        (statuses(&client, "2").await == ["online"]).then_some(())
+    })
+    .await;
+    drop(bob);
+    wait_for("bob offline", Duration::from_secs(20), || async {
+        (statuses(&client, "2").await == ["online", "offline"]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        statuses(&client, "1").await,
+        ["online"],
+        "the flap stored nothing"
+    );
+    drop(alice);
+    wait_for("alice offline", Duration::from_secs(20), || async {
+        (statuses(&client, "1").await == ["online", "offline"]).then_some(())
+    })
+    .await;
+    stop_relay(relay).await;
+}

@@ -129,6 +129,10 @@ pub trait Source: Send {
         batch: Self::Batch,
     ) -> impl Future<Output = Result<Progress, CaptureError>> + Send;
 
+    /// The relay is stopping: what [`poll`](Self::poll) returns from now on
+    /// is stored before the loop ends (input already waiting, not more).
+    fn stopping(&mut self) {}
+
     /// Closes the session's connections (after an error or at the end).
     fn close(&mut self);
 }

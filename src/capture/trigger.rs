@@ -290,6 +290,12 @@ impl Source for TriggerSource {
         Ok(Progress::Continue)
     }
 
+    fn stopping(&mut self) {
+        // Rows committed up to now (the closing connections' presence
+        // among them) are taken once more.
+        self.pending = true;
+    }
+
     fn close(&mut self) {
         self.listener = None;
     }

@@ -131,7 +131,7 @@ impl Gateway {
             caps: ConnectionCaps::new(&config.limits),
             history_limits: HistoryLimits::new(&config.limits),
             connections: access::Connections::default(),
-            presence: Presence::start(pool, publisher.clone()),
+            presence: Presence::start(pool, config.presence_grace),
             publisher,
             capture_status,
             metrics: metrics_handle(),

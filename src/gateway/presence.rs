@@ -2,38 +2,43 @@
 //! closed one `offline`, whatever the number of tabs. Each change is stored
 //! as `user-status-changed` in the rooms that `realtime.presence(sub,
 //! status)` names (the user's own room and their friends' in the demo).
-//! Changes are applied one at a time, in order, by one task.
 //!
-//! Who is online is also kept in `realtime.online`: the task starts by
-//! storing `offline` for users a previous relay left there (it crashed with
-//! their connections open), before any change of its own. On shutdown the
-//! relay waits for that task to store what the closing connections queued
-//! before it stops capture, so their `offline` changes are not lost.
+//! Each change is one transaction: `realtime.online` changes, and the event
+//! is published with `realtime.publish` (the path any writer uses), only if
+//! the row really changed, so every transition is stored exactly once and
+//! never without its event. Changes are applied in order by one task.
+//!
+//! A connection that drops and comes back within `ROWCAST_PRESENCE_GRACE`
+//! (default 2 s) stores nothing: `offline` waits that long and a return
+//! cancels it. A relay that stops flushes the waiting `offline`s at once; one
+//! that crashed leaves its users in `realtime.online`, and the next one
+//! stores their `offline` before any change of its own.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-use crate::event::Published;
-use crate::ingest::PublishRequest;
+use crate::duration::sleep_until;
 
 /// Status changes waiting to be stored, at most.
 const QUEUE: usize = 65_536;
 
 /// Work for the presence task.
 enum PresenceWork {
-    /// A user's status changed.
-    Change(String, &'static str),
-    /// Answer once everything queued before is handled.
+    /// A user's first connection opened (`true`) or last one closed.
+    Change(String, bool),
+    /// Store every waiting change now, then answer.
     Flush(oneshot::Sender<()>),
 }
 
 /// Counts open connections per user and queues status changes.
 pub struct Presence {
-    /// Open connections per user.
+    /// Open connections per user (users at zero are removed).
     counts: Mutex<HashMap<String, usize>>,
     /// Status changes for the presence task.
     changes: mpsc::Sender<PresenceWork>,
@@ -41,9 +46,9 @@ pub struct Presence {
 
 impl Presence {
     /// Starts the presence task.
-    pub fn start(pool: Pool, publisher: mpsc::Sender<PublishRequest>) -> Self {
+    pub fn start(pool: Pool, grace: Duration) -> Self {
         let (changes, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, publisher, rx));
+        tokio::spawn(run(pool, grace, rx));
         Self {
             counts: Mutex::new(HashMap::new()),
             changes,
@@ -59,7 +64,7 @@ impl Presence {
             *count == 1
         };
         if first {
-            self.change(user, "online");
+            self.change(user, true);
         }
     }
 
@@ -80,11 +85,11 @@ impl Presence {
             }
         };
         if last {
-            self.change(user, "offline");
+            self.change(user, false);
         }
     }
 
-    /// Resolves once every change queued so far has been handled.
+    /// Stores every waiting change now; resolves once that is done.
     pub async fn flushed(&self) {
         let (done, handled) = oneshot::channel();
         if self.changes.send(PresenceWork::Flush(done)).await.is_ok() {
@@ -92,40 +97,55 @@ impl Presence {
         }
     }
 
-    fn change(&self, user: &str, status: &'static str) {
+    fn change(&self, user: &str, online: bool) {
         if self
             .changes
-            .try_send(PresenceWork::Change(user.to_string(), status))
+            .try_send(PresenceWork::Change(user.to_string(), online))
             .is_err()
         {
-            tracing::warn!(status, "presence queue full; a status change was dropped");
+            tracing::warn!(online, "presence queue full; a status change was dropped");
         }
     }
 }
 
-async fn run(
-    pool: Pool,
-    publisher: mpsc::Sender<PublishRequest>,
-    mut changes: mpsc::Receiver<PresenceWork>,
-) {
+async fn run(pool: Pool, grace: Duration, mut changes: mpsc::Receiver<PresenceWork>) {
     for user in left_online(&pool).await {
-        if let Err(e) = store(&pool, &publisher, &user, "offline").await {
-            tracing::warn!(error = %e, "offline presence of a previous run not stored");
-        }
+        store_logged(&pool, &user, "offline").await;
     }
-    while let Some(item) = changes.recv().await {
-        let (user, status) = match item {
-            PresenceWork::Change(user, status) => (user, status),
-            PresenceWork::Flush(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        if let Err(e) = store(&pool, &publisher, &user, status).await {
-            if publisher.is_closed() {
-                tracing::debug!(status, "presence change not stored: the relay is stopping");
-            } else {
-                tracing::warn!(error = %e, status, "presence change not stored");
+    // Users whose last connection closed, and when their `offline` is due.
+    let mut leaving: HashMap<String, Instant> = HashMap::new();
+    loop {
+        let due = leaving.values().min().copied();
+        tokio::select! {
+            work = changes.recv() => match work {
+                Some(PresenceWork::Change(user, true)) => {
+                    // Back within the grace period: nothing happened.
+                    if leaving.remove(&user).is_none() {
+                        store_logged(&pool, &user, "online").await;
+                    }
+                }
+                Some(PresenceWork::Change(user, false)) => {
+                    leaving.insert(user, Instant::now() + grace);
+                }
+                Some(PresenceWork::Flush(done)) => {
+                    for (user, _) in leaving.drain() {
+                        store_logged(&pool, &user, "offline").await;
+                    }
+                    let _ = done.send(());
+                }
+                None => return,
+            },
+            _ = sleep_until(due) => {
+                let now = Instant::now();
+                let gone: Vec<String> = leaving
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(user, _)| user.clone())
+                    .collect();
+                for user in gone {
+                    leaving.remove(&user);
+                    store_logged(&pool, &user, "offline").await;
+                }
             }
         }
     }
@@ -149,50 +169,44 @@ async fn left_online(pool: &Pool) -> Vec<String> {
     }
 }
 
-async fn store(
-    pool: &Pool,
-    publisher: &mpsc::Sender<PublishRequest>,
-    user: &str,
-    status: &str,
-) -> Result<(), String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+async fn store_logged(pool: &Pool, user: &str, status: &str) {
+    if let Err(e) = store(pool, user, status).await {
+        tracing::warn!(error = %e, status, "presence change not stored");
+    }
+}
+
+/// One transaction: the `realtime.online` row changes, and only if it did,
+/// `user-status-changed` is published to the rooms `realtime.presence`
+/// names.
+async fn store(pool: &Pool, user: &str, status: &str) -> Result<(), String> {
+    let describe = |e: tokio_postgres::Error| crate::db::describe_pg_error(&e);
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(describe)?;
     let track = match status {
         "online" => "INSERT INTO realtime.online (sub) VALUES ($1) ON CONFLICT DO NOTHING",
         _ => "DELETE FROM realtime.online WHERE sub = $1",
     };
-    client
-        .execute(track, &[&user])
-        .await
-        .map_err(|e| crate::db::describe_pg_error(&e))?;
-    let rooms: Vec<String> = client
-        .query_one("SELECT realtime.presence($1, $2)", &[&user, &status])
-        .await
-        .map_err(|e| crate::db::describe_pg_error(&e))?
-        .get::<_, Option<Vec<String>>>(0)
-        .unwrap_or_default();
-    drop(client);
-    if rooms.is_empty() {
+    if tx.execute(track, &[&user]).await.map_err(describe)? == 0 {
         return Ok(());
     }
-    let user_id = user
-        .parse::<i64>()
-        .map(Value::from)
-        .unwrap_or_else(|_| Value::from(user));
-    let (reply, answer) = oneshot::channel();
-    let request = PublishRequest {
-        event: Published {
-            rooms,
-            event: "user-status-changed".into(),
-            data: json!({"user_id": user_id, "status": status}),
-        },
-        reply,
-    };
-    publisher
-        .send(request)
+    let rooms: Vec<String> = tx
+        .query_one("SELECT realtime.presence($1, $2)", &[&user, &status])
         .await
-        .map_err(|_| "the relay is stopping".to_string())?;
-    answer
+        .map_err(describe)?
+        .get::<_, Option<Vec<String>>>(0)
+        .unwrap_or_default();
+    if !rooms.is_empty() {
+        let user_id = user
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(user));
+        let data = json!({"user_id": user_id, "status": status});
+        tx.execute(
+            "SELECT realtime.publish($1, 'user-status-changed', $2)",
+            &[&rooms, &data],
+        )
         .await
-        .map_err(|_| "no answer".to_string())?
-        .map(|_| ())
+        .map_err(describe)?;
+    }
+    tx.commit().await.map_err(describe)
 }

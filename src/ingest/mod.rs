@@ -153,6 +153,7 @@ impl Ingest {
                     return Ok(true);
                 }
                 if self.shutdown.is_triggered() {
+                    self.final_sweep(source).await?;
                     return Ok(false);
                 }
                 self.publish_queued().await?;
@@ -166,9 +167,29 @@ impl Ingest {
                     }
                 }
                 _ = sleep_until(flush_at) => self.store_due().await?,
-                _ = self.shutdown.wait() => return Ok(false),
+                _ = self.shutdown.wait() => {
+                    self.final_sweep(source).await?;
+                    return Ok(false);
+                }
             }
         }
+    }
+
+    /// On shutdown: stores what the source already has (bounded, so a
+    /// large backlog is left for the next start), and queued publishes.
+    async fn final_sweep<S: Source>(&mut self, source: &mut S) -> Result<(), CaptureError> {
+        const FINAL_BATCHES: usize = 16;
+        source.stopping();
+        self.publish_queued().await?;
+        for _ in 0..FINAL_BATCHES {
+            let Some(batch) = source.poll()? else {
+                break;
+            };
+            if self.store(source, batch).await? == Progress::Finished {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Stores one batch of the source in one outbox transaction (with any
