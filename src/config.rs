@@ -277,10 +277,14 @@ fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
             "not set (for example postgres://user:password@localhost:5432/app)",
         ));
     }
-    let pg =
+    let (pg, tls) =
         crate::db::parse_url(url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
+    // An unreadable root certificate is a setting problem: say so now.
+    tls.client_config()
+        .map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
     Ok(DatabaseConfig {
         pg,
+        tls,
         pool_size: positive("ROWCAST_DB_POOL", s.db_pool)?,
         startup_timeout: duration("ROWCAST_STARTUP_TIMEOUT", &s.startup_timeout)?,
     })

@@ -87,10 +87,11 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     if url.trim().is_empty() {
         return Err(ConfigError::new("DATABASE_URL", "not set").into());
     }
-    let pg =
+    let (pg, tls) =
         rowcast::db::parse_url(&url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
     let database = rowcast::config::DatabaseConfig {
         pg,
+        tls,
         pool_size: 1,
         startup_timeout: std::time::Duration::from_secs(10),
     };

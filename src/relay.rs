@@ -93,7 +93,7 @@ impl Relay {
             target: target.clone(),
             error,
         };
-        let pool = db::pool(&config.database);
+        let pool = db::pool(&config.database).map_err(database_error)?;
         db::wait_until_reachable(&pool, config.database.startup_timeout)
             .await
             .map_err(database_error)?;
@@ -113,7 +113,8 @@ impl Relay {
         let retiring = capture::install(mode, &pool, &router, &config.capture).await?;
 
         let hub = Arc::new(Hub::new(0));
-        let ingest_pool = db::pool_of(&config.database, INGEST_SESSIONS, "rowcast ingest");
+        let ingest_pool = db::pool_of(&config.database, INGEST_SESSIONS, "rowcast ingest")
+            .map_err(database_error)?;
         let outbox = Outbox::open(ingest_pool.clone(), hub.clone())
             .await
             .map_err(database_error)?;
@@ -142,7 +143,7 @@ impl Relay {
             kind: mode,
             retiring,
             pool: ingest_pool.clone(),
-            pg: config.database.pg.clone(),
+            database: config.database.clone(),
             config: config.capture.clone(),
         }));
         let retention = tokio::spawn(retain(ingest_pool, config.retention, shutdown.clone()));

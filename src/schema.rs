@@ -33,6 +33,7 @@ pub async fn migrate(database: &DatabaseConfig) -> Result<(), MigrateError> {
     if !endpoint.password.is_empty() {
         options = options.password(&endpoint.password);
     }
+    let options = database.tls.sqlx(options);
     let mut conn = options.connect().await.map_err(describe)?;
     sqlx::query("SELECT pg_advisory_lock(hashtext('rowcast migrate'))")
         .execute(&mut conn)

@@ -44,6 +44,18 @@ pub struct ClusterOptions {
     pub keep: bool,
     /// Extra `postgresql.conf` lines.
     pub settings: Vec<(String, String)>,
+    /// Serve TLS with this certificate and key, and refuse TCP connections
+    /// without it (`hostnossl ... reject`); the Unix socket stays open.
+    pub tls_only: Option<TlsFiles>,
+}
+
+/// A server certificate and its key (PEM files).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The certificate (chain).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl Default for ClusterOptions {
@@ -53,6 +65,7 @@ impl Default for ClusterOptions {
             max_connections: 400,
             keep: false,
             settings: Vec::new(),
+            tls_only: None,
         }
     }
 }
@@ -99,6 +112,16 @@ impl Cluster {
     /// A connection URL for a database of this cluster.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A connection string over the cluster's Unix socket (trusted, and
+    /// open even when TCP requires TLS).
+    pub fn socket_url(&self, database: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={database}",
+            self.root.display(),
+            self.port
+        )
     }
 
     /// The server log.
@@ -163,7 +186,41 @@ impl Cluster {
         for (key, value) in self.settings(options) {
             writeln!(conf, "{key} = {value}").map_err(setup)?;
         }
+        if let Some(files) = &options.tls_only {
+            self.serve_tls_only(&data, files, &mut conf)?;
+        }
         Ok(())
+    }
+
+    /// Copies the certificate and key into the data directory (the key
+    /// readable by the server only), turns `ssl` on, and lets TCP clients
+    /// in only over TLS.
+    fn serve_tls_only(
+        &self,
+        data: &Path,
+        files: &TlsFiles,
+        conf: &mut std::fs::File,
+    ) -> Result<(), ClusterError> {
+        for (from, name) in [(&files.cert, "server.crt"), (&files.key, "server.key")] {
+            let to = data.join(name);
+            std::fs::copy(from, &to).map_err(setup)?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).map_err(setup)?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).map_err(setup)?;
+            }
+        }
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )
+        .map_err(setup)?;
+        let hba = "local all all trust\n\
+                   local replication all trust\n\
+                   hostssl all all 127.0.0.1/32 trust\n\
+                   hostssl replication all 127.0.0.1/32 trust\n\
+                   hostnossl all all all reject\n\
+                   hostnossl replication all all reject\n";
+        std::fs::write(data.join("pg_hba.conf"), hba).map_err(setup)
     }
 
     fn settings(&self, options: &ClusterOptions) -> Vec<(String, String)> {

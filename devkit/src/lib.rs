@@ -3,7 +3,8 @@
 //! schema ([`demo`]) and token minting ([`token`]), used by `rowcast dev`.
 //!
 //! With the `testing` feature, the parts only tests and the bench need: a
-//! Postgres server with a database per test ([`database`]), a WebSocket
+//! Postgres server with a database per test ([`database`]), test
+//! certificates ([`certs`]), a WebSocket
 //! client ([`ws`]), raw HTTP against the relay ([`http`]), relay processes
 //! that die with their parent ([`process`]) and polling with a deadline
 //! ([`wait`]). Nothing here depends on the `rowcast` library: helpers that
@@ -13,6 +14,8 @@ pub mod cluster;
 pub mod demo;
 pub mod token;
 
+#[cfg(feature = "testing")]
+pub mod certs;
 #[cfg(feature = "testing")]
 pub mod database;
 #[cfg(feature = "testing")]

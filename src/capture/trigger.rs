@@ -16,11 +16,11 @@ use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::switch::Retiring;
 use super::{table, CaptureError, Progress, Source, SourceKind, Written};
-use crate::db::DbError;
+use crate::db::{DatabaseConfig, DbError};
 use crate::outbox::OutboxTx;
 use crate::quote::{ident, literal};
 use crate::route::{Router, TableRoutes};
@@ -164,8 +164,8 @@ fn trigger_sql(table: &TableRoutes) -> String {
 pub struct TriggerSource {
     /// The runtime pool (the wake-up flag, the settle check).
     pool: Pool,
-    /// Where the LISTEN connection goes.
-    pg: tokio_postgres::Config,
+    /// Where the LISTEN connection goes, and its TLS.
+    database: DatabaseConfig,
     /// Routes, for routing the taken rows.
     router: Arc<Router>,
     /// Most rows per transaction.
@@ -195,13 +195,13 @@ impl TriggerSource {
     /// A source reading the capture table of `pool`'s database.
     pub fn new(
         pool: Pool,
-        pg: tokio_postgres::Config,
+        database: DatabaseConfig,
         router: Arc<Router>,
         config: &crate::config::CaptureConfig,
     ) -> Self {
         Self {
             pool,
-            pg,
+            database,
             router,
             batch_size: config.batch_size,
             poll_interval: config.poll_interval,
@@ -222,7 +222,7 @@ impl Source for TriggerSource {
     }
 
     async fn open(&mut self) -> Result<(), CaptureError> {
-        self.listener = Some(Listener::start(&self.pg, self.wake.clone()).await?);
+        self.listener = Some(Listener::start(&self.database, self.wake.clone()).await?);
         set_sleeping(&self.pool, false).await?;
         self.awake = true;
         self.pending = true;
@@ -357,10 +357,11 @@ struct Listener {
 }
 
 impl Listener {
-    async fn start(pg: &tokio_postgres::Config, wake: Arc<Notify>) -> Result<Self, DbError> {
-        let mut pg = crate::db::pinned(pg);
+    async fn start(database: &DatabaseConfig, wake: Arc<Notify>) -> Result<Self, DbError> {
+        let mut pg = crate::db::pinned(&database.pg);
         pg.application_name("rowcast listen");
-        let (client, mut connection) = pg.connect(NoTls).await?;
+        let tls = database.tls.connector().map_err(DbError::Tls)?;
+        let (client, mut connection) = pg.connect(tls).await?;
         let task = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {

@@ -20,7 +20,7 @@ use crate::capture::switch::Retiring;
 use crate::capture::trigger::TriggerSource;
 use crate::capture::{CaptureError, CaptureStatus, Progress, Source, SourceKind};
 use crate::config::CaptureConfig;
-use crate::db::Backoff;
+use crate::db::{Backoff, DatabaseConfig};
 use crate::duration::sleep_until;
 use crate::outbox::Outbox;
 use crate::route::Router;
@@ -53,7 +53,7 @@ pub struct Capture {
     /// The runtime pool.
     pub pool: Pool,
     /// Where the sources' own connections go (LISTEN, replication).
-    pub pg: tokio_postgres::Config,
+    pub database: DatabaseConfig,
     /// Capture settings.
     pub config: CaptureConfig,
 }
@@ -85,14 +85,14 @@ impl Ingest {
             kind,
             retiring,
             pool,
-            pg,
+            database,
             config,
         } = capture;
         if let Some(retiring) = retiring {
             tracing::info!(slot = %retiring.slot, "reading the replication slot up to the switch to trigger capture");
             let slot = LogicalSource::new(
                 pool.clone(),
-                pg.clone(),
+                database.clone(),
                 self.router.clone(),
                 config.clone(),
             )
@@ -104,11 +104,11 @@ impl Ingest {
             logical::drop_retired(&pool, &retiring).await?;
         }
         if kind == SourceKind::Logical {
-            let slot = LogicalSource::new(pool, pg, self.router.clone(), config);
+            let slot = LogicalSource::new(pool, database, self.router.clone(), config);
             self.ingest(slot).await?;
             return Ok(());
         }
-        let trigger = TriggerSource::new(pool, pg, self.router.clone(), &config);
+        let trigger = TriggerSource::new(pool, database, self.router.clone(), &config);
         self.ingest(trigger).await?;
         Ok(())
     }

@@ -16,14 +16,14 @@ use super::{pgoutput, slot};
 use crate::capture::switch::{Retiring, Switch};
 use crate::capture::{table, CaptureError, Progress, Source, SourceKind, Written};
 use crate::config::CaptureConfig;
-use crate::db::{DbError, Endpoint};
+use crate::db::{DatabaseConfig, DbError, Endpoint};
 use crate::event::{Captured, Change};
 use crate::outbox::{OutboxTx, SourcePosition};
 use crate::route::Router;
 
 impl From<pgwire_replication::PgWireError> for CaptureError {
     fn from(e: pgwire_replication::PgWireError) -> Self {
-        if e.is_auth() || e.is_message_too_large() {
+        if e.is_auth() || e.is_tls() || e.is_message_too_large() {
             Self::Logical(e.to_string())
         } else {
             Self::Interrupted(e.to_string())
@@ -113,8 +113,8 @@ pub enum LogicalBatch {
 pub struct LogicalSource {
     /// The runtime pool (state, slot bookkeeping, heartbeats).
     pool: Pool,
-    /// Where the replication connection goes.
-    pg: tokio_postgres::Config,
+    /// Where the replication connection goes, and its TLS.
+    database: DatabaseConfig,
     /// Routes, for decoding and routing.
     router: Arc<Router>,
     /// Capture settings.
@@ -157,14 +157,14 @@ impl LogicalSource {
     /// Streams the slot of this database until shutdown.
     pub fn new(
         pool: Pool,
-        pg: tokio_postgres::Config,
+        database: DatabaseConfig,
         router: Arc<Router>,
         config: CaptureConfig,
     ) -> Self {
         let heartbeat = heartbeat(config.heartbeat);
         Self {
             pool,
-            pg,
+            database,
             router,
             config,
             retiring: None,
@@ -204,7 +204,7 @@ impl Source for LogicalSource {
         let slot = slot::slot_name(&self.pool, &self.config).await?;
         let state = read_state(&self.pool).await?;
         let confirmed = slot::confirmed_flush(&self.pool, &slot).await?;
-        let client = connect(&self.pg, &self.config, &slot, confirmed).await?;
+        let client = connect(&self.database, &self.config, &slot, confirmed).await?;
         tracing::info!(%slot, confirmed = %Lsn(confirmed), "logical capture streaming");
         self.heartbeat = heartbeat(self.config.heartbeat);
         self.stream = Some(Stream {
@@ -576,12 +576,13 @@ async fn read_state(pool: &Pool) -> Result<State, DbError> {
 
 /// Opens the replication connection and starts streaming from the slot.
 async fn connect(
-    pg: &tokio_postgres::Config,
+    database: &DatabaseConfig,
     config: &CaptureConfig,
     slot: &str,
     confirmed: u64,
 ) -> Result<ReplicationClient, CaptureError> {
-    let endpoint = Endpoint::of(pg);
+    let endpoint = Endpoint::of(&database.pg);
+    let tls = database.tls.replication(&endpoint.host);
     let publications = vec![
         config.publication.clone(),
         slot::publish_publication(config),
@@ -595,6 +596,7 @@ async fn connect(
         publications,
     )
     .with_port(endpoint.port)
+    .with_tls(tls)
     .with_start_lsn(Lsn(confirmed))
     .with_ack_lsn(Lsn(confirmed))
     .with_status_interval(Duration::from_millis(500))

@@ -13,13 +13,18 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use rand::Rng;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
+
+pub use tls::{RootCert, SslMode, Tls};
+
+mod tls;
 
 /// The database connection, with its password kept out of every printout.
 #[derive(Clone)]
 pub struct DatabaseConfig {
     /// Parsed `DATABASE_URL`.
     pub pg: tokio_postgres::Config,
+    /// `sslmode` and `sslrootcert`, for every session the relay opens.
+    pub tls: Tls,
     /// Connections in the runtime pool (authorization, history, the outbox writer).
     pub pool_size: usize,
     /// How long startup keeps retrying an unreachable database before giving up.
@@ -34,7 +39,8 @@ impl fmt::Debug for DatabaseConfig {
 
 /// Parses a `postgres://` URL (or a key=value connection string) without
 /// ever repeating it in an error, since it may hold a password.
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
+pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
+    let (url, tls) = Tls::extract(url, |name| std::env::var(name).ok())?;
     let trimmed = url.trim();
     let looks_like_url = trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://");
     if !looks_like_url && !trimmed.contains('=') {
@@ -56,10 +62,8 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
         let user = pg.get_user().unwrap_or("postgres").to_string();
         pg.dbname(&user);
     }
-    if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err("sslmode=require is not supported by this build; connect over a trusted network or a local socket".into());
-    }
-    Ok(pg)
+    pg.ssl_mode(tls.pg_ssl_mode());
+    Ok((pg, tls))
 }
 
 /// A printable description of where a config points, without the password.
@@ -119,13 +123,13 @@ impl Endpoint {
 }
 
 /// Builds the runtime pool. Connections are opened lazily.
-pub fn pool(config: &DatabaseConfig) -> Pool {
+pub fn pool(config: &DatabaseConfig) -> Result<Pool, DbError> {
     pool_of(config, config.pool_size, "rowcast")
 }
 
 /// A pool of `size` sessions named `name` (`application_name`), for one
 /// kind of work, so that no kind waits behind another.
-pub fn pool_of(config: &DatabaseConfig, size: usize, name: &str) -> Pool {
+pub fn pool_of(config: &DatabaseConfig, size: usize, name: &str) -> Result<Pool, DbError> {
     let mut pg = pinned(&config.pg);
     pg.application_name(name);
     if pg.get_connect_timeout().is_none() {
@@ -133,7 +137,7 @@ pub fn pool_of(config: &DatabaseConfig, size: usize, name: &str) -> Pool {
     }
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        config.tls.connector().map_err(DbError::Tls)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -145,7 +149,7 @@ pub fn pool_of(config: &DatabaseConfig, size: usize, name: &str) -> Pool {
         .recycle_timeout(Some(Duration::from_secs(5)))
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .build()
-        .expect("a pool with a runtime and timeouts always builds")
+        .map_err(|e| DbError::Pool(e.to_string()))
 }
 
 /// The search path of every relay session (pool, LISTEN, replication):
@@ -198,6 +202,9 @@ pub enum DbError {
     /// not yet visible): retry after a backoff.
     #[error("{0}")]
     Retry(String),
+    /// The TLS settings cannot be used (an unreadable root certificate).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl From<PoolError> for DbError {
@@ -217,6 +224,7 @@ impl DbError {
         match self {
             Self::Pool(_) | Self::Retry(_) => true,
             Self::Postgres(e) => is_transient(e),
+            Self::Tls(_) => false,
         }
     }
 
@@ -224,7 +232,7 @@ impl DbError {
     pub fn code(&self) -> Option<&SqlState> {
         match self {
             Self::Postgres(e) => e.code(),
-            Self::Pool(_) | Self::Retry(_) => None,
+            Self::Pool(_) | Self::Retry(_) | Self::Tls(_) => None,
         }
     }
 }
@@ -244,6 +252,8 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
                 || *code == SqlState::LOCK_NOT_AVAILABLE
         }
+        // A certificate or TLS setting problem does not clear by itself.
+        None if is_tls_failure(e) => false,
         // No SQLSTATE: the socket failed or the connection could not be made.
         None => {
             let mut source = std::error::Error::source(e);
@@ -276,6 +286,26 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
             text
         }
     }
+}
+
+/// Whether a connection failed in TLS: the server refused it, or its
+/// certificate was not trusted.
+fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
+    if e.to_string().contains("TLS") {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let rustls = s.is::<rustls::Error>()
+            || s.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+        if rustls {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Exponential backoff with full jitter: each delay is uniform in
@@ -324,7 +354,7 @@ mod tests {
 
     #[test]
     fn urls_parse_and_describe_without_password() {
-        let pg = parse_url("postgres://app:s3cret@db.internal:6432/shop").unwrap();
+        let (pg, _) = parse_url("postgres://app:s3cret@db.internal:6432/shop").unwrap();
         let text = describe(&pg);
         assert_eq!(text, "postgres://app@db.internal:6432/shop");
         assert!(!text.contains("s3cret"));
