@@ -88,6 +88,16 @@ impl Relay {
     /// Starts every stage; fails with a clear error when a prerequisite is
     /// missing (database, schema, routes).
     pub async fn start(config: Config, shutdown: Shutdown) -> Result<Self, RelayError> {
+        Self::start_with(config, shutdown, axum::Router::new()).await
+    }
+
+    /// Like [`start`](Self::start), also serving `routes` on the gateway's
+    /// port (they must not overlap the relay's own paths).
+    pub async fn start_with(
+        config: Config,
+        shutdown: Shutdown,
+        routes: axum::Router,
+    ) -> Result<Self, RelayError> {
         let target = db::describe(&config.database.pg);
         let database_error = |error| RelayError::Database {
             target: target.clone(),
@@ -128,6 +138,7 @@ impl Relay {
             publisher.clone(),
             capture_status.clone(),
             shutdown.clone(),
+            routes,
         )
         .await?;
         let capture_stop = Shutdown::new();

@@ -95,7 +95,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds and starts serving.
+    /// Binds and starts serving the protocol, the HTTP API and `extra`
+    /// routes (for example `rowcast dev`'s page) on one port.
     pub async fn start(
         config: &GatewayConfig,
         hub: Arc<Hub>,
@@ -103,6 +104,7 @@ impl Gateway {
         publisher: mpsc::Sender<PublishRequest>,
         capture_status: Arc<CaptureStatus>,
         shutdown: Shutdown,
+        extra: Router,
     ) -> Result<Self, GatewayError> {
         let verifier = Arc::new(Verifier::new(&config.jwt)?);
         let listener = tokio::net::TcpListener::bind(config.bind)
@@ -140,7 +142,7 @@ impl Gateway {
         tokio::spawn(forget_idle_addresses(shared.clone()));
         tokio::spawn(metrics_upkeep(shared.clone()));
         tokio::spawn(access::run(shared.clone()));
-        let app = router(shared.clone());
+        let app = router(shared.clone()).merge(extra);
         let served = axum::serve(
             axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
