@@ -223,6 +223,9 @@ pub struct GatewayConfig {
     /// Heartbeat interval announced in `welcome`; idle connections are
     /// closed after two missed intervals.
     pub heartbeat: Duration,
+    /// `ROWCAST_HEADER_TIMEOUT`: how long a client may take to send a
+    /// request's headers (the WebSocket upgrade included).
+    pub header_timeout: Duration,
     /// `ROWCAST_PRESENCE_GRACE`: how long `offline` waits for the user to
     /// come back (a connection that flaps within it stores nothing).
     pub presence_grace: Duration,
@@ -306,6 +309,10 @@ fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
         jwt: jwt(s)?,
         heartbeat: duration("ROWCAST_HEARTBEAT_INTERVAL", &s.heartbeat_interval)?,
         presence_grace: duration("ROWCAST_PRESENCE_GRACE", &s.presence_grace)?,
+        header_timeout: positive(
+            "ROWCAST_HEADER_TIMEOUT",
+            duration("ROWCAST_HEADER_TIMEOUT", &s.header_timeout)?,
+        )?,
         client_events: client_events("ROWCAST_CLIENT_EVENTS", &s.client_events)?,
         throttled_events: client_events("ROWCAST_THROTTLED_EVENTS", &s.throttled_events)?,
         limits: Limits {

@@ -91,6 +91,9 @@ pub struct Settings {
     /// How long a user's `offline` waits for them to come back.
     #[arg(long, env = "ROWCAST_PRESENCE_GRACE", default_value = "2s")]
     pub presence_grace: String,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "ROWCAST_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: String,
     /// Event names clients may emit.
     #[arg(
         long,

@@ -227,3 +227,36 @@ async fn history_hammering_leaves_live_delivery_and_readiness_alone() {
     assert!(readiness.await.unwrap() > 0);
     stop_relay(relay).await;
 }
+
+/// A client that sends headers a piece at a time (or nothing) is cut off
+/// after `ROWCAST_HEADER_TIMEOUT`; a prompt one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::demo().await;
+    let mut config = config_for(&db.url, "trigger");
+    config.gateway.header_timeout = Duration::from_millis(500);
+    let relay = start_relay_with(config).await;
+    let mut slow = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    for socket in [&mut slow, &mut silent] {
+        let mut buffer = Vec::new();
+        let read = tokio::time::timeout(FRAME_DEADLINE, socket.read_to_end(&mut buffer))
+            .await
+            .expect("the relay closes the connection");
+        assert!(read.is_ok());
+        let text = String::from_utf8_lossy(&buffer);
+        assert!(
+            !text.contains("200 OK"),
+            "no answer to unfinished headers: {text}"
+        );
+    }
+    let (status, _) = rowcast_devkit::http::request(relay.addr, "GET", "/healthz", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    stop_relay(relay).await;
+}

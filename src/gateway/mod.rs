@@ -9,6 +9,7 @@ mod error;
 mod http;
 pub mod limits;
 mod presence;
+mod server;
 mod ws;
 
 use std::net::SocketAddr;
@@ -143,18 +144,12 @@ impl Gateway {
         tokio::spawn(metrics_upkeep(shared.clone()));
         tokio::spawn(access::run(shared.clone()));
         let app = router(shared.clone()).merge(extra);
-        let served = axum::serve(
-            axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(close_clients(hub, shutdown));
-        let task = tokio::spawn(async move {
-            if let Err(e) = served.await {
-                tracing::error!(error = %e, "the server stopped");
-            }
-        });
+        let task = tokio::spawn(server::serve(
+            listener,
+            app,
+            config.header_timeout,
+            close_clients(hub, shutdown),
+        ));
         tracing::info!(%addr, "gateway listening (WebSocket at /v1/ws)");
         Ok(Self { addr, task, shared })
     }
