@@ -85,6 +85,13 @@ impl Database {
         Ok(answer)
     }
 
+    /// Drops answers older than the cache's lifetime, so the cache holds
+    /// only what joins asked for recently.
+    pub(crate) fn prune(&self) {
+        let ttl = self.ttl;
+        self.lock_cache().retain(|_, (_, at)| at.elapsed() < ttl);
+    }
+
     /// Forgets the cached answers for these rooms (their rights changed).
     pub(crate) fn forget<R: AsRef<str>>(&self, rooms: &[R]) {
         if rooms.is_empty() {

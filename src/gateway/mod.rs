@@ -213,6 +213,7 @@ async fn forget_idle_addresses(shared: Arc<Shared>) {
             _ = interval.tick() => {
                 shared.connects.forget_idle();
                 shared.history_limits.forget_idle();
+                shared.database.prune();
             }
             _ = shared.shutdown.wait() => return,
         }
