@@ -414,4 +414,5 @@ pub async fn statuses(client: &Client, user: &str) -> Vec<String> {
 
 pub mod burst;
 pub mod catalog;
+pub mod node;
 pub mod ws;

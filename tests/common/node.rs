@@ -1,0 +1,119 @@
+//! Node.js for the tests that use the JavaScript client's toolchain
+//! (`clients/js`): whether node and npm are installed, one lock for every
+//! test binary sharing `node_modules` and `dist/`, and `npm ci` when the
+//! installed dependencies are older than the lock file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::SystemTime;
+
+/// The oldest Node.js the client's toolchain (vitest 4) runs on.
+pub const MIN_NODE_MAJOR: u32 = 20;
+
+/// The JavaScript client's directory.
+pub fn client_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js")
+}
+
+/// Why the Node.js tests cannot run here (node or npm missing), if so.
+/// Panics on a node older than [`MIN_NODE_MAJOR`].
+pub fn missing() -> Option<&'static str> {
+    let Some(major) = node_major() else {
+        return Some("`node` is not installed (apt-get install nodejs npm)");
+    };
+    if !runs(Command::new("npm").arg("--version")) {
+        return Some("`npm` is not installed (apt-get install npm)");
+    }
+    assert!(
+        major >= MIN_NODE_MAJOR,
+        "the JS client tests need Node.js {MIN_NODE_MAJOR} or newer, found {major}"
+    );
+    None
+}
+
+/// Takes the lock on `clients/js` and installs its dependencies when they
+/// are stale; the lock is held until the returned file is dropped.
+pub fn prepared() -> File {
+    let lock = lock(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("js_client.lock"));
+    let dir = client_dir();
+    if dependencies_stale(&dir) {
+        npm(&dir, &["ci", "--no-audit", "--no-fund"], &[]);
+    }
+    lock
+}
+
+/// The major version of the installed `node`, if there is one.
+fn node_major() -> Option<u32> {
+    let output = Command::new("node").arg("--version").output().ok()?;
+    let version = String::from_utf8(output.stdout).ok()?;
+    version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn runs(command: &mut Command) -> bool {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Whether `npm ci` must run: no `node_modules`, or installed from an older
+/// `package.json` or lock file than the ones checked out.
+fn dependencies_stale(dir: &Path) -> bool {
+    let installed = modified(&dir.join("node_modules/.package-lock.json"));
+    let wanted = ["package.json", "package-lock.json"]
+        .iter()
+        .filter_map(|name| modified(&dir.join(name)))
+        .max();
+    match (installed, wanted) {
+        (Some(installed), Some(wanted)) => installed < wanted,
+        _ => true,
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    path.metadata().and_then(|meta| meta.modified()).ok()
+}
+
+/// Runs npm in `dir` with its output streamed, and fails the test if it fails.
+pub fn npm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    println!("running npm {} in {}", args.join(" "), dir.display());
+    let mut command = Command::new("npm");
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("could not run npm: {e}"));
+    assert!(status.success(), "npm {} failed: {status}", args.join(" "));
+}
+
+/// An exclusive lock (flock) held until the returned file is dropped or
+/// the process ends.
+fn lock(path: &Path) -> File {
+    use std::os::fd::AsRawFd;
+    let file = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "lock {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    file
+}
