@@ -23,6 +23,20 @@ pub enum Command {
     /// Run a throwaway local Postgres with the demo schema, a live demo
     /// writer and the relay; everything is removed on Ctrl-C.
     Dev(Box<DevArgs>),
+    /// Print TypeScript declarations of every event's `data` and `old`,
+    /// from the routes file and the database's column types.
+    Types(TypesArgs),
+}
+
+/// Arguments of `rowcast types`.
+#[derive(Debug, Args)]
+pub struct TypesArgs {
+    /// Postgres connection URL (the database whose tables the routes name).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Path of the routes file (default: the built-in demo routes).
+    #[arg(long, env = "ROWCAST_ROUTES")]
+    pub routes: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `rowcast migrate`.

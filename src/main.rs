@@ -3,6 +3,7 @@
 
 mod cli;
 mod dev;
+mod types;
 
 use std::process::ExitCode;
 
@@ -64,6 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(settings) => serve(*settings).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Dev(args) => dev::run(*args).await,
+        Command::Types(args) => types::run(args).await,
     }
 }
 

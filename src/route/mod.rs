@@ -11,6 +11,7 @@ mod access;
 mod condition;
 pub mod file;
 mod template;
+pub mod typescript;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
