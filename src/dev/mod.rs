@@ -1,9 +1,11 @@
 //! `rowcast dev`: the relay against a throwaway local Postgres with the demo
 //! schema, seeded data and a writer that changes demo rows every second, so
-//! events can be watched as they are stored. Ctrl-C stops everything and
+//! events can be watched as they are stored, on stdout and in the live
+//! inspector page served at `/` ([`inspector`]). Ctrl-C stops everything and
 //! removes the cluster. With `DATABASE_URL` set, that database is used
 //! instead (the demo schema is applied to it; it is re-runnable).
 
+mod inspector;
 mod writer;
 
 use std::sync::Arc;
@@ -51,7 +53,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     prepare(&config).await?;
 
     let shutdown = Shutdown::new();
-    let relay = Relay::start(config.clone(), shutdown.clone()).await?;
+    let secret = config
+        .gateway
+        .jwt
+        .secret
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default();
+    let inspector = inspector::routes(secret);
+    let relay = Relay::start_with(config.clone(), shutdown.clone(), inspector).await?;
     banner(&config, &relay);
     let printer = tokio::spawn(print_events(relay.hub.clone(), shutdown.clone()));
     let demo = (!interval.is_zero())
@@ -142,6 +152,7 @@ fn banner(config: &Config, relay: &Relay) {
         "  database   {}",
         rowcast::db::describe(&config.database.pg)
     );
+    eprintln!("  inspector  http://localhost:{port}/");
     eprintln!("  websocket  ws://localhost:{port}/v1/ws?token={token}");
     eprintln!("             (a token for demo user 2, \"bob\", valid for 24 hours)");
     eprintln!("  try        {{\"type\":\"join\",\"room\":\"user_2\"}}  {{\"type\":\"join\",\"room\":\"content_1\",\"since\":0}}");
