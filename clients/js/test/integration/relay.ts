@@ -119,7 +119,7 @@ export class TestDatabase {
   }
 }
 
-/** `rowcast serve` on one port for the whole test, across kills and restarts. */
+/** `rowcast serve` (or another subcommand) on one port for the whole test, across kills and restarts. */
 export class Relay {
   private child: ChildProcess | undefined;
   private exited: Promise<void> = Promise.resolve();
@@ -130,11 +130,16 @@ export class Relay {
     private readonly db: TestDatabase,
     readonly port: number,
     private readonly env: Record<string, string>,
+    private readonly command: string,
   ) {}
 
-  /** Starts a relay for `db`; `env` adds or overrides settings (see docs/configuration.md). */
-  static async start(db: TestDatabase, env: Record<string, string> = {}): Promise<Relay> {
-    const relay = new Relay(db, await freePort(), env);
+  /**
+   * Starts a relay for `db`; `env` adds or overrides settings (see
+   * docs/configuration.md), `command` is the subcommand (`dev` runs the
+   * demo seed, the inspector and, unless turned off, the demo writer).
+   */
+  static async start(db: TestDatabase, env: Record<string, string> = {}, command = "serve"): Promise<Relay> {
+    const relay = new Relay(db, await freePort(), env, command);
     await relay.start();
     return relay;
   }
@@ -154,7 +159,7 @@ export class Relay {
 
   async start(): Promise<void> {
     if (this.child) throw new Error("the relay is already running");
-    const child = spawn(required("ROWCAST_BIN"), ["serve"], {
+    const child = spawn(required("ROWCAST_BIN"), [this.command], {
       env: {
         PATH: process.env.PATH ?? "/usr/bin:/bin",
         HOME: process.env.HOME ?? "/tmp",
