@@ -5,8 +5,10 @@
 //! the event frames that arrive (and, for latency, records when each
 //! `messages` frame arrived) until the parent asks for a report. Stalled
 //! connections stop reading after their joins until the parent says `drain`.
+//! Controlled connections (revocation) also record the `left` frames they
+//! receive and join their rooms again when the parent says `join <index>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,10 @@ const ENDED: u16 = 1006;
 const STILL_OPEN: u16 = 0;
 /// A draining connection that receives nothing for this long is still open.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// `join` commands waiting per controlled connection.
+const COMMANDS: usize = 4;
+/// Most `left` frames kept between two reports.
+const MAX_LEFTS: usize = 1_000_000;
 
 #[derive(Default)]
 struct Shared {
@@ -43,6 +49,10 @@ struct Shared {
     open: AtomicU64,
     drain_frames: AtomicU64,
     still_open: AtomicU64,
+    /// `(room, receive time)` of `left` frames since the last report.
+    lefts: Mutex<Vec<(String, u64)>>,
+    /// The command queue of each open controlled connection, by index.
+    controls: Mutex<HashMap<usize, mpsc::Sender<()>>>,
 }
 
 impl Shared {
@@ -121,7 +131,23 @@ async fn run() -> anyhow::Result<()> {
                 closes: take_closes(&shared),
                 reconnects: shared.reconnects.swap(0, Ordering::Relaxed),
                 open: shared.open.load(Ordering::Relaxed),
+                lefts: std::mem::take(&mut *shared.lefts.lock().unwrap()),
             }),
+            command if command.starts_with("join ") => {
+                let index = command[5..].trim().parse::<usize>().unwrap_or(usize::MAX);
+                let queue = shared.controls.lock().unwrap().get(&index).cloned();
+                let refused = match queue {
+                    Some(queue) => queue.try_send(()).err().map(|_| "a join is under way"),
+                    None => Some("no such open connection"),
+                };
+                if let Some(error) = refused {
+                    say(&Message::Joined {
+                        index,
+                        ok: false,
+                        error: Some(error.into()),
+                    });
+                }
+            }
             "drain" => {
                 let _ = drain_tx.send(true);
                 let deadline = tokio::time::sleep(Duration::from_secs(60));
@@ -170,12 +196,13 @@ async fn connection(
     mut drain: watch::Receiver<bool>,
 ) {
     let rooms = &plan.conns[index];
+    let token = plan.tokens.get(index).unwrap_or(&plan.token);
     let mut first = Some(first);
     let mut failures = 0;
     loop {
         let attempt = {
             let _permit = permits.acquire().await;
-            open(&plan, rooms).await
+            open(&plan, token, rooms).await
         };
         let ws = match attempt {
             Ok(ws) => ws,
@@ -208,7 +235,15 @@ async fn connection(
             let _ = done.send(());
             return;
         }
-        let code = read(ws, &shared, &shared.frames, plan.latency, None).await;
+        let code = if plan.control {
+            let (queue, commands) = mpsc::channel(COMMANDS);
+            shared.controls.lock().unwrap().insert(index, queue);
+            let code = controlled(ws, index, rooms, &shared, commands).await;
+            shared.controls.lock().unwrap().remove(&index);
+            code
+        } else {
+            read(ws, &shared, &shared.frames, plan.latency, None).await
+        };
         shared.open.fetch_sub(1, Ordering::Relaxed);
         shared.closed(code);
         if !plan.reconnect {
@@ -258,6 +293,88 @@ async fn read(
     ENDED
 }
 
+/// Reads a controlled connection until it closes: counts event frames,
+/// records `left` frames, and joins the rooms again on each command,
+/// answering with [`Message::Joined`] once every join was answered.
+async fn controlled(
+    ws: WebSocketStream<TcpStream>,
+    index: usize,
+    rooms: &[String],
+    shared: &Shared,
+    mut commands: mpsc::Receiver<()>,
+) -> u16 {
+    let (mut sink, mut stream) = ws.split();
+    // The reference of the joins under way, and how many are unanswered.
+    let mut pending: Option<(String, usize)> = None;
+    let mut attempt = 0u64;
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                if command.is_none() {
+                    return ENDED;
+                }
+                attempt += 1;
+                let reference = format!("again{attempt}");
+                let mut sent = Ok(());
+                for room in rooms {
+                    let join = serde_json::json!({"type": "join", "room": room, "ref": reference});
+                    sent = sent.and(sink.feed(Ws::Text(join.to_string().into())).await);
+                }
+                if let Err(e) = sent.and(sink.flush().await) {
+                    say(&Message::Joined { index, ok: false, error: Some(e.to_string()) });
+                    return ENDED;
+                }
+                if rooms.is_empty() {
+                    say(&Message::Joined { index, ok: true, error: None });
+                } else {
+                    pending = Some((reference, rooms.len()));
+                }
+            }
+            next = stream.next() => {
+                let Some(message) = next else { return ENDED };
+                match message {
+                    Ok(Ws::Text(text)) => {
+                        let now = sys::mono_ns();
+                        if is_event(&text) {
+                            shared.frames.fetch_add(1, Ordering::Relaxed);
+                        } else if text.contains("\"left\"") {
+                            let frame: serde_json::Value =
+                                serde_json::from_str(&text).unwrap_or_default();
+                            if frame["type"] == "left" {
+                                let room = frame["room"].as_str().unwrap_or_default().to_string();
+                                let mut lefts = shared.lefts.lock().unwrap();
+                                if lefts.len() < MAX_LEFTS {
+                                    lefts.push((room, now));
+                                }
+                            }
+                        } else if text.contains("\"reply\"") {
+                            let reply: serde_json::Value =
+                                serde_json::from_str(&text).unwrap_or_default();
+                            let Some((reference, waiting)) = pending.as_mut() else { continue };
+                            if reply["ref"] != reference.as_str() {
+                                continue;
+                            }
+                            if reply["ok"] != true {
+                                say(&Message::Joined { index, ok: false, error: Some(text.to_string()) });
+                                pending = None;
+                            } else {
+                                *waiting -= 1;
+                                if *waiting == 0 {
+                                    say(&Message::Joined { index, ok: true, error: None });
+                                    pending = None;
+                                }
+                            }
+                        }
+                    }
+                    Ok(Ws::Close(frame)) => return frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+                    Ok(_) => {}
+                    Err(_) => return ENDED,
+                }
+            }
+        }
+    }
+}
+
 /// Whether a server frame is an event (`{"type":"event",...}`).
 fn is_event(text: &str) -> bool {
     let head = &text.as_bytes()[..text.len().min(32)];
@@ -274,7 +391,11 @@ fn body_number(text: &str) -> Option<u64> {
 
 /// Connects from the plan's source address, reads the welcome and joins
 /// the rooms.
-async fn open(plan: &Plan, rooms: &[String]) -> anyhow::Result<WebSocketStream<TcpStream>> {
+async fn open(
+    plan: &Plan,
+    token: &str,
+    rooms: &[String],
+) -> anyhow::Result<WebSocketStream<TcpStream>> {
     let socket = TcpSocket::new_v4()?;
     if let Some(size) = plan.recv_buffer {
         socket.set_recv_buffer_size(size)?;
@@ -284,7 +405,7 @@ async fn open(plan: &Plan, rooms: &[String]) -> anyhow::Result<WebSocketStream<T
         .await
         .context("connect timed out")??;
     stream.set_nodelay(true)?;
-    let url = format!("ws://{}/v1/ws?token={}", plan.addr, plan.token);
+    let url = format!("ws://{}/v1/ws?token={token}", plan.addr);
     let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(20),

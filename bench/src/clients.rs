@@ -39,6 +39,14 @@ pub struct Plan {
     pub latency: bool,
     /// Reconnect and rejoin after the relay closes a connection.
     pub reconnect: bool,
+    /// One token per connection (user tokens), used instead of `token`
+    /// when not empty.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// Connections record the `left` frames they receive and join their
+    /// rooms again on `join <index>` (answered with [`Message::Joined`]).
+    #[serde(default)]
+    pub control: bool,
 }
 
 /// What a client process tells the parent.
@@ -67,6 +75,19 @@ pub enum Message {
         reconnects: u64,
         /// Connections open now.
         open: u64,
+        /// `(room, receive time in ns)` of every `left` frame, when the
+        /// plan has `control`.
+        #[serde(default)]
+        lefts: Vec<(String, u64)>,
+    },
+    /// The answer to `join <index>`: the connection's joins were answered.
+    Joined {
+        /// The connection, in the process's plan.
+        index: usize,
+        /// Every join was accepted.
+        ok: bool,
+        /// The first refusal or failure.
+        error: Option<String>,
     },
     /// Stalled connections read what was waiting until the relay's close.
     Drained {
@@ -98,6 +119,8 @@ pub struct Totals {
     pub closes: BTreeMap<u16, u64>,
     pub reconnects: u64,
     pub open: u64,
+    /// `(room, receive time in ns)` of the `left` frames received.
+    pub lefts: Vec<(String, u64)>,
 }
 
 struct Proc {
@@ -110,6 +133,8 @@ struct Proc {
 /// A group of client processes; killed when dropped.
 pub struct Clients {
     procs: Vec<Proc>,
+    /// Connections per process (the last one may have fewer).
+    chunk: usize,
 }
 
 impl Clients {
@@ -130,12 +155,23 @@ impl Clients {
             .min(conns.len())
             .max(1);
         let chunk = conns.len().div_ceil(procs).max(1);
-        let mut group = Self { procs: Vec::new() };
+        let mut group = Self {
+            procs: Vec::new(),
+            chunk,
+        };
         let mut plans = Vec::new();
-        for part in conns.chunks(chunk) {
+        for (at, part) in conns.chunks(chunk).enumerate() {
+            let tokens = if template.tokens.is_empty() {
+                Vec::new()
+            } else {
+                let from = (at * chunk).min(template.tokens.len());
+                let to = (from + part.len()).min(template.tokens.len());
+                template.tokens[from..to].to_vec()
+            };
             let plan = Plan {
                 conns: part.to_vec(),
                 bind: env.next_ip(),
+                tokens,
                 ..template.clone()
             };
             group.procs.push(spawn(env, &plan).await?);
@@ -186,7 +222,9 @@ impl Clients {
                     closes,
                     reconnects,
                     open,
+                    lefts,
                 } => {
+                    totals.lefts.extend(lefts);
                     windows.push(at_ns.saturating_sub(proc.last_report_ns) as f64 / 1e9);
                     proc.last_report_ns = at_ns;
                     totals.frames += frames;
@@ -202,6 +240,27 @@ impl Clients {
         }
         totals.window_s = windows.iter().sum::<f64>() / windows.len().max(1) as f64;
         Ok(totals)
+    }
+
+    /// Asks connection `conn` (an index into the `conns` given to
+    /// [`Clients::start`], of a plan with `control`) to join its rooms
+    /// again, and waits for the replies (at most 30 s). Returns the first
+    /// refusal, if any.
+    pub async fn rejoin(&mut self, conn: usize) -> anyhow::Result<Result<(), String>> {
+        let proc = self
+            .procs
+            .get_mut(conn / self.chunk.max(1))
+            .context("no such connection")?;
+        let local = conn % self.chunk.max(1);
+        proc.send(&format!("join {local}")).await?;
+        match proc.next(Duration::from_secs(30)).await? {
+            Message::Joined { index, ok, error } if index == local => Ok(if ok {
+                Ok(())
+            } else {
+                Err(error.unwrap_or_default())
+            }),
+            other => bail!("unexpected message from a client process: {other:?}"),
+        }
     }
 
     /// Lets stalled connections read again until the relay's close frame

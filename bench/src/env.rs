@@ -137,6 +137,18 @@ impl Env {
         )
     }
 
+    /// A user's token (no role): the rule in `realtime.authorize` decides
+    /// what it may join, its rights can be taken away, and the relay caps
+    /// its open connections (`ROWCAST_MAX_CONNECTIONS_PER_USER`).
+    pub fn user_token(&self, user: i64) -> String {
+        token::hs256(
+            SECRET,
+            json!(user.to_string()),
+            Duration::from_secs(86_400),
+            json!({}),
+        )
+    }
+
     /// A loopback source address not handed out before (127.0.0.2 onwards),
     /// so each client process has its own range of ephemeral ports.
     pub fn next_ip(&self) -> Ipv4Addr {

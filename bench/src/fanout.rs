@@ -158,6 +158,8 @@ async fn one(env: &Env, args: &Args, run: usize, n: usize) -> anyhow::Result<Run
         recv_buffer: None,
         latency: false,
         reconnect: true,
+        tokens: Vec::new(),
+        control: false,
     };
     let conns = clients::conns(n, |i| {
         vec!["user_1".to_string(), format!("user_{}", 2 + i / room_size)]

@@ -138,6 +138,8 @@ async fn one_capture(
         recv_buffer: None,
         latency: true,
         reconnect: false,
+        tokens: Vec::new(),
+        control: false,
     };
     let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
     let (mut group, ready) = Clients::start(env, plan, rooms, 5000, 2).await?;

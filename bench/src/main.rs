@@ -18,8 +18,10 @@ mod latency;
 mod relay;
 mod replay;
 mod report;
+mod revocation;
 mod slow;
 mod smoke;
+mod soak;
 mod stats;
 mod sys;
 mod writers;
@@ -29,7 +31,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Benchmarks of rowcast: latency, capture cost, fan-out, replay, slow clients.
+/// Benchmarks of rowcast: latency, capture cost, fan-out, replay, slow
+/// clients, memory over minutes, revocation.
 #[derive(Debug, Parser)]
 #[command(name = "rowcast-bench", about, long_about = None)]
 struct Cli {
@@ -49,6 +52,10 @@ enum Command {
     Replay(replay::Args),
     /// Clients that stop reading, next to healthy ones.
     Slow(slow::Args),
+    /// Minutes of steady writes with nobody scraping /metrics: does RSS level off?
+    Soak(soak::Args),
+    /// Commit that takes a right away → the member's `left` frame.
+    Revocation(revocation::Args),
     /// Every scenario at a tiny size, to prove the harness works.
     Smoke(smoke::Args),
     /// (internal) The relay process.
@@ -132,6 +139,8 @@ async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
         Command::Fanout(args) => (fanout::run(env, &args).await?, args.common.out),
         Command::Replay(args) => (replay::run(env, &args).await?, args.common.out),
         Command::Slow(args) => (slow::run(env, &args).await?, args.common.out),
+        Command::Soak(args) => (soak::run(env, &args).await?, args.out),
+        Command::Revocation(args) => (revocation::run(env, &args).await?, args.common.out),
         Command::Smoke(args) => {
             let (outcomes, json) = smoke::run(env, &args).await?;
             for outcome in &outcomes {

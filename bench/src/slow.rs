@@ -110,6 +110,8 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
         recv_buffer: None,
         latency: true,
         reconnect: false,
+        tokens: Vec::new(),
+        control: false,
     };
     let rooms = clients::conns(args.healthy, |i| vec![format!("user_{}", i + 1)]);
     let (mut healthy, ready) = Clients::start(env, plan.clone(), rooms, 5000, 1).await?;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::env::Env;
 use crate::report::Outcome;
-use crate::{capture, fanout, latency, replay, slow, Common};
+use crate::{capture, fanout, latency, replay, revocation, slow, soak, Common};
 
 /// Options of `smoke`.
 #[derive(clap::Args, Clone, Debug)]
@@ -94,6 +94,37 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_
                 seconds: 2.0,
                 rate: 200.0,
                 recv_buffer: 4096,
+                capture: "trigger".into(),
+                writers: 4,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        soak::run(
+            env,
+            &soak::Args {
+                seconds: 3.0,
+                rate: 200.0,
+                clients: 5,
+                capture: "trigger".into(),
+                writers: 4,
+                runs: 1,
+                out: args.out.clone(),
+                quiet_wait: 0,
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        revocation::run(
+            env,
+            &revocation::Args {
+                trials: 6,
+                rooms: 3,
+                clients: 4,
+                load_rate: 200.0,
                 capture: "trigger".into(),
                 writers: 4,
                 common,

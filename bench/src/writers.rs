@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::{Client, Statement};
+use tokio_util::sync::CancellationToken;
 
 use crate::env;
 use crate::sys;
@@ -106,6 +107,12 @@ impl Writers {
 
     /// Applies a load with every connection; returns when it is over.
     pub async fn run(&self, load: &Load) -> Outcome {
+        self.run_until(load, &CancellationToken::new()).await
+    }
+
+    /// Applies a load until it is over or `stop` is cancelled, whichever
+    /// comes first (a statement under way is finished).
+    pub async fn run_until(&self, load: &Load, stop: &CancellationToken) -> Outcome {
         let start = tokio::time::Instant::now();
         let start_ns = sys::mono_ns();
         let deadline = start + load.duration;
@@ -114,6 +121,7 @@ impl Writers {
         for (index, (client, one, many)) in self.conns.iter().cloned().enumerate() {
             let load = load.clone();
             let seq = self.seq.clone();
+            let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
                 let mut done = Outcome::default();
                 let batch = load.batch.max(1);
@@ -138,8 +146,11 @@ impl Writers {
                         if due >= deadline {
                             break;
                         }
-                        tokio::time::sleep_until(due).await;
-                    } else if tokio::time::Instant::now() >= deadline {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(due) => {}
+                            _ = stop.cancelled() => break,
+                        }
+                    } else if tokio::time::Instant::now() >= deadline || stop.is_cancelled() {
                         break;
                     }
                     k += 1;

@@ -126,6 +126,19 @@ fn the_benchmark_harness_runs_every_scenario() {
         assert!(count(run, &["with_stalled", "samples"]) > 0, "{run}");
         assert!(count(run, &["stalled_joined"]) > 0, "{run}");
     }
+    for run in runs(&results, "soak") {
+        assert!(count(run, &["expected"]) > 0, "{run}");
+        assert!(count(run, &["delivered"]) > 0, "{run}");
+        assert!(
+            run["samples"].as_array().is_some_and(|s| s.len() >= 2),
+            "RSS samples: {run}"
+        );
+    }
+
+    for run in runs(&results, "revocation") {
+        assert!(count(run, &["idle", "samples"]) > 0, "{run}");
+        assert!(count(run, &["loaded", "samples"]) > 0, "{run}");
+    }
     assert!(out.join("smoke-latency.svg").is_file());
 
     // Everything the bench started is gone.
