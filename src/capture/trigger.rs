@@ -13,14 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use futures_util::StreamExt;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio_postgres::AsyncMessage;
 
 use super::switch::Retiring;
 use super::{table, CaptureError, Progress, Source, SourceKind, Written};
-use crate::db::{DatabaseConfig, DbError};
+use crate::db::{DatabaseConfig, DbError, Session};
 use crate::outbox::OutboxTx;
 use crate::quote::{ident, literal};
 use crate::route::{Router, TableRoutes};
@@ -174,8 +171,8 @@ pub struct TriggerSource {
     poll_interval: Duration,
     /// The NOTIFY wake-up.
     wake: Arc<Notify>,
-    /// The LISTEN connection of the open session.
-    listener: Option<Listener>,
+    /// The LISTEN session (NOTIFY wakes the source).
+    listener: Option<Session>,
     /// Whether writers are told not to notify.
     awake: bool,
     /// Whether rows may be waiting (read before waiting again).
@@ -222,7 +219,13 @@ impl Source for TriggerSource {
     }
 
     async fn open(&mut self) -> Result<(), CaptureError> {
-        self.listener = Some(Listener::start(&self.database, self.wake.clone()).await?);
+        let wake = self.wake.clone();
+        let listener =
+            Session::listen(&self.database, "rowcast listen", &[CHANNEL], move |_, _| {
+                wake.notify_one();
+            })
+            .await?;
+        self.listener = Some(listener);
         set_sleeping(&self.pool, false).await?;
         self.awake = true;
         self.pending = true;
@@ -235,7 +238,7 @@ impl Source for TriggerSource {
     }
 
     async fn wait(&mut self) -> Result<(), CaptureError> {
-        if self.listener.as_ref().is_none_or(Listener::is_closed) {
+        if self.listener.as_ref().is_none_or(Session::is_closed) {
             return Err(CaptureError::Interrupted(
                 "the LISTEN connection closed".into(),
             ));
@@ -345,49 +348,6 @@ async fn writers_settled(pool: &Pool) -> Result<bool, DbError> {
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// The dedicated LISTEN connection (a pool cannot deliver notifications).
-struct Listener {
-    /// Keeps the connection open.
-    _client: tokio_postgres::Client,
-    /// Forwards notifications to the wake-up; ends when the connection does.
-    task: JoinHandle<()>,
-}
-
-impl Listener {
-    async fn start(database: &DatabaseConfig, wake: Arc<Notify>) -> Result<Self, DbError> {
-        let mut pg = crate::db::pinned(&database.pg);
-        pg.application_name("rowcast listen");
-        let tls = database.tls.connector().map_err(DbError::Tls)?;
-        let (client, mut connection) = pg.connect(tls).await?;
-        let task = tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(_)) => wake.notify_one(),
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-            wake.notify_one();
-        });
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-        Ok(Self {
-            _client: client,
-            task,
-        })
-    }
-
-    fn is_closed(&self) -> bool {
-        self.task.is_finished()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -14,8 +14,10 @@ use rand::Rng;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
+pub use session::Session;
 pub use tls::{RootCert, SslMode, Tls};
 
+mod session;
 mod tls;
 
 /// The database connection, with its password kept out of every printout.
