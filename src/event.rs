@@ -8,6 +8,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -128,17 +129,22 @@ impl Deref for StoredEvent {
 /// A committed change that may have taken a right away: the rooms whose
 /// members, and the users whose joined rooms, must be authorized again.
 /// Declared by the `[[access]]` rules of the routes file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessChange {
     /// Re-ask for every member of these rooms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rooms: Vec<String>,
     /// Re-ask for every room these users (`sub`) joined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
+    /// Re-ask for every membership (too many changes to name).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub everyone: bool,
 }
 
 impl AccessChange {
     /// Whether it names nothing.
     pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty() && self.users.is_empty()
+        self.rooms.is_empty() && self.users.is_empty() && !self.everyone
     }
 }

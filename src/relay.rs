@@ -15,7 +15,7 @@ use crate::config::{Config, Retention, RoutesSource};
 use crate::db::{self, DbError};
 use crate::fanout::Hub;
 use crate::gateway::{Gateway, GatewayError};
-use crate::ingest::{Capture, Ingest, PublishRequest};
+use crate::ingest::{Capture, Ingest, Leadership, PublishRequest, Start};
 use crate::outbox::{self, Outbox};
 use crate::route::{RouteError, Router};
 use crate::schema::{self, MigrateError};
@@ -120,7 +120,18 @@ impl Relay {
             .await
             .map_err(database_error)?;
         tracing::info!(mode = mode.name(), reason = %why, "capture mode selected");
-        let retiring = capture::install(mode, &pool, &router, &config.capture).await?;
+        // The first attempt to lead is made here, so that a node that leads
+        // has installed capture before `start` returns.
+        let mut leadership = Leadership::new(config.database.clone());
+        let leading = leadership.try_acquire().await.map_err(database_error)?;
+        let start = if leading {
+            Start::Leading(capture::install(mode, &pool, &router, &config.capture).await?)
+        } else {
+            tracing::info!("another node leads capture: this node follows the outbox");
+            Start::Following
+        };
+        let mut config = config;
+        config.gateway.clean_up_presence = leading;
 
         let hub = Arc::new(Hub::new(0));
         let ingest_pool = db::pool_of(&config.database, INGEST_SESSIONS, "rowcast ingest")
@@ -152,10 +163,11 @@ impl Relay {
         );
         let capture = tokio::spawn(ingest.run(Capture {
             kind: mode,
-            retiring,
             pool: ingest_pool.clone(),
             database: config.database.clone(),
             config: config.capture.clone(),
+            leadership,
+            start,
         }));
         let retention = tokio::spawn(retain(ingest_pool, config.retention, shutdown.clone()));
         Ok(Self {

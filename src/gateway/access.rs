@@ -65,6 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         let memberships = tokio::select! {
             change = changes.recv() => match change {
+                Ok(change) if change.everyone => everyone(&shared),
                 Ok(change) => concerned(&shared, &change),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "access changes came faster than re-checks; re-checking every membership");

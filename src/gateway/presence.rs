@@ -12,7 +12,8 @@
 //! (default 2 s) stores nothing: `offline` waits that long and a return
 //! cancels it. A relay that stops flushes the waiting `offline`s at once; one
 //! that crashed leaves its users in `realtime.online`, and the next one
-//! stores their `offline` before any change of its own.
+//! stores their `offline` before any change of its own (only a node that
+//! leads when it starts: presence is counted per node, see docs/scaling.md).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,9 +47,9 @@ pub struct Presence {
 
 impl Presence {
     /// Starts the presence task.
-    pub fn start(pool: Pool, grace: Duration) -> Self {
+    pub fn start(pool: Pool, grace: Duration, clean_up: bool) -> Self {
         let (changes, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, grace, rx));
+        tokio::spawn(run(pool, grace, clean_up, rx));
         Self {
             counts: Mutex::new(HashMap::new()),
             changes,
@@ -108,9 +109,16 @@ impl Presence {
     }
 }
 
-async fn run(pool: Pool, grace: Duration, mut changes: mpsc::Receiver<PresenceWork>) {
-    for user in left_online(&pool).await {
-        store_logged(&pool, &user, "offline").await;
+async fn run(
+    pool: Pool,
+    grace: Duration,
+    clean_up: bool,
+    mut changes: mpsc::Receiver<PresenceWork>,
+) {
+    if clean_up {
+        for user in left_online(&pool).await {
+            store_logged(&pool, &user, "offline").await;
+        }
     }
     // Users whose last connection closed, and when their `offline` is due.
     let mut leaving: HashMap<String, Instant> = HashMap::new();

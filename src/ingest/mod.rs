@@ -7,6 +7,8 @@
 //! event gets its `seq` from one place. Transient failures are retried
 //! here, with backoff, for every source alike.
 
+mod heads;
+mod leader;
 mod publish;
 
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::capture::logical::{self, LogicalSource};
 use crate::capture::switch::Retiring;
 use crate::capture::trigger::TriggerSource;
-use crate::capture::{CaptureError, CaptureStatus, Progress, Source, SourceKind};
+use crate::capture::{self, CaptureError, CaptureStatus, Progress, Source, SourceKind};
 use crate::config::CaptureConfig;
 use crate::db::{Backoff, DatabaseConfig};
 use crate::duration::sleep_until;
@@ -26,6 +28,8 @@ use crate::outbox::Outbox;
 use crate::route::Router;
 use crate::shutdown::Shutdown;
 
+use heads::Heads;
+pub use leader::{Leadership, ATTEMPT_EVERY};
 pub use publish::PublishRequest;
 
 /// The single writer and what it serves.
@@ -48,14 +52,26 @@ pub struct Ingest {
 pub struct Capture {
     /// The mechanism.
     pub kind: SourceKind,
-    /// A slot to read up to its switch before trigger capture starts.
-    pub retiring: Option<Retiring>,
     /// The runtime pool.
     pub pool: Pool,
     /// Where the sources' own connections go (LISTEN, replication).
     pub database: DatabaseConfig,
     /// Capture settings.
     pub config: CaptureConfig,
+    /// This node's claim on leadership.
+    pub leadership: Leadership,
+    /// Whether this node starts as the leader (capture already installed)
+    /// or follows another.
+    pub start: Start,
+}
+
+/// How a node starts.
+pub enum Start {
+    /// It holds the lock and installed capture; a retiring slot, if any,
+    /// is read up to its switch first.
+    Leading(Option<Retiring>),
+    /// Another node leads.
+    Following,
 }
 
 impl Ingest {
@@ -78,16 +94,69 @@ impl Ingest {
         }
     }
 
-    /// Runs capture until shutdown or a fatal error: first a retiring slot
-    /// up to its switch (then it is dropped), then the configured source.
+    /// Runs this node until shutdown or a fatal error: while another node
+    /// leads, it follows the outbox (and stores its own explicit events);
+    /// while it leads, it captures. Losing the lock stops capture at once.
     pub async fn run(mut self, capture: Capture) -> Result<(), CaptureError> {
         let Capture {
             kind,
-            retiring,
             pool,
             database,
             config,
+            mut leadership,
+            start,
         } = capture;
+        let mut heads = Heads::new(database.clone());
+        let mut installed = match start {
+            Start::Leading(retiring) => Some(retiring),
+            Start::Following => None,
+        };
+        loop {
+            let retiring = match installed.take() {
+                Some(retiring) => retiring,
+                None => {
+                    if !self.follow(&mut leadership, &mut heads).await? {
+                        return Ok(());
+                    }
+                    match capture::install(kind, &pool, &self.router, &config).await {
+                        Ok(retiring) => retiring,
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %e, "capture could not be installed; following again");
+                            leadership.release();
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            tracing::info!(mode = kind.name(), "this node leads: it captures");
+            metrics::gauge!("rowcast_leader").set(1.0);
+            let led = tokio::select! {
+                result = self.lead(kind, retiring, &pool, &database, &config, &mut heads) => Some(result),
+                _ = leadership.lost() => None,
+            };
+            metrics::gauge!("rowcast_leader").set(0.0);
+            self.status.set_running(false);
+            match led {
+                Some(result) => return result,
+                None => {
+                    tracing::warn!("lost the leader lock: capture stopped; following the outbox")
+                }
+            }
+        }
+    }
+
+    /// Captures, as the leader: first a retiring slot up to its switch
+    /// (then it is dropped), then the configured source.
+    async fn lead(
+        &mut self,
+        kind: SourceKind,
+        retiring: Option<Retiring>,
+        pool: &Pool,
+        database: &DatabaseConfig,
+        config: &CaptureConfig,
+        heads: &mut Heads,
+    ) -> Result<(), CaptureError> {
         if let Some(retiring) = retiring {
             tracing::info!(slot = %retiring.slot, "reading the replication slot up to the switch to trigger capture");
             let slot = LogicalSource::new(
@@ -97,28 +166,109 @@ impl Ingest {
                 config.clone(),
             )
             .retiring(retiring.clone());
-            if !self.ingest(slot).await? {
+            if !self.ingest(slot, heads).await? {
                 // Interrupted: the slot still holds changes nobody stored yet.
                 return Ok(());
             }
-            logical::drop_retired(&pool, &retiring).await?;
+            logical::drop_retired(pool, &retiring).await?;
         }
         if kind == SourceKind::Logical {
-            let slot = LogicalSource::new(pool, database, self.router.clone(), config);
-            self.ingest(slot).await?;
+            let slot = LogicalSource::new(
+                pool.clone(),
+                database.clone(),
+                self.router.clone(),
+                config.clone(),
+            );
+            self.ingest(slot, heads).await?;
             return Ok(());
         }
-        let trigger = TriggerSource::new(pool, database, self.router.clone(), &config);
-        self.ingest(trigger).await?;
+        let trigger =
+            TriggerSource::new(pool.clone(), database.clone(), self.router.clone(), config);
+        self.ingest(trigger, heads).await?;
+        Ok(())
+    }
+
+    /// Follows the outbox until this node takes the lead (true) or shuts
+    /// down (false); transient failures are retried with backoff.
+    async fn follow(
+        &mut self,
+        leadership: &mut Leadership,
+        heads: &mut Heads,
+    ) -> Result<bool, CaptureError> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            match self.follow_round(leadership, heads).await {
+                Ok(Some(lead)) => return Ok(lead),
+                Ok(None) => backoff.reset(),
+                Err(e) if e.is_transient() => {
+                    self.status.set_running(false);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "following the outbox interrupted");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shutdown.wait() => return Ok(false),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt to lead, then [`ATTEMPT_EVERY`] of following: the
+    /// outbox is read on every head notification, and this node's explicit
+    /// events are stored. `Some(true)`: lead now; `Some(false)`: shutdown.
+    async fn follow_round(
+        &mut self,
+        leadership: &mut Leadership,
+        heads: &mut Heads,
+    ) -> Result<Option<bool>, CaptureError> {
+        if leadership.try_acquire().await? {
+            return Ok(Some(true));
+        }
+        heads.ensure().await?;
+        self.outbox.resync().await?;
+        self.status.set_running(true);
+        let until = tokio::time::Instant::now() + ATTEMPT_EVERY;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Ok(None),
+                _ = heads.changed() => self.follow_head(heads, false).await?,
+                request = self.requests.recv() => {
+                    if let Some(first) = request {
+                        self.publish(first).await?;
+                    }
+                }
+                _ = self.shutdown.wait() => return Ok(Some(false)),
+            }
+        }
+    }
+
+    /// Reads the outbox up to the newest head another node announced,
+    /// then hands on the access changes it announced (a leader found those
+    /// itself while storing, so it drops them).
+    async fn follow_head(&mut self, heads: &Heads, leading: bool) -> Result<(), CaptureError> {
+        let lag = heads.latest() - self.outbox.delivered();
+        metrics::gauge!("rowcast_outbox_lag").set(lag.max(0) as f64);
+        if lag > 0 {
+            self.outbox.resync().await?;
+        }
+        let access = heads.take_access();
+        if !leading {
+            self.outbox.announce_access(access);
+        }
         Ok(())
     }
 
     /// Runs sessions of `source` with backoff until shutdown (false) or
     /// until the source finished (true).
-    async fn ingest<S: Source>(&mut self, mut source: S) -> Result<bool, CaptureError> {
+    async fn ingest<S: Source>(
+        &mut self,
+        mut source: S,
+        heads: &mut Heads,
+    ) -> Result<bool, CaptureError> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            let result = self.session(&mut source, &mut backoff).await;
+            let result = self.session(&mut source, &mut backoff, heads).await;
             source.close();
             self.status.set_running(false);
             match result {
@@ -142,8 +292,10 @@ impl Ingest {
         &mut self,
         source: &mut S,
         backoff: &mut Backoff,
+        heads: &mut Heads,
     ) -> Result<bool, CaptureError> {
         source.open().await?;
+        heads.ensure().await?;
         self.outbox.resync().await?;
         self.status.set_running(true);
         backoff.reset();
@@ -167,6 +319,8 @@ impl Ingest {
                     }
                 }
                 _ = sleep_until(flush_at) => self.store_due().await?,
+                // Another node stored an explicit event.
+                _ = heads.changed() => self.follow_head(heads, true).await?,
                 _ = self.shutdown.wait() => {
                     self.final_sweep(source).await?;
                     return Ok(false);

@@ -26,6 +26,19 @@ use crate::event::{AccessChange, Change, Event, StoredEvent};
 use crate::route::Router;
 
 pub use read::{room_events, RoomPage};
+
+/// The channel every outbox transaction that stored events notifies, with
+/// the new head as payload: other nodes' wake-up to read the outbox (a
+/// wake-up only; they also read it periodically).
+pub const HEAD_CHANNEL: &str = "realtime_outbox";
+
+/// The channel an outbox transaction whose changes may take rights away
+/// notifies, with those changes as JSON (`"*"` when they do not fit in a
+/// notification): other nodes re-check their own members.
+pub const ACCESS_CHANNEL: &str = "realtime_access";
+
+/// Largest notification payload Postgres takes, with a margin.
+const MAX_PAYLOAD: usize = 7900;
 pub use retention::retain;
 
 /// Receives stored events after the transaction that stored them committed.
@@ -185,6 +198,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// Hands access changes another node announced to the subscriber.
+    pub fn announce_access(&self, changes: Vec<AccessChange>) {
+        if !changes.is_empty() {
+            self.subscriber.access_changed(changes);
+        }
+    }
+
     /// Reads the stored head and delivers anything not delivered yet.
     pub async fn resync(&mut self) -> Result<(), DbError> {
         let client = self.pool.get().await?;
@@ -284,6 +304,18 @@ impl<'a> OutboxTx<'a> {
             next_flush = next;
         }
         let stored = self.store(position).await?;
+        if let Some(last) = stored.last() {
+            self.notify(HEAD_CHANNEL, &last.seq.to_string()).await?;
+        }
+        if !self.access.is_empty() {
+            let payload = serde_json::to_string(&self.access).unwrap_or_default();
+            let payload = if payload.is_empty() || payload.len() > MAX_PAYLOAD {
+                "*".to_string()
+            } else {
+                payload
+            };
+            self.notify(ACCESS_CHANNEL, &payload).await?;
+        }
         self.tx.commit().await?;
         Ok(Committed {
             events: stored,
@@ -292,6 +324,12 @@ impl<'a> OutboxTx<'a> {
             next_flush,
             access: std::mem::take(&mut self.access),
         })
+    }
+
+    async fn notify(&self, channel: &str, payload: &str) -> Result<(), DbError> {
+        let notify = self.tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        self.tx.execute(&notify, &[&channel, &payload]).await?;
+        Ok(())
     }
 
     async fn store(

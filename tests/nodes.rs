@@ -1,0 +1,218 @@
+//! Several relay nodes on one database, started exactly like one: one leads
+//! (captures), the others follow the outbox. Every node's clients get each
+//! change once, in order; explicit events published on any node reach the
+//! clients of every node; and when the leader is killed in the middle of a
+//! burst, another node takes over with nothing lost or stored twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::ws::*;
+use common::*;
+use serde_json::json;
+use tokio_postgres::Client;
+
+in_both_modes! {
+    every_node_delivers_each_change_once_in_order => two_nodes,
+    a_killed_leader_is_replaced_and_nothing_is_lost => failover,
+}
+
+/// The rooms the burst writes to.
+const ROOMS: [&str; 6] = [
+    "content_1",
+    "content_2",
+    "content_3",
+    "content_4",
+    "user_1",
+    "user_2",
+];
+
+/// A client of `addr` in every burst room, from the first event on.
+async fn watcher(addr: SocketAddr) -> Ws {
+    let mut ws = open(addr, &service_token()).await;
+    for room in ROOMS {
+        let reply = ws
+            .request(json!({"type": "join", "room": room, "since": 0}))
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    ws
+}
+
+/// Each room's stored seqs up to `until`.
+async fn stored_per_room(client: &Client, until: i64) -> BTreeMap<String, Vec<i64>> {
+    let rooms: Vec<String> = ROOMS.iter().map(|r| r.to_string()).collect();
+    client
+        .query(
+            "SELECT room, array_agg(seq ORDER BY seq) FROM realtime.outbox_rooms
+             WHERE room = ANY($1) AND seq <= $2 GROUP BY room",
+            &[&rooms, &until],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// Reads frames until every room reached its last expected seq; checks each
+/// room got exactly the expected seqs, in order.
+async fn receives_exactly(ws: &mut Ws, expected: &BTreeMap<String, Vec<i64>>, node: &str) {
+    let mut got: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let done = |got: &BTreeMap<String, Vec<i64>>| {
+        expected
+            .iter()
+            .all(|(room, seqs)| got.get(room).and_then(|g| g.last()) >= seqs.last())
+    };
+    while !done(&got) {
+        let frame = ws.frame().await;
+        if let (Some(room), Some(seq)) = (frame["room"].as_str(), frame["seq"].as_i64()) {
+            got.entry(room.to_string()).or_default().push(seq);
+        }
+    }
+    for (room, seqs) in expected {
+        let received: Vec<i64> = got
+            .get(room)
+            .map(|g| {
+                g.iter()
+                    .copied()
+                    .filter(|s| s <= seqs.last().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            &received, seqs,
+            "node {node}, room {room}: each event once, in order"
+        );
+    }
+}
+
+async fn is_leader(addr: SocketAddr) -> bool {
+    rowcast_devkit::http::metric(addr, "rowcast_leader").await == 1.0
+}
+
+async fn publish(addr: SocketAddr, marker: &str) -> i64 {
+    let (status, body) = rowcast_devkit::http::json(
+        addr,
+        "POST",
+        "/v1/publish",
+        Some(&service_token()),
+        Some(json!({"rooms": ["user_1"], "event": "announcement", "data": {"marker": marker}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["seq"].as_i64().expect("a seq")
+}
+
+/// Waits for the published event `seq` with `marker` on `ws`.
+async fn receives_published(ws: &mut Ws, seq: i64, marker: &str) {
+    loop {
+        let frame = ws.frame().await;
+        if frame["seq"] == seq {
+            assert_eq!(frame["data"]["marker"], marker);
+            return;
+        }
+    }
+}
+
+async fn two_nodes(capture: &str) {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    burst::setup(&client).await;
+    let (_a, addr_a) = spawn_listening_relay(&db, capture, &[]).await;
+    let (_b, addr_b) = spawn_listening_relay(&db, capture, &[]).await;
+    assert!(is_leader(addr_a).await, "the first node leads");
+    assert!(!is_leader(addr_b).await, "the second follows");
+    let (mut wa, mut wb) = (watcher(addr_a).await, watcher(addr_b).await);
+
+    burst::join(burst::start(&db.url, 4, 100)).await;
+    let until = barrier(&client).await;
+    burst::verify(&client, until).await;
+    let expected = stored_per_room(&client, until).await;
+    receives_exactly(&mut wa, &expected, "a").await;
+    receives_exactly(&mut wb, &expected, "b").await;
+
+    // Explicit events published on either node reach the clients of both.
+    for (addr, marker) in [(addr_b, "from b"), (addr_a, "from a")] {
+        let seq = publish(addr, marker).await;
+        receives_published(&mut wa, seq, marker).await;
+        receives_published(&mut wb, seq, marker).await;
+    }
+
+    // A right taken away by a commit removes the member on a follower too.
+    let mut stranger = open(addr_b, &token("2")).await;
+    assert_eq!(stranger.join("content_2").await["ok"], true);
+    client
+        .batch_execute("UPDATE content SET visibility = 'private' WHERE id = 2")
+        .await
+        .unwrap();
+    loop {
+        let frame = stranger.frame().await;
+        if frame["type"] == "left" {
+            assert_eq!(frame["room"], "content_2");
+            break;
+        }
+    }
+}
+
+async fn failover(capture: &str) {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    burst::setup(&client).await;
+    let (mut a, addr_a) = spawn_listening_relay(&db, capture, &[]).await;
+    let (mut b, addr_b) = spawn_listening_relay(&db, capture, &[]).await;
+    assert!(is_leader(addr_a).await);
+    let mut wb = watcher(addr_b).await;
+
+    // The leader dies in the middle of a burst.
+    let writers = burst::start(&db.url, 4, 75);
+    let start = head(&client).await;
+    wait_for(
+        "the burst to be under way",
+        Duration::from_secs(20),
+        || async { (head(&client).await >= start + 40).then_some(()) },
+    )
+    .await;
+    a.kill();
+    burst::join(writers).await;
+    let until = barrier(&client).await;
+    assert!(is_leader(addr_b).await, "the follower took over");
+    burst::verify(&client, until).await;
+    let expected = stored_per_room(&client, until).await;
+    receives_exactly(&mut wb, &expected, "b").await;
+
+    // The killed node comes back as a follower; a client of it resumes
+    // exactly with `since`.
+    let (_a, addr_a) = spawn_listening_relay(&db, capture, &[]).await;
+    assert!(!is_leader(addr_a).await);
+    let middle = expected["content_1"][expected["content_1"].len() / 2];
+    let mut wa = open(addr_a, &service_token()).await;
+    let reply = wa
+        .request(json!({"type": "join", "room": "content_1", "since": middle}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let rest: Vec<i64> = expected["content_1"]
+        .iter()
+        .copied()
+        .filter(|s| *s > middle)
+        .collect();
+    let mut replayed = Vec::new();
+    while replayed.len() < rest.len() {
+        let frame = wa.frame().await;
+        if frame["room"] == "content_1" {
+            replayed.push(frame["seq"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(replayed, rest, "the rejoin resumes exactly after since");
+
+    // Then the new leader dies too: the restarted node takes over.
+    b.kill();
+    burst::join(burst::start(&db.url, 2, 20)).await;
+    let last = barrier(&client).await;
+    assert!(is_leader(addr_a).await, "the restarted node leads now");
+    burst::verify(&client, last).await;
+}
