@@ -226,9 +226,6 @@ pub struct GatewayConfig {
     /// `ROWCAST_HEADER_TIMEOUT`: how long a client may take to send a
     /// request's headers (the WebSocket upgrade included).
     pub header_timeout: Duration,
-    /// Whether this node stores `offline` for users a crashed predecessor
-    /// left online (only a node that leads when it starts; not a setting).
-    pub clean_up_presence: bool,
     /// `ROWCAST_PRESENCE_GRACE`: how long `offline` waits for the user to
     /// come back (a connection that flaps within it stores nothing).
     pub presence_grace: Duration,
@@ -312,7 +309,6 @@ fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
         jwt: jwt(s)?,
         heartbeat: duration("ROWCAST_HEARTBEAT_INTERVAL", &s.heartbeat_interval)?,
         presence_grace: duration("ROWCAST_PRESENCE_GRACE", &s.presence_grace)?,
-        clean_up_presence: true,
         header_timeout: positive(
             "ROWCAST_HEADER_TIMEOUT",
             duration("ROWCAST_HEADER_TIMEOUT", &s.header_timeout)?,

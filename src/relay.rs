@@ -130,8 +130,6 @@ impl Relay {
             tracing::info!("another node leads capture: this node follows the outbox");
             Start::Following
         };
-        let mut config = config;
-        config.gateway.clean_up_presence = leading;
 
         let hub = Arc::new(Hub::new(0));
         let ingest_pool = db::pool_of(&config.database, INGEST_SESSIONS, "rowcast ingest")

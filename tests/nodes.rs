@@ -216,3 +216,46 @@ async fn failover(capture: &str) {
     assert!(is_leader(addr_a).await, "the restarted node leads now");
     burst::verify(&client, last).await;
 }
+
+/// A user is online while any live node has a connection of theirs: closing
+/// one of two (on different nodes) stores nothing, closing the last stores
+/// `offline` once, and a killed node's users go offline when its lease runs
+/// out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_counts_connections_on_every_node() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    client.batch_execute(MATRIX_SEED).await.unwrap();
+    let grace = [("ROWCAST_PRESENCE_GRACE", "100ms")];
+    let (_a, addr_a) = spawn_listening_relay(&db, "trigger", &grace).await;
+    let (mut b, addr_b) = spawn_listening_relay(&db, "trigger", &grace).await;
+    let online = |user: &'static str, expected: &'static [&'static str]| {
+        let client = &client;
+        async move {
+            wait_for(&format!("user {user}: {expected:?}"), Duration::from_secs(30), || async {
+                (statuses(client, user).await == expected).then_some(())
+            })
+            .await
+        }
+    };
+
+    let alice_a = open(addr_a, &token("1")).await;
+    let alice_b = open(addr_b, &token("1")).await;
+    online("1", &["online"]).await;
+    drop(alice_a);
+    // Node a applies its changes in order, and bob's `offline` there is due
+    // after alice's would be: once it is stored, alice's close is settled.
+    let bob = open(addr_a, &token("2")).await;
+    online("2", &["online"]).await;
+    drop(bob);
+    online("2", &["online", "offline"]).await;
+    assert_eq!(statuses(&client, "1").await, ["online"], "alice is still on node b");
+    drop(alice_b);
+    online("1", &["online", "offline"]).await;
+
+    // A node that dies leaves its users to its lease.
+    let _carol = open(addr_b, &token("3")).await;
+    online("3", &["online"]).await;
+    b.kill();
+    online("3", &["online", "offline"]).await;
+}

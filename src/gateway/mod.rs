@@ -134,7 +134,7 @@ impl Gateway {
             caps: ConnectionCaps::new(&config.limits),
             history_limits: HistoryLimits::new(&config.limits),
             connections: access::Connections::default(),
-            presence: Presence::start(pool, config.presence_grace, config.clean_up_presence),
+            presence: Presence::start(pool, config.presence_grace),
             publisher,
             capture_status,
             metrics: metrics_handle(),
