@@ -12,6 +12,7 @@
 //! [`config::Config`] is loaded from [`settings::Settings`] (flags and
 //! environment).
 
+pub mod bus;
 pub mod capture;
 pub mod config;
 pub mod db;

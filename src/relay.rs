@@ -10,6 +10,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::bus::PgBus;
 use crate::capture::{self, CaptureError, CaptureStatus, SourceKind};
 use crate::config::{Config, Retention, RoutesSource};
 use crate::db::{self, DbError};
@@ -132,6 +133,12 @@ impl Relay {
         };
 
         let hub = Arc::new(Hub::new(0));
+        hub.connect_bus(PgBus::start(
+            config.database.clone(),
+            pool.clone(),
+            hub.clone(),
+            shutdown.clone(),
+        ));
         let ingest_pool = db::pool_of(&config.database, INGEST_SESSIONS, "rowcast ingest")
             .map_err(database_error)?;
         let outbox = Outbox::open(ingest_pool.clone(), hub.clone())

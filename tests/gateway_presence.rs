@@ -15,7 +15,7 @@ async fn presence_changes_once_per_user_not_per_tab() {
     let (_db, client, relay) = seeded_relay("trigger").await;
     let mut bob = open(relay.addr, &token("2")).await;
     bob.join("user_2").await;
-    let start = barrier(&client).await;
+    let start = barrier_delivered(&client, &relay).await;
     bob.drain().await;
     let tab1 = open(relay.addr, &token("1")).await;
     let tab2 = open(relay.addr, &token("1")).await;
@@ -36,7 +36,7 @@ async fn presence_changes_once_per_user_not_per_tab() {
     })
     .await;
     assert_eq!(statuses, vec!["online", "offline"]);
-    barrier(&client).await;
+    barrier_delivered(&client, &relay).await;
     let frames: Vec<Value> = bob
         .drain()
         .await

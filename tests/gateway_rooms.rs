@@ -33,7 +33,7 @@ async fn catalog_over_websocket(mode: &str) {
     ws.drain().await;
     for case in CASES {
         client.batch_execute(case.sql).await.unwrap();
-        let now = barrier(&client).await;
+        let now = barrier_delivered(&client, &relay).await;
         let frames: Vec<Value> = ws
             .drain()
             .await
@@ -93,7 +93,7 @@ async fn replay_after_disconnect(mode: &str) {
         .batch_execute("UPDATE content SET title = 'before' WHERE id = 10")
         .await
         .unwrap();
-    barrier(&client).await;
+    barrier_delivered(&client, &relay).await;
     let before = ws.drain().await;
     let last = *seqs(&before, "content_10").last().expect("a live event");
     drop(ws);
@@ -132,7 +132,7 @@ async fn replay_after_disconnect(mode: &str) {
         .batch_execute("UPDATE content SET title = 'live' WHERE id = 10")
         .await
         .unwrap();
-    barrier(&client).await;
+    barrier_delivered(&client, &relay).await;
     let live = ws.drain().await;
     assert_eq!(live.len(), 1);
     assert_eq!(live[0]["data"]["title"], "live");
@@ -172,7 +172,7 @@ async fn replay_under_writers(mode: &str) {
     for writer in writers {
         writer.await.unwrap();
     }
-    barrier(&client).await;
+    barrier_delivered(&client, &relay).await;
     let frames = ws.drain().await;
     let got = seqs(&frames, "content_10");
     let bodies: Vec<i64> = frames

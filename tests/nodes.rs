@@ -232,9 +232,11 @@ async fn presence_counts_connections_on_every_node() {
     let online = |user: &'static str, expected: &'static [&'static str]| {
         let client = &client;
         async move {
-            wait_for(&format!("user {user}: {expected:?}"), Duration::from_secs(30), || async {
-                (statuses(client, user).await == expected).then_some(())
-            })
+            wait_for(
+                &format!("user {user}: {expected:?}"),
+                Duration::from_secs(30),
+                || async { (statuses(client, user).await == expected).then_some(()) },
+            )
             .await
         }
     };
@@ -249,7 +251,11 @@ async fn presence_counts_connections_on_every_node() {
     online("2", &["online"]).await;
     drop(bob);
     online("2", &["online", "offline"]).await;
-    assert_eq!(statuses(&client, "1").await, ["online"], "alice is still on node b");
+    assert_eq!(
+        statuses(&client, "1").await,
+        ["online"],
+        "alice is still on node b"
+    );
     drop(alice_b);
     online("1", &["online", "offline"]).await;
 
@@ -258,4 +264,47 @@ async fn presence_counts_connections_on_every_node() {
     online("3", &["online"]).await;
     b.kill();
     online("3", &["online", "offline"]).await;
+}
+
+/// Ephemeral emits reach members on every node, once, and are not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_on_one_node_reaches_members_on_another() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    client.batch_execute(MATRIX_SEED).await.unwrap();
+    let (_a, addr_a) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let (_b, addr_b) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let mut alice = open(addr_a, &token("1")).await;
+    let mut bob = open(addr_b, &token("2")).await;
+    for ws in [&mut alice, &mut bob] {
+        assert_eq!(ws.join("content_10").await["ok"], true);
+    }
+    let reply = alice
+        .request(json!({"type": "emit", "room": "content_10", "event": "user-typing", "data": {"typing": true}}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let typing = loop {
+        let frame = bob.frame().await;
+        if frame["event"] == "user-typing" {
+            break frame;
+        }
+    };
+    assert_eq!(typing["from"], "1");
+    assert_eq!(typing["room"], "content_10");
+    assert!(typing.get("seq").is_none(), "ephemeral: no seq");
+    let stored: i64 = client
+        .query_one(
+            "SELECT count(*) FROM realtime.outbox WHERE event = 'user-typing'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0, "ephemeral events are not stored");
+    // The sender's own node does not echo it back to the sender.
+    let echoed = alice.drain().await;
+    assert!(
+        echoed.iter().all(|f| f["event"] != "user-typing"),
+        "{echoed:?}"
+    );
 }

@@ -62,6 +62,18 @@ pub trait Mailbox: Send + Sync + std::fmt::Debug + 'static {
     fn close(&self, code: u16);
 }
 
+/// The other relay nodes, for ephemeral frames (stored events reach every
+/// node through the outbox).
+///
+/// Contract: `emit` never waits, and delivers at most once: a frame that
+/// cannot be sent is dropped, since ephemeral events are never replayed.
+/// Frames received from other nodes come back through
+/// [`Hub::emit_from_peer`], never to the node that sent them.
+pub trait Bus: Send + Sync + 'static {
+    /// Sends an ephemeral frame for `room` to the other nodes.
+    fn emit(&self, room: &str, frame: &Utf8Bytes);
+}
+
 /// A member of a room: one connection's mailbox.
 #[derive(Clone, Debug)]
 pub struct Member {
@@ -158,6 +170,8 @@ pub struct Hub {
     /// Changes that may have taken rights away, for the gateway's
     /// re-check; a lagging receiver re-checks everything instead.
     access: broadcast::Sender<Arc<AccessChange>>,
+    /// The other nodes, once connected.
+    bus: std::sync::OnceLock<Arc<dyn Bus>>,
 }
 
 impl Hub {
@@ -172,6 +186,7 @@ impl Hub {
             rooms: AtomicUsize::new(0),
             tap: broadcast::channel(4096).0,
             access: broadcast::channel(1024).0,
+            bus: std::sync::OnceLock::new(),
         }
     }
 
@@ -277,9 +292,26 @@ impl Hub {
         }
     }
 
-    /// Sends an ephemeral frame to a room's members except `from`; returns
-    /// how many got it.
+    /// Connects the other nodes (once).
+    pub fn connect_bus(&self, bus: Arc<dyn Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// Sends an ephemeral frame to a room's members except `from`, and to
+    /// the other nodes; returns how many members of this node got it.
     pub fn emit(&self, room: &str, frame: Utf8Bytes, from: ConnId) -> usize {
+        if let Some(bus) = self.bus.get() {
+            bus.emit(room, &frame);
+        }
+        self.emit_here(room, frame, from)
+    }
+
+    /// An ephemeral frame another node sent: to this node's members only.
+    pub fn emit_from_peer(&self, room: &str, frame: Utf8Bytes) -> usize {
+        self.emit_here(room, frame, 0)
+    }
+
+    fn emit_here(&self, room: &str, frame: Utf8Bytes, from: ConnId) -> usize {
         let shard = read(self.shard(room));
         let Some(entry) = shard.get(room) else {
             return 0;

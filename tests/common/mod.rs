@@ -215,6 +215,20 @@ fn rand_u64() -> u64 {
     hasher.finish()
 }
 
+/// A barrier that is also fanned out by `relay`'s hub: frames of
+/// everything committed before it are in the members' queues once this
+/// returns (a barrier alone is only stored).
+pub async fn barrier_delivered(client: &Client, relay: &Relay) -> i64 {
+    let seq = barrier(client).await;
+    wait_for(
+        "the hub to reach the barrier",
+        Duration::from_secs(20),
+        || async { (relay.hub.head() >= seq).then_some(()) },
+    )
+    .await;
+    seq
+}
+
 /// A stored event as tests read it back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {

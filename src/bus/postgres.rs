@@ -1,0 +1,168 @@
+//! The bus over Postgres: an ephemeral frame goes out as a NOTIFY on
+//! `realtime_emit` (batched, from a bounded queue), and every node listens
+//! on a session of its own and hands the frames of other nodes to its
+//! members. At most once: a full queue, a frame larger than a notification
+//! can carry, or a node that is reconnecting loses the frame (typing
+//! indicators and messages are not replayed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use deadpool_postgres::Pool;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::db::{Backoff, DatabaseConfig, Session};
+use crate::fanout::{Bus, Hub};
+use crate::shutdown::Shutdown;
+
+/// The notification channel.
+pub const EMIT_CHANNEL: &str = "realtime_emit";
+
+/// Frames waiting to be sent, at most.
+const QUEUE: usize = 4096;
+
+/// Frames sent in one statement, at most.
+const BATCH: usize = 64;
+
+/// Largest notification payload Postgres takes, with a margin.
+const MAX_PAYLOAD: usize = 7900;
+
+/// One frame on the wire (as sent).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    /// The sending node, so it skips its own frames.
+    node: &'a str,
+    /// The room.
+    room: &'a str,
+    /// The protocol frame, as clients get it.
+    frame: &'a str,
+}
+
+/// One frame on the wire (as received: frames hold escaped quotes, so the
+/// strings are owned).
+#[derive(Deserialize)]
+struct Received {
+    /// The sending node.
+    node: String,
+    /// The room.
+    room: String,
+    /// The protocol frame.
+    frame: String,
+}
+
+/// This node's end of the Postgres bus.
+pub struct PgBus {
+    /// This node's name on the bus.
+    node: String,
+    /// Payloads for the sender task.
+    outbound: mpsc::Sender<String>,
+}
+
+impl PgBus {
+    /// Starts sending and listening; frames of other nodes go to `hub`.
+    pub fn start(
+        database: DatabaseConfig,
+        pool: Pool,
+        hub: Arc<Hub>,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        let node = format!("{:016x}", rand::random::<u64>());
+        let (outbound, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(send(pool, queue, shutdown.clone()));
+        tokio::spawn(listen(database, node.clone(), hub, shutdown));
+        Arc::new(Self { node, outbound })
+    }
+}
+
+impl Bus for PgBus {
+    fn emit(&self, room: &str, frame: &Utf8Bytes) {
+        let envelope = Envelope {
+            node: &self.node,
+            room,
+            frame: frame.as_str(),
+        };
+        let Ok(payload) = serde_json::to_string(&envelope) else {
+            return;
+        };
+        if payload.len() > MAX_PAYLOAD {
+            tracing::debug!(%room, bytes = payload.len(), "ephemeral frame too large for other nodes");
+            return;
+        }
+        if self.outbound.try_send(payload).is_err() {
+            metrics::counter!("rowcast_bus_dropped_total").increment(1);
+        }
+    }
+}
+
+/// Sends queued frames, a batch per statement.
+async fn send(pool: Pool, mut queue: mpsc::Receiver<String>, shutdown: Shutdown) {
+    loop {
+        let first = tokio::select! {
+            payload = queue.recv() => match payload {
+                Some(payload) => payload,
+                None => return,
+            },
+            _ = shutdown.wait() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(payload) => batch.push(payload),
+                Err(_) => break,
+            }
+        }
+        let sent = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                    &[&EMIT_CHANNEL, &batch],
+                )
+                .await
+                .map_err(|e| crate::db::describe_pg_error(&e))
+        }
+        .await;
+        if let Err(error) = sent {
+            metrics::counter!("rowcast_bus_dropped_total").increment(batch.len() as u64);
+            tracing::debug!(%error, "ephemeral frames not sent to other nodes");
+        }
+    }
+}
+
+/// Listens until shutdown, reconnecting with backoff.
+async fn listen(database: DatabaseConfig, node: String, hub: Arc<Hub>, shutdown: Shutdown) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        let (me, hub_for_frames) = (node.clone(), hub.clone());
+        let session = Session::listen(
+            &database,
+            "rowcast bus",
+            &[EMIT_CHANNEL],
+            move |_, payload| {
+                let Ok(received) = serde_json::from_str::<Received>(payload) else {
+                    return;
+                };
+                if received.node != me {
+                    hub_for_frames.emit_from_peer(&received.room, Utf8Bytes::from(received.frame));
+                }
+            },
+        )
+        .await;
+        match session {
+            Ok(mut session) => {
+                backoff.reset();
+                tokio::select! {
+                    _ = session.closed() => tracing::warn!("the bus session closed; reconnecting"),
+                    _ = shutdown.wait() => return,
+                }
+            }
+            Err(error) => tracing::warn!(%error, "the bus could not listen; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}
