@@ -173,6 +173,7 @@ impl Relay {
             config: config.capture.clone(),
             leadership,
             start,
+            stream: None,
         }));
         let retention = tokio::spawn(retain(ingest_pool, config.retention, shutdown.clone()));
         Ok(Self {
