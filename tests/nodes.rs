@@ -30,25 +30,51 @@ in_both_modes! {
 /// Where the NATS variant finds its server.
 const NATS: &str = "127.0.0.1:4222";
 
-/// The settings of a NATS bus with a stream of its own, or `None` (and a
-/// message saying the test is skipped) when no server is reachable.
-fn nats_bus(test: &str) -> Option<[(&'static str, String); 2]> {
-    if !cfg!(feature = "nats") {
-        eprintln!("skipped {test} over NATS: built without the `nats` feature");
-        return None;
+/// A NATS bus with a stream of its own, so tests run in parallel.
+struct NatsBus {
+    /// `ROWCAST_BUS`.
+    url: String,
+    /// `ROWCAST_NATS_STREAM`.
+    stream: String,
+}
+
+impl NatsBus {
+    /// A bus on the server at [`NATS`], or `None` (and a message saying
+    /// the test is skipped) when none is reachable.
+    fn reachable(test: &str) -> Option<Self> {
+        if !cfg!(feature = "nats") {
+            eprintln!("skipped {test} over NATS: built without the `nats` feature");
+            return None;
+        }
+        let addr: SocketAddr = NATS.parse().unwrap();
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            eprintln!(
+                "skipped {test} over NATS: no NATS server at {NATS} (start `nats-server -js` there to run it)"
+            );
+            return None;
+        }
+        Some(Self {
+            url: format!("nats://{NATS}"),
+            stream: format!("rowcast_test_{:016x}", rand_stream_suffix()),
+        })
     }
-    let addr: SocketAddr = NATS.parse().unwrap();
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        eprintln!(
-            "skipped {test} over NATS: no NATS server at {NATS} (start `nats-server -js` there to run it)"
-        );
-        return None;
+
+    /// The settings, as `spawn_listening_relay` takes them.
+    fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("ROWCAST_BUS", self.url.as_str()),
+            ("ROWCAST_NATS_STREAM", self.stream.as_str()),
+        ]
     }
-    let stream = format!("rowcast_test_{:016x}", rand_stream_suffix());
-    Some([
-        ("ROWCAST_BUS", format!("nats://{NATS}")),
-        ("ROWCAST_NATS_STREAM", stream),
-    ])
+
+    /// Removes the stream the nodes made.
+    async fn remove(self) {
+        let client = async_nats::connect(NATS).await.expect("connect to NATS");
+        async_nats::jetstream::new(client)
+            .delete_stream(&self.stream)
+            .await
+            .expect("the nodes made their stream");
+    }
 }
 
 /// A suffix that keeps parallel tests' streams apart.
@@ -64,18 +90,14 @@ fn rand_stream_suffix() -> u64 {
     hasher.finish()
 }
 
-/// The settings as `spawn_listening_relay` takes them.
-fn env<'a>(settings: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
 async fn two_nodes(capture: &str) {
     two_nodes_over(capture, &[]).await;
 }
 
 async fn two_nodes_over_nats(capture: &str) {
-    if let Some(bus) = nats_bus("two_nodes") {
-        two_nodes_over(capture, &env(&bus)).await;
+    if let Some(bus) = NatsBus::reachable("two_nodes") {
+        two_nodes_over(capture, &bus.env()).await;
+        bus.remove().await;
     }
 }
 
@@ -84,8 +106,9 @@ async fn failover(capture: &str) {
 }
 
 async fn failover_over_nats(capture: &str) {
-    if let Some(bus) = nats_bus("failover") {
-        failover_over(capture, &env(&bus)).await;
+    if let Some(bus) = NatsBus::reachable("failover") {
+        failover_over(capture, &bus.env()).await;
+        bus.remove().await;
     }
 }
 
@@ -350,8 +373,9 @@ async fn typing_on_one_node_reaches_members_on_another() {
 /// The same over NATS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_nats_typing_on_one_node_reaches_members_on_another() {
-    if let Some(bus) = nats_bus("typing_on_one_node_reaches_members_on_another") {
-        typing_across(&env(&bus)).await;
+    if let Some(bus) = NatsBus::reachable("typing_on_one_node_reaches_members_on_another") {
+        typing_across(&bus.env()).await;
+        bus.remove().await;
     }
 }
 
