@@ -346,8 +346,9 @@ struct WireOut<'a> {
     rooms: &'a [String],
     data: &'a str,
     old: Option<&'a str>,
-    /// Commit time, in nanoseconds since the epoch.
-    at: i128,
+    /// Commit time, in microseconds since the epoch (what the outbox
+    /// keeps, so a frame reads the same as when replayed).
+    at: i64,
     count: Option<i32>,
 }
 
@@ -359,7 +360,7 @@ struct WireIn {
     rooms: Vec<String>,
     data: String,
     old: Option<String>,
-    at: i128,
+    at: i64,
     count: Option<i32>,
 }
 
@@ -370,7 +371,7 @@ fn encode(event: &StoredEvent) -> Bytes {
         rooms: &event.rooms,
         data: &event.data,
         old: event.old.as_deref(),
-        at: event.at.unix_timestamp_nanos(),
+        at: (event.at.unix_timestamp_nanos() / 1000) as i64,
         count: event.count,
     };
     Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
@@ -385,7 +386,7 @@ fn decode(payload: &[u8]) -> Option<StoredEvent> {
             rooms: wire.rooms,
             data: wire.data,
             old: wire.old,
-            at: OffsetDateTime::from_unix_timestamp_nanos(wire.at).ok()?,
+            at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(wire.at) * 1000).ok()?,
             count: wire.count,
             coalesce: None,
         },
@@ -405,12 +406,16 @@ mod tests {
                 rooms: vec!["content_1".into(), "user_\"2".into()],
                 data: r#"{"id":1,"title":"a \"b\""}"#.into(),
                 old: Some(r#"{"title":"a"}"#.into()),
-                at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap(),
+                at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).unwrap(),
                 count: Some(3),
                 coalesce: None,
             },
         };
-        assert_eq!(decode(&encode(&event)), Some(event));
+        assert_eq!(decode(&encode(&event)), Some(event.clone()));
         assert_eq!(decode(b"{}"), None);
+        // Times travel at the outbox's precision.
+        let mut precise = event.clone();
+        precise.event.at += time::Duration::nanoseconds(789);
+        assert_eq!(decode(&encode(&precise)), Some(event));
     }
 }
