@@ -47,8 +47,40 @@ pub struct Config {
     pub retention: Retention,
     /// The WebSocket and HTTP side.
     pub gateway: GatewayConfig,
+    /// `ROWCAST_BUS`: what connects the nodes.
+    pub bus: BusConfig,
     /// `REALTIME_DEBUG`: debug-level logs.
     pub debug: bool,
+}
+
+/// What connects the relay nodes (ephemeral frames; with NATS, stored
+/// events too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusConfig {
+    /// `postgres`: NOTIFY on the database, nothing else to run.
+    Postgres,
+    /// `nats://host:port`: a NATS server with JetStream.
+    Nats(NatsConfig),
+}
+
+/// Where the NATS bus is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// `ROWCAST_BUS`: the server URL (it may hold credentials, so it is
+    /// never printed).
+    pub url: String,
+    /// `ROWCAST_NATS_STREAM`: the JetStream stream, also the subjects'
+    /// prefix.
+    pub stream: String,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &"[redacted]")
+            .field("stream", &self.stream)
+            .finish()
+    }
 }
 
 /// Which capture mechanism feeds the outbox.
@@ -267,6 +299,7 @@ impl Config {
                 interval: duration("ROWCAST_RETENTION_INTERVAL", &s.retention_interval)?,
             },
             gateway: gateway(s)?,
+            bus: bus(s)?,
             debug: s.debug,
         })
     }
@@ -291,6 +324,47 @@ fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
         pool_size: positive("ROWCAST_DB_POOL", s.db_pool)?,
         startup_timeout: duration("ROWCAST_STARTUP_TIMEOUT", &s.startup_timeout)?,
     })
+}
+
+fn bus(s: &Settings) -> Result<BusConfig, ConfigError> {
+    let value = s.bus.trim();
+    if value.is_empty() || value == "postgres" {
+        return Ok(BusConfig::Postgres);
+    }
+    let Some(server) = value.strip_prefix("nats://") else {
+        // The value may hold credentials: it is not echoed.
+        return Err(ConfigError::new(
+            "ROWCAST_BUS",
+            "must be `postgres` or a NATS server URL (nats://host:port)",
+        ));
+    };
+    if !cfg!(feature = "nats") {
+        return Err(ConfigError::new(
+            "ROWCAST_BUS",
+            "this build of rowcast has no NATS bus (build it with the `nats` feature)",
+        ));
+    }
+    if server.is_empty() || server.starts_with('/') {
+        return Err(ConfigError::new(
+            "ROWCAST_BUS",
+            "the NATS URL names no host",
+        ));
+    }
+    let stream = s.nats_stream.trim();
+    let valid = (1..=64).contains(&stream.len())
+        && stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ConfigError::new(
+            "ROWCAST_NATS_STREAM",
+            format!("`{stream}` must be 1 to 64 letters, digits, `_` or `-`"),
+        ));
+    }
+    Ok(BusConfig::Nats(NatsConfig {
+        url: value.to_string(),
+        stream: stream.to_string(),
+    }))
 }
 
 fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
@@ -498,6 +572,27 @@ mod tests {
         assert!(identifier("X", "Rowcast").is_err());
         assert!(identifier("X", "a;drop").is_err());
         assert!(identifier("X", "").is_err());
+    }
+
+    #[test]
+    fn buses_are_checked() {
+        let mut s = Settings::defaults();
+        assert_eq!(bus(&s).unwrap(), BusConfig::Postgres);
+        s.bus = "redis://secret@host".into();
+        let refused = bus(&s).unwrap_err();
+        assert_eq!(refused.name, "ROWCAST_BUS");
+        assert!(!refused.reason.contains("secret"), "{refused}");
+        s.bus = "nats://127.0.0.1:4222".into();
+        if cfg!(feature = "nats") {
+            let BusConfig::Nats(nats) = bus(&s).unwrap() else {
+                panic!("a NATS bus");
+            };
+            assert_eq!(nats.stream, "rowcast_events");
+            s.nats_stream = "a.b".into();
+            assert_eq!(bus(&s).unwrap_err().name, "ROWCAST_NATS_STREAM");
+        } else {
+            assert!(bus(&s).unwrap_err().reason.contains("nats"));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::bus::PgBus;
+use crate::bus::{self, BusError};
 use crate::capture::{self, CaptureError, CaptureStatus, SourceKind};
 use crate::config::{Config, Retention, RoutesSource};
 use crate::db::{self, DbError};
@@ -45,6 +45,9 @@ pub enum RelayError {
     /// The gateway could not start.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The bus between nodes could not start.
+    #[error(transparent)]
+    Bus(#[from] BusError),
     /// A background task panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -133,12 +136,7 @@ impl Relay {
         };
 
         let hub = Arc::new(Hub::new(0));
-        hub.connect_bus(PgBus::start(
-            config.database.clone(),
-            pool.clone(),
-            hub.clone(),
-            shutdown.clone(),
-        ));
+        let stream = bus::start(&config.bus, &config.database, &pool, &hub, &shutdown).await?;
         let ingest_pool = db::pool_of(&config.database, INGEST_SESSIONS, "rowcast ingest")
             .map_err(database_error)?;
         let outbox = Outbox::open(ingest_pool.clone(), hub.clone())
@@ -173,6 +171,7 @@ impl Relay {
             config: config.capture.clone(),
             leadership,
             start,
+            stream,
         }));
         let retention = tokio::spawn(retain(ingest_pool, config.retention, shutdown.clone()));
         Ok(Self {

@@ -58,6 +58,15 @@ pub struct Settings {
     #[arg(long, env = "ROWCAST_RETENTION_INTERVAL", default_value = "60s")]
     pub retention_interval: String,
 
+    /// The bus between nodes: `postgres`, or a NATS server with JetStream
+    /// (`nats://host:port`).
+    #[arg(long, env = "ROWCAST_BUS", default_value = "postgres")]
+    pub bus: String,
+    /// NATS bus: the JetStream stream of stored events (it also names the
+    /// subjects, so several deployments can share one server).
+    #[arg(long, env = "ROWCAST_NATS_STREAM", default_value = "rowcast_events")]
+    pub nats_stream: String,
+
     /// Address to listen on.
     #[arg(long, env = "ROWCAST_BIND", default_value = "0.0.0.0")]
     pub bind: String,

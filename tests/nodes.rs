@@ -3,6 +3,11 @@
 //! change once, in order; explicit events published on any node reach the
 //! clients of every node; and when the leader is killed in the middle of a
 //! burst, another node takes over with nothing lost or stored twice.
+//!
+//! Each scenario runs over the Postgres bus and over NATS
+//! (`ROWCAST_BUS=nats://127.0.0.1:4222`, a stream of its own per test);
+//! the NATS variant is skipped, with a message, when no server listens
+//! there.
 
 mod common;
 
@@ -18,6 +23,93 @@ use tokio_postgres::Client;
 in_both_modes! {
     every_node_delivers_each_change_once_in_order => two_nodes,
     a_killed_leader_is_replaced_and_nothing_is_lost => failover,
+    over_nats_every_node_delivers_each_change_once_in_order => two_nodes_over_nats,
+    over_nats_a_killed_leader_is_replaced_and_nothing_is_lost => failover_over_nats,
+}
+
+/// Where the NATS variant finds its server.
+const NATS: &str = "127.0.0.1:4222";
+
+/// A NATS bus with a stream of its own, so tests run in parallel.
+struct NatsBus {
+    /// `ROWCAST_BUS`.
+    url: String,
+    /// `ROWCAST_NATS_STREAM`.
+    stream: String,
+}
+
+impl NatsBus {
+    /// A bus on the server at [`NATS`], or `None` (and a message saying
+    /// the test is skipped) when none is reachable.
+    fn reachable(test: &str) -> Option<Self> {
+        if !cfg!(feature = "nats") {
+            eprintln!("skipped {test} over NATS: built without the `nats` feature");
+            return None;
+        }
+        let addr: SocketAddr = NATS.parse().unwrap();
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            eprintln!(
+                "skipped {test} over NATS: no NATS server at {NATS} (start `nats-server -js` there to run it)"
+            );
+            return None;
+        }
+        Some(Self {
+            url: format!("nats://{NATS}"),
+            stream: format!("rowcast_test_{:016x}", rand_stream_suffix()),
+        })
+    }
+
+    /// The settings, as `spawn_listening_relay` takes them.
+    fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("ROWCAST_BUS", self.url.as_str()),
+            ("ROWCAST_NATS_STREAM", self.stream.as_str()),
+        ]
+    }
+
+    /// Removes the stream the nodes made.
+    async fn remove(self) {
+        let client = async_nats::connect(NATS).await.expect("connect to NATS");
+        async_nats::jetstream::new(client)
+            .delete_stream(&self.stream)
+            .await
+            .expect("the nodes made their stream");
+    }
+}
+
+/// A suffix that keeps parallel tests' streams apart.
+fn rand_stream_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+async fn two_nodes(capture: &str) {
+    two_nodes_over(capture, &[]).await;
+}
+
+async fn two_nodes_over_nats(capture: &str) {
+    if let Some(bus) = NatsBus::reachable("two_nodes") {
+        two_nodes_over(capture, &bus.env()).await;
+        bus.remove().await;
+    }
+}
+
+async fn failover(capture: &str) {
+    failover_over(capture, &[]).await;
+}
+
+async fn failover_over_nats(capture: &str) {
+    if let Some(bus) = NatsBus::reachable("failover") {
+        failover_over(capture, &bus.env()).await;
+        bus.remove().await;
+    }
 }
 
 /// The rooms the burst writes to.
@@ -119,12 +211,12 @@ async fn receives_published(ws: &mut Ws, seq: i64, marker: &str) {
     }
 }
 
-async fn two_nodes(capture: &str) {
+async fn two_nodes_over(capture: &str, bus: &[(&str, &str)]) {
     let db = TestDb::demo().await;
     let client = db.client().await;
     burst::setup(&client).await;
-    let (_a, addr_a) = spawn_listening_relay(&db, capture, &[]).await;
-    let (_b, addr_b) = spawn_listening_relay(&db, capture, &[]).await;
+    let (_a, addr_a) = spawn_listening_relay(&db, capture, bus).await;
+    let (_b, addr_b) = spawn_listening_relay(&db, capture, bus).await;
     assert!(is_leader(addr_a).await, "the first node leads");
     assert!(!is_leader(addr_b).await, "the second follows");
     let (mut wa, mut wb) = (watcher(addr_a).await, watcher(addr_b).await);
@@ -135,6 +227,12 @@ async fn two_nodes(capture: &str) {
     let expected = stored_per_room(&client, until).await;
     receives_exactly(&mut wa, &expected, "a").await;
     receives_exactly(&mut wb, &expected, "b").await;
+    let streamed = rowcast_devkit::http::metric(addr_b, "rowcast_events_streamed_total").await;
+    if bus.is_empty() {
+        assert_eq!(streamed, 0.0, "the Postgres bus carries no stored events");
+    } else {
+        assert!(streamed > 0.0, "the follower got events from the stream");
+    }
 
     // Explicit events published on either node reach the clients of both.
     for (addr, marker) in [(addr_b, "from b"), (addr_a, "from a")] {
@@ -159,12 +257,12 @@ async fn two_nodes(capture: &str) {
     }
 }
 
-async fn failover(capture: &str) {
+async fn failover_over(capture: &str, bus: &[(&str, &str)]) {
     let db = TestDb::demo().await;
     let client = db.client().await;
     burst::setup(&client).await;
-    let (mut a, addr_a) = spawn_listening_relay(&db, capture, &[]).await;
-    let (mut b, addr_b) = spawn_listening_relay(&db, capture, &[]).await;
+    let (mut a, addr_a) = spawn_listening_relay(&db, capture, bus).await;
+    let (mut b, addr_b) = spawn_listening_relay(&db, capture, bus).await;
     assert!(is_leader(addr_a).await);
     let mut wb = watcher(addr_b).await;
 
@@ -187,7 +285,7 @@ async fn failover(capture: &str) {
 
     // The killed node comes back as a follower; a client of it resumes
     // exactly with `since`.
-    let (_a, addr_a) = spawn_listening_relay(&db, capture, &[]).await;
+    let (_a, addr_a) = spawn_listening_relay(&db, capture, bus).await;
     assert!(!is_leader(addr_a).await);
     let middle = expected["content_1"][expected["content_1"].len() / 2];
     let mut wa = open(addr_a, &service_token()).await;
@@ -269,11 +367,24 @@ async fn presence_counts_connections_on_every_node() {
 /// Ephemeral emits reach members on every node, once, and are not stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_on_one_node_reaches_members_on_another() {
+    typing_across(&[]).await;
+}
+
+/// The same over NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_nats_typing_on_one_node_reaches_members_on_another() {
+    if let Some(bus) = NatsBus::reachable("typing_on_one_node_reaches_members_on_another") {
+        typing_across(&bus.env()).await;
+        bus.remove().await;
+    }
+}
+
+async fn typing_across(bus: &[(&str, &str)]) {
     let db = TestDb::demo().await;
     let client = db.client().await;
     client.batch_execute(MATRIX_SEED).await.unwrap();
-    let (_a, addr_a) = spawn_listening_relay(&db, "trigger", &[]).await;
-    let (_b, addr_b) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let (_a, addr_a) = spawn_listening_relay(&db, "trigger", bus).await;
+    let (_b, addr_b) = spawn_listening_relay(&db, "trigger", bus).await;
     let mut alice = open(addr_a, &token("1")).await;
     let mut bob = open(addr_b, &token("2")).await;
     for ws in [&mut alice, &mut bob] {
@@ -307,4 +418,28 @@ async fn typing_on_one_node_reaches_members_on_another() {
         echoed.iter().all(|f| f["event"] != "user-typing"),
         "{echoed:?}"
     );
+}
+
+/// A node whose NATS server cannot be reached stops at startup, with one
+/// line that names the bus.
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_nats_server_stops_startup() {
+    let db = TestDb::demo().await;
+    let url = format!("nats://127.0.0.1:{}", rowcast_devkit::process::free_port());
+    let mut command = relay_binary(
+        &["serve"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("ROWCAST_BUS", &url),
+            ("SOCKET_PORT", "0"),
+            ("ROWCAST_BIND", "127.0.0.1"),
+        ],
+    );
+    let output = tokio::task::spawn_blocking(move || command.output().expect("run rowcast"))
+        .await
+        .unwrap();
+    assert!(!output.status.success(), "the relay must not start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("NATS bus: cannot connect"), "{stderr}");
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use deadpool_postgres::Pool;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::{node_name, Envelope, Received};
 use crate::db::{Backoff, DatabaseConfig, Session};
 use crate::fanout::{Bus, Hub};
 use crate::shutdown::Shutdown;
@@ -28,29 +28,6 @@ const BATCH: usize = 64;
 
 /// Largest notification payload Postgres takes, with a margin.
 const MAX_PAYLOAD: usize = 7900;
-
-/// One frame on the wire (as sent).
-#[derive(Serialize)]
-struct Envelope<'a> {
-    /// The sending node, so it skips its own frames.
-    node: &'a str,
-    /// The room.
-    room: &'a str,
-    /// The protocol frame, as clients get it.
-    frame: &'a str,
-}
-
-/// One frame on the wire (as received: frames hold escaped quotes, so the
-/// strings are owned).
-#[derive(Deserialize)]
-struct Received {
-    /// The sending node.
-    node: String,
-    /// The room.
-    room: String,
-    /// The protocol frame.
-    frame: String,
-}
 
 /// This node's end of the Postgres bus.
 pub struct PgBus {
@@ -68,7 +45,7 @@ impl PgBus {
         hub: Arc<Hub>,
         shutdown: Shutdown,
     ) -> Arc<Self> {
-        let node = format!("{:016x}", rand::random::<u64>());
+        let node = node_name();
         let (outbound, queue) = mpsc::channel(QUEUE);
         tokio::spawn(send(pool, queue, shutdown.clone()));
         tokio::spawn(listen(database, node.clone(), hub, shutdown));

@@ -24,7 +24,8 @@ use crate::capture::{self, CaptureError, CaptureStatus, Progress, Source, Source
 use crate::config::CaptureConfig;
 use crate::db::{Backoff, DatabaseConfig};
 use crate::duration::sleep_until;
-use crate::outbox::Outbox;
+use crate::event::StoredEvent;
+use crate::outbox::{EventStream, Outbox};
 use crate::route::Router;
 use crate::shutdown::Shutdown;
 
@@ -46,7 +47,16 @@ pub struct Ingest {
     shutdown: Shutdown,
     /// Most publish requests per transaction.
     batch_size: usize,
+    /// Stored events carried by the bus, when it carries them.
+    stream: Option<EventStream>,
+    /// A follower with a stream: when the outbox is read anyway if the
+    /// stream has not brought the head announced by then.
+    stalled_until: Option<tokio::time::Instant>,
 }
+
+/// How long a follower waits for the stream to bring an announced head
+/// before it reads the outbox.
+const STREAM_GRACE: Duration = Duration::from_millis(250);
 
 /// Where capture reads from, for [`Ingest::run`].
 pub struct Capture {
@@ -63,6 +73,8 @@ pub struct Capture {
     /// Whether this node starts as the leader (capture already installed)
     /// or follows another.
     pub start: Start,
+    /// Stored events carried by the bus (the NATS bus), if it does.
+    pub stream: Option<EventStream>,
 }
 
 /// How a node starts.
@@ -91,6 +103,8 @@ impl Ingest {
             status,
             shutdown,
             batch_size,
+            stream: None,
+            stalled_until: None,
         }
     }
 
@@ -105,7 +119,9 @@ impl Ingest {
             config,
             mut leadership,
             start,
+            stream,
         } = capture;
+        self.stream = stream;
         let mut heads = Heads::new(database.clone());
         let mut installed = match start {
             Start::Leading(retiring) => Some(retiring),
@@ -131,11 +147,14 @@ impl Ingest {
             };
             tracing::info!(mode = kind.name(), "this node leads: it captures");
             metrics::gauge!("rowcast_leader").set(1.0);
+            let forward = self.stream.as_ref().map(|s| s.forward.clone());
+            self.outbox.forward_to(forward);
             let led = tokio::select! {
                 result = self.lead(kind, retiring, &pool, &database, &config, &mut heads) => Some(result),
                 _ = leadership.lost() => None,
             };
             metrics::gauge!("rowcast_leader").set(0.0);
+            self.outbox.forward_to(None);
             self.status.set_running(false);
             match led {
                 Some(result) => return result,
@@ -233,6 +252,16 @@ impl Ingest {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return Ok(None),
                 _ = heads.changed() => self.follow_head(heads, false).await?,
+                _ = sleep_until(self.stalled_until) => {
+                    self.stalled_until = None;
+                    self.follow_head(heads, false).await?;
+                }
+                event = received(&mut self.stream) => {
+                    self.receive(event).await?;
+                    if self.stalled_until.is_some() && self.outbox.delivered() >= heads.latest() {
+                        self.follow_head(heads, false).await?;
+                    }
+                }
                 request = self.requests.recv() => {
                     if let Some(first) = request {
                         self.publish(first).await?;
@@ -245,17 +274,43 @@ impl Ingest {
 
     /// Reads the outbox up to the newest head another node announced,
     /// then hands on the access changes it announced (a leader found those
-    /// itself while storing, so it drops them).
+    /// itself while storing, so it drops them). A follower whose bus
+    /// carries stored events first gives the stream [`STREAM_GRACE`] to
+    /// bring them (the access changes wait with the events).
     async fn follow_head(&mut self, heads: &Heads, leading: bool) -> Result<(), CaptureError> {
         let lag = heads.latest() - self.outbox.delivered();
         metrics::gauge!("rowcast_outbox_lag").set(lag.max(0) as f64);
         if lag > 0 {
+            if !leading && self.stream.is_some() {
+                let now = tokio::time::Instant::now();
+                let until = *self.stalled_until.get_or_insert(now + STREAM_GRACE);
+                if until > now {
+                    return Ok(());
+                }
+            }
             self.outbox.resync().await?;
         }
+        self.stalled_until = None;
         let access = heads.take_access();
         if !leading {
             self.outbox.announce_access(access);
         }
+        Ok(())
+    }
+
+    /// Delivers an event received from the stream, with any others
+    /// already waiting (a gap before them is read from the outbox).
+    async fn receive(&mut self, first: Arc<StoredEvent>) -> Result<(), CaptureError> {
+        let mut events = vec![first];
+        if let Some(stream) = &mut self.stream {
+            while events.len() < self.batch_size {
+                match stream.received.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.outbox.receive(events).await?;
         Ok(())
     }
 
@@ -321,6 +376,9 @@ impl Ingest {
                 _ = sleep_until(flush_at) => self.store_due().await?,
                 // Another node stored an explicit event.
                 _ = heads.changed() => self.follow_head(heads, true).await?,
+                // Its own events, back from the stream (or a former
+                // leader's, still in flight).
+                event = received(&mut self.stream) => self.receive(event).await?,
                 _ = self.shutdown.wait() => {
                     self.final_sweep(source).await?;
                     return Ok(false);
@@ -386,5 +444,16 @@ impl Ingest {
         };
         self.outbox.deliver(committed).await?;
         Ok(())
+    }
+}
+
+/// The next event received from the stream; never resolves without one.
+async fn received(stream: &mut Option<EventStream>) -> Arc<StoredEvent> {
+    match stream {
+        Some(stream) => match stream.received.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }

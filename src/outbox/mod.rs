@@ -13,6 +13,7 @@
 mod pending;
 mod read;
 mod retention;
+mod stream;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::event::{AccessChange, Change, Event, StoredEvent};
 use crate::route::Router;
 
 pub use read::{room_events, RoomPage};
+pub use stream::EventStream;
 
 /// The channel every outbox transaction that stored events notifies, with
 /// the new head as payload: other nodes' wake-up to read the outbox (a
@@ -76,6 +78,9 @@ pub struct Outbox {
     pool: Pool,
     /// The fanout.
     subscriber: Arc<dyn Subscriber>,
+    /// Also gets every delivered event, on the leader of a bus that
+    /// carries stored events (it publishes them to the other nodes).
+    forward: Option<Arc<dyn Subscriber>>,
     /// Last seq handed to the subscriber.
     delivered: i64,
     /// When the earliest held coalesced burst is due.
@@ -98,6 +103,7 @@ impl Outbox {
         Ok(Self {
             pool,
             subscriber,
+            forward: None,
             delivered: head,
             next_flush: due_in.map(pending::deadline_in),
         })
@@ -157,17 +163,20 @@ impl Outbox {
             self.next_flush = committed.next_flush;
         }
         let access = std::mem::take(&mut committed.access);
-        self.deliver_events(committed.events).await?;
+        let fresh = self.deliver_events(committed.events).await?;
+        metrics::counter!("rowcast_events_stored_total").increment(fresh as u64);
         if !access.is_empty() {
             self.subscriber.access_changed(access);
         }
         Ok(())
     }
 
-    /// Hands stored events to the subscriber, in seq order, none twice.
-    async fn deliver_events(&mut self, events: Vec<Arc<StoredEvent>>) -> Result<(), DbError> {
+    /// Hands stored events to the subscriber, in seq order, none twice
+    /// (any gap before them is read from the table first); how many were
+    /// new.
+    async fn deliver_events(&mut self, events: Vec<Arc<StoredEvent>>) -> Result<usize, DbError> {
         let Some(first) = events.first() else {
-            return Ok(());
+            return Ok(0);
         };
         if first.seq > self.delivered + 1 {
             self.catch_up(first.seq - 1).await?;
@@ -177,12 +186,20 @@ impl Outbox {
             .filter(|e| e.seq > self.delivered)
             .collect();
         if let Some(last) = fresh.last() {
-            tracing::debug!(events = fresh.len(), head = last.seq, "events stored");
+            tracing::debug!(events = fresh.len(), head = last.seq, "events delivered");
             self.delivered = last.seq;
-            metrics::counter!("rowcast_events_stored_total").increment(fresh.len() as u64);
-            self.subscriber.stored(&fresh);
+            self.hand_on(&fresh);
         }
-        Ok(())
+        Ok(fresh.len())
+    }
+
+    /// Hands events that follow the delivered ones to the subscriber (and
+    /// to the forward, if any).
+    fn hand_on(&self, events: &[Arc<StoredEvent>]) {
+        self.subscriber.stored(events);
+        if let Some(forward) = &self.forward {
+            forward.stored(events);
+        }
     }
 
     /// Delivers everything stored up to `head` that was not delivered yet
@@ -193,7 +210,7 @@ impl Outbox {
             let batch = read::range(&client, self.delivered, head, 1000).await?;
             let Some(last) = batch.last() else { break };
             self.delivered = last.seq;
-            self.subscriber.stored(&batch);
+            self.hand_on(&batch);
         }
         Ok(())
     }
