@@ -134,7 +134,7 @@ async fn recheck(shared: &Shared, memberships: Vec<Membership>) {
             if claims.service {
                 return;
             }
-            match shared.database.authorize_fresh(&claims, &room).await {
+            match shared.database.recheck(&claims, &room).await {
                 Ok(true) => {}
                 Ok(false) => {
                     state.revoke(&shared.hub, &room);

@@ -59,21 +59,38 @@ impl Database {
 
 impl Database {
     /// Asks the rule, bypassing the cache, and caches the answer.
-    pub(crate) async fn authorize_fresh(
-        &self,
-        claims: &Claims,
-        room: &str,
-    ) -> Result<bool, String> {
+    async fn ask(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+        let answer = self.query(claims, room).await?;
+        self.remember(claims, room, answer);
+        Ok(answer)
+    }
+
+    /// Asks the rule again for a member (an access re-check), bypassing the
+    /// cache. Only a yes is cached: the no that removes the member must not
+    /// outlive the commit that gives the right back, whose own re-check
+    /// comes after the member's next join.
+    pub(crate) async fn recheck(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+        let answer = self.query(claims, room).await?;
+        if answer {
+            self.remember(claims, room, true);
+        }
+        Ok(answer)
+    }
+
+    async fn query(&self, claims: &Claims, room: &str) -> Result<bool, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
         let statement = client
             .prepare_cached("SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)")
             .await
             .map_err(|e| crate::db::describe_pg_error(&e))?;
-        let answer: bool = client
+        Ok(client
             .query_one(&statement, &[&claims.sub, &room, &claims.all])
             .await
             .map_err(|e| crate::db::describe_pg_error(&e))?
-            .get(0);
+            .get(0))
+    }
+
+    fn remember(&self, claims: &Claims, room: &str, answer: bool) {
         let mut cache = self.lock_cache();
         if cache.len() >= AUTH_CACHE_MAX {
             cache.clear();
@@ -82,7 +99,6 @@ impl Database {
             (Self::identity(claims), room.to_string()),
             (answer, Instant::now()),
         );
-        Ok(answer)
     }
 
     /// Drops answers older than the cache's lifetime, so the cache holds
@@ -114,7 +130,7 @@ impl Authorize for Database {
                 return Ok(*answer);
             }
         }
-        self.authorize_fresh(claims, room).await
+        self.ask(claims, room).await
     }
 }
 
