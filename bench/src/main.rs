@@ -8,11 +8,13 @@
 //! runs and writes JSON results (and, for latency, an SVG chart) into the
 //! results directory. Nothing here asserts on timings.
 
+mod bus;
 mod capture;
 mod chart;
 mod client_proc;
 mod clients;
 mod env;
+mod failover;
 mod fanout;
 mod latency;
 mod relay;
@@ -32,7 +34,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Benchmarks of rowcast: latency, capture cost, fan-out, replay, slow
-/// clients, memory over minutes, revocation.
+/// clients, memory over minutes, revocation, failover, the bus between nodes.
 #[derive(Debug, Parser)]
 #[command(name = "rowcast-bench", about, long_about = None)]
 struct Cli {
@@ -56,6 +58,10 @@ enum Command {
     Soak(soak::Args),
     /// Commit that takes a right away → the member's `left` frame.
     Revocation(revocation::Args),
+    /// Two nodes: SIGKILL of the leader → first event from the new leader.
+    Failover(failover::Args),
+    /// Two nodes: commit → client on the follower, per bus (Postgres, NATS).
+    Bus(bus::Args),
     /// Every scenario at a tiny size, to prove the harness works.
     Smoke(smoke::Args),
     /// (internal) The relay process.
@@ -141,6 +147,8 @@ async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
         Command::Slow(args) => (slow::run(env, &args).await?, args.common.out),
         Command::Soak(args) => (soak::run(env, &args).await?, args.out),
         Command::Revocation(args) => (revocation::run(env, &args).await?, args.common.out),
+        Command::Failover(args) => (failover::run(env, &args).await?, args.common.out),
+        Command::Bus(args) => (bus::run(env, &args).await?, args.common.out),
         Command::Smoke(args) => {
             let (outcomes, json) = smoke::run(env, &args).await?;
             for outcome in &outcomes {

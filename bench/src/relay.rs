@@ -93,6 +93,24 @@ impl RelayProc {
         http::metric(self.addr, name).await
     }
 
+    /// SIGKILL (a crash: no graceful shutdown), and wait until it is gone.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Polls `rowcast_leader` every 10 ms until this node leads; the
+    /// `CLOCK_MONOTONIC` time it first read 1, or `None` after `deadline`.
+    pub async fn wait_leader(&self, deadline: Duration) -> Option<u64> {
+        let until = tokio::time::Instant::now() + deadline;
+        while tokio::time::Instant::now() < until {
+            if self.metric("rowcast_leader").await >= 1.0 {
+                return Some(sys::mono_ns());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within 20 s.
     pub async fn stop(self) {
         self.process.stop(Duration::from_secs(20)).await;

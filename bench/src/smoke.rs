@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::env::Env;
 use crate::report::Outcome;
-use crate::{capture, fanout, latency, replay, revocation, slow, soak, Common};
+use crate::{bus, capture, failover, fanout, latency, replay, revocation, slow, soak, Common};
 
 /// Options of `smoke`.
 #[derive(clap::Args, Clone, Debug)]
@@ -126,6 +126,36 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_
                 clients: 4,
                 load_rate: 200.0,
                 capture: "trigger".into(),
+                writers: 4,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        failover::run(
+            env,
+            &failover::Args {
+                trials: 2,
+                rate: 200.0,
+                capture: vec!["trigger".into()],
+                warmup: 0.5,
+                writers: 2,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        bus::run(
+            env,
+            &bus::Args {
+                bus: vec!["postgres".into(), "nats://127.0.0.1:4222".into()],
+                rate: vec![200],
+                capture: "trigger".into(),
+                seconds: 1.0,
+                warmup: 0.5,
+                clients: 4,
                 writers: 4,
                 common,
             },

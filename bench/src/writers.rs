@@ -74,6 +74,9 @@ pub struct Outcome {
     pub elapsed_s: f64,
     /// `(sequence number, commit time in ns)` of every row, when recorded.
     pub commits: Vec<(u64, u64)>,
+    /// `(sequence number, time its INSERT was sent)` of every committed
+    /// row, when the load records.
+    pub sends: Vec<(u64, u64)>,
     /// How long each statement took, from sending it to its COMMIT returning, in ns.
     pub statement_ns: Vec<i64>,
 }
@@ -180,6 +183,8 @@ impl Writers {
                             if load.record {
                                 done.commits
                                     .extend((first..first + batch as u64).map(|n| (n, committed)));
+                                done.sends
+                                    .extend((first..first + batch as u64).map(|n| (n, sent)));
                             }
                         }
                         Err(e) => {
@@ -203,6 +208,7 @@ impl Writers {
                 outcome.rows += done.rows;
                 outcome.errors += done.errors;
                 outcome.commits.extend(done.commits);
+                outcome.sends.extend(done.sends);
                 outcome.statement_ns.extend(done.statement_ns);
             }
         }

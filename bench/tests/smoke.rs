@@ -139,6 +139,20 @@ fn the_benchmark_harness_runs_every_scenario() {
         assert!(count(run, &["idle", "samples"]) > 0, "{run}");
         assert!(count(run, &["loaded", "samples"]) > 0, "{run}");
     }
+    for run in runs(&results, "failover") {
+        assert!(count(run, &["rows_after_kill"]) > 0, "{run}");
+        assert!(
+            run["first_event_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+            "{run}"
+        );
+        assert!(
+            run["leader_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+            "{run}"
+        );
+    }
+    for run in runs(&results, "bus") {
+        assert!(count(run, &["samples"]) > 0, "{run}");
+    }
     assert!(out.join("smoke-latency.svg").is_file());
 
     // Everything the bench started is gone.
