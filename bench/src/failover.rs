@@ -4,9 +4,10 @@
 //! kill: when the follower first reports `rowcast_leader` 1 (polled every
 //! 10 ms), and when the client receives the first frame of a row whose
 //! INSERT was sent after the kill (only a new leader can capture such a
-//! row). The killed
-//! node is then started again, as a follower, and the next trial kills the
-//! other node, with a fresh client on the new follower.
+//! row). The killed node is then started again, as a follower, and the next
+//! trial kills the other node, with a fresh client on the new follower.
+//! Trial k waits (k - 1) / 10 s (modulo 1 s) longer before the kill, so the
+//! kills sweep the followers' one-second attempts to lead.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -41,7 +42,9 @@ pub struct Args {
     /// Capture modes to measure.
     #[arg(long, value_delimiter = ',', default_values_t = ["trigger".to_string(), "logical".to_string()])]
     pub capture: Vec<String>,
-    /// Seconds written before each kill.
+    /// Seconds written before each kill (plus 0 to 0.9 s, a tenth more
+    /// at each trial, so the kills fall at every point of the followers'
+    /// one-second attempts to lead).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
     /// Writer connections the rate is spread over.
@@ -143,7 +146,7 @@ async fn one_capture(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Ve
             let nodes = &mut nodes;
             let stop = &stop;
             let kill = async move {
-                tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+                tokio::time::sleep(Duration::from_secs_f64(args.warmup + phase(trial))).await;
                 let killed_at = sys::mono_ns();
                 nodes[leader].kill();
                 let led_at = nodes[follower].wait_leader(LEAD_DEADLINE).await;
@@ -201,6 +204,14 @@ async fn one_capture(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Ve
     b.stop().await;
     env.drop_db(&db).await;
     Ok(trials)
+}
+
+/// A delay added to the warm-up of trial `trial` (1-based): 0, 0.1, ...,
+/// 0.9 s, then again. A follower tries for the lock once a second from
+/// when it started, and each trial starts right after a node started, so
+/// without it every kill would fall at the same point of that second.
+fn phase(trial: usize) -> f64 {
+    ((trial - 1) % 10) as f64 / 10.0
 }
 
 /// p50, p99 and max (nearest rank) of values in ms.
