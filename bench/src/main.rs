@@ -17,6 +17,7 @@ mod env;
 mod failover;
 mod fanout;
 mod latency;
+mod nodes;
 mod relay;
 mod replay;
 mod report;
@@ -34,7 +35,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Benchmarks of rowcast: latency, capture cost, fan-out, replay, slow
-/// clients, memory over minutes, revocation, failover, the bus between nodes.
+/// clients, memory over minutes, revocation, failover, the bus between nodes, connections over nodes.
 #[derive(Debug, Parser)]
 #[command(name = "rowcast-bench", about, long_about = None)]
 struct Cli {
@@ -62,6 +63,8 @@ enum Command {
     Failover(failover::Args),
     /// Two nodes: commit → client on the follower, per bus (Postgres, NATS).
     Bus(bus::Args),
+    /// Idle connections spread over several relay nodes: memory per node.
+    Nodes(nodes::Args),
     /// Every scenario at a tiny size, to prove the harness works.
     Smoke(smoke::Args),
     /// (internal) The relay process.
@@ -149,6 +152,7 @@ async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
         Command::Revocation(args) => (revocation::run(env, &args).await?, args.common.out),
         Command::Failover(args) => (failover::run(env, &args).await?, args.common.out),
         Command::Bus(args) => (bus::run(env, &args).await?, args.common.out),
+        Command::Nodes(args) => (nodes::run(env, &args).await?, args.common.out),
         Command::Smoke(args) => {
             let (outcomes, json) = smoke::run(env, &args).await?;
             for outcome in &outcomes {

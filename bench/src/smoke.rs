@@ -9,7 +9,9 @@ use serde_json::json;
 
 use crate::env::Env;
 use crate::report::Outcome;
-use crate::{bus, capture, failover, fanout, latency, replay, revocation, slow, soak, Common};
+use crate::{
+    bus, capture, failover, fanout, latency, nodes, replay, revocation, slow, soak, Common,
+};
 
 /// Options of `smoke`.
 #[derive(clap::Args, Clone, Debug)]
@@ -157,6 +159,19 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_
                 warmup: 0.5,
                 clients: 4,
                 writers: 4,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        nodes::run(
+            env,
+            &nodes::Args {
+                nodes: 3,
+                connections: 30,
+                per_process: 10,
+                capture: "trigger".into(),
                 common,
             },
         )

@@ -153,6 +153,16 @@ fn the_benchmark_harness_runs_every_scenario() {
     for run in runs(&results, "bus") {
         assert!(count(run, &["samples"]) > 0, "{run}");
     }
+    for run in runs(&results, "nodes") {
+        assert_eq!(count(run, &["connected"]), count(run, &["connections"]));
+        let nodes = run["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 3, "{run}");
+        assert_eq!(
+            nodes.iter().filter(|n| n["leader"] == true).count(),
+            1,
+            "one leader: {run}"
+        );
+    }
     assert!(out.join("smoke-latency.svg").is_file());
 
     // Everything the bench started is gone.
