@@ -143,26 +143,9 @@ async fn one_run(
         follower.metric("rowcast_leader").await < 1.0,
         "the second node leads"
     );
-    let plan = Plan {
-        addr: follower.addr,
-        token: env.token(),
-        bind: std::net::Ipv4Addr::LOCALHOST,
-        conns: Vec::new(),
-        stalled: false,
-        recv_buffer: None,
-        latency: true,
-        reconnect: false,
-        tokens: Vec::new(),
-        control: false,
-    };
+    let plan = Plan::latency(env, follower.addr);
     let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
-    let (mut group, ready) = Clients::start(env, plan, rooms, 5000, 2).await?;
-    anyhow::ensure!(
-        ready.failed == 0,
-        "{} clients could not connect: {:?}",
-        ready.failed,
-        ready.first_error
-    );
+    let mut group = Clients::start_all(env, plan, rooms, 5000, 2).await?;
     let writers = Writers::connect(&db.url, args.writers).await?;
     let meter = CpuMeter {
         relay: Some(leader.pid),

@@ -49,6 +49,25 @@ pub struct Plan {
     pub control: bool,
 }
 
+impl Plan {
+    /// Clients of `addr`, with the environment's service token, that
+    /// record the latency of every `messages` event they receive.
+    pub fn latency(env: &Env, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            token: env.token(),
+            bind: Ipv4Addr::LOCALHOST,
+            conns: Vec::new(),
+            stalled: false,
+            recv_buffer: None,
+            latency: true,
+            reconnect: false,
+            tokens: Vec::new(),
+            control: false,
+        }
+    }
+}
+
 /// What a client process tells the parent.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -138,6 +157,25 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Like [`start`](Self::start), for clients that must all connect: an
+    /// error says how many could not, and why the first one failed.
+    pub async fn start_all(
+        env: &Env,
+        template: Plan,
+        conns: Vec<Vec<String>>,
+        per_proc: usize,
+        min_procs: usize,
+    ) -> anyhow::Result<Self> {
+        let (group, ready) = Self::start(env, template, conns, per_proc, min_procs).await?;
+        anyhow::ensure!(
+            ready.failed == 0,
+            "{} clients could not connect: {:?}",
+            ready.failed,
+            ready.first_error
+        );
+        Ok(group)
+    }
+
     /// Spreads `conns` over processes of at most `per_proc` connections
     /// (at least `min_procs` when there are enough connections), starts
     /// them and waits until every connection made its first attempt.

@@ -112,25 +112,9 @@ async fn one_capture(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Ve
             nodes[follower].metric("rowcast_leader").await < 1.0,
             "trial {trial}: the follower already leads"
         );
-        let plan = Plan {
-            addr: nodes[follower].addr,
-            token: env.token(),
-            bind: std::net::Ipv4Addr::LOCALHOST,
-            conns: Vec::new(),
-            stalled: false,
-            recv_buffer: None,
-            latency: true,
-            reconnect: false,
-            tokens: Vec::new(),
-            control: false,
-        };
-        let (mut group, ready) =
-            Clients::start(env, plan, vec![vec!["user_1".to_string()]], 1, 1).await?;
-        anyhow::ensure!(
-            ready.failed == 0,
-            "the client could not connect: {:?}",
-            ready.first_error
-        );
+        let plan = Plan::latency(env, nodes[follower].addr);
+        let mut group =
+            Clients::start_all(env, plan, vec![vec!["user_1".to_string()]], 1, 1).await?;
         let load = Load {
             rows_per_sec: Some(args.rate),
             batch: 1,

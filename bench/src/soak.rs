@@ -125,27 +125,10 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
 async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let db = env.fresh_db("soak").await?;
     let relay = RelayProc::start(env, &db, &args.capture, &[]).await?;
-    let plan = Plan {
-        addr: relay.addr,
-        token: env.token(),
-        bind: std::net::Ipv4Addr::LOCALHOST,
-        conns: Vec::new(),
-        stalled: false,
-        recv_buffer: None,
-        latency: true,
-        reconnect: false,
-        tokens: Vec::new(),
-        control: false,
-    };
+    let plan = Plan::latency(env, relay.addr);
     let clients = args.clients.max(1);
     let rooms = clients::conns(clients, |i| vec![format!("user_{}", i + 1)]);
-    let (mut group, ready) = Clients::start(env, plan, rooms, 5000, 1).await?;
-    anyhow::ensure!(
-        ready.failed == 0,
-        "{} clients could not connect: {:?}",
-        ready.failed,
-        ready.first_error
-    );
+    let mut group = Clients::start_all(env, plan, rooms, 5000, 1).await?;
     let writers = Arc::new(Writers::connect(&db.url, args.writers).await?);
     let load = Load {
         rows_per_sec: Some(args.rate),
