@@ -7,6 +7,8 @@
 //! connections stop reading after their joins until the parent says `drain`.
 //! Controlled connections (revocation) also record the `left` frames they
 //! receive and join their rooms again when the parent says `join <index>`.
+//! SSE connections (`transport: sse`) open one `GET /v1/sse` stream each,
+//! with their rooms in the query, and are counted like WebSocket ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -24,8 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::clients::{Message, Plan};
-use crate::sys;
+use crate::clients::{Message, Plan, Transport};
+use crate::{sse, sys};
 
 /// Handshakes in flight per process (the relay's accept backlog is 1024).
 const CONNECTING: usize = 128;
@@ -197,6 +199,9 @@ async fn connection(
 ) {
     let rooms = &plan.conns[index];
     let token = plan.tokens.get(index).unwrap_or(&plan.token);
+    if plan.transport == Transport::Sse {
+        return sse_connection(&plan, token, rooms, &shared, &permits, first).await;
+    }
     let mut first = Some(first);
     let mut failures = 0;
     loop {
@@ -252,6 +257,62 @@ async fn connection(
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200 + (index as u64 % 800))).await;
     }
+}
+
+/// An SSE connection: opens its stream (5 attempts), then counts and
+/// records the stored events until the stream ends.
+async fn sse_connection(
+    plan: &Plan,
+    token: &str,
+    rooms: &[String],
+    shared: &Shared,
+    permits: &Semaphore,
+    first: mpsc::UnboundedSender<Result<(), String>>,
+) {
+    let path = format!("/v1/sse?rooms={}&token={token}", rooms.join(","));
+    let mut failures = 0;
+    let mut stream = loop {
+        let attempt = {
+            let _permit = permits.acquire().await;
+            sse::open(plan.addr, plan.bind.into(), &path).await
+        };
+        match attempt {
+            Ok(stream) => break stream,
+            Err(e) => {
+                failures += 1;
+                if failures >= 5 {
+                    let _ = first.send(Err(format!("{e:#}")));
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200 * failures)).await;
+            }
+        }
+    };
+    let _ = first.send(Ok(()));
+    shared.open.fetch_add(1, Ordering::Relaxed);
+    let mut events = Vec::new();
+    let code = loop {
+        match stream.next(&mut events).await {
+            Ok(Some(())) => {}
+            Ok(None) => break ENDED,
+            Err(_) => break ENDED,
+        }
+        let now = sys::mono_ns();
+        for event in events.drain(..) {
+            // Stored events carry their seq as the SSE id (`gap` has none).
+            if event.id.is_none() {
+                continue;
+            }
+            shared.frames.fetch_add(1, Ordering::Relaxed);
+            if plan.latency {
+                if let Some(seq) = body_number(&event.data) {
+                    shared.samples.lock().unwrap().push((seq, now));
+                }
+            }
+        }
+    };
+    shared.open.fetch_sub(1, Ordering::Relaxed);
+    shared.closed(code);
 }
 
 /// Reads until the connection closes (or nothing arrives for `idle`);

@@ -1,10 +1,11 @@
-//! WebSocket clients, spread over several child processes (the hidden
-//! `clients` subcommand, see `client_proc`). Each process gets its own
-//! loopback source address, so the number of connections is not bounded by
-//! one address's ephemeral ports, and its own open-files limit. The parent
-//! sends each process a [`Plan`] on stdin, then one-line commands
-//! (`report`, `drain`, `exit`); the process answers with [`Message`]s, one
-//! JSON object per line on stdout.
+//! Clients, spread over several child processes: WebSocket and SSE clients
+//! in this binary (the hidden `clients` subcommand, see `client_proc`),
+//! Socket.IO clients in Node (`bench/node/client.js`, socket.io-client).
+//! Each process gets its own loopback source address, so the number of
+//! connections is not bounded by one address's ephemeral ports, and its own
+//! open-files limit. The parent sends each process a [`Plan`] on stdin, then
+//! one-line commands (`report`, `drain`, `exit`); the process answers with
+//! [`Message`]s, one JSON object per line on stdout.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::env::Env;
-use crate::sys;
+use crate::{node, sys};
 
 /// What one client process does.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +48,54 @@ pub struct Plan {
     /// rooms again on `join <index>` (answered with [`Message::Joined`]).
     #[serde(default)]
     pub control: bool,
+    /// How the connections reach the server.
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// How a client connects and receives events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// The relay's WebSocket protocol (`/v1/ws`), in this binary.
+    #[default]
+    Ws,
+    /// The relay's Server-Sent Events stream (`/v1/sse?rooms=...`), in this
+    /// binary: one stream per connection, its rooms in the query.
+    Sse,
+    /// The relay's Socket.IO endpoint (`/socket.io/`), socket.io-client in Node.
+    Socketio,
+    /// The seed stand-in's Socket.IO server (`bench/seed/`), socket.io-client
+    /// in Node (`join-user` with the id).
+    Seed,
+}
+
+impl Transport {
+    /// Parses `ws`, `sse`, `socketio` or `seed`.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        Ok(match name {
+            "ws" => Self::Ws,
+            "sse" => Self::Sse,
+            "socketio" => Self::Socketio,
+            "seed" => Self::Seed,
+            other => bail!("unknown path {other:?} (ws, sse, socketio or seed)"),
+        })
+    }
+
+    /// Its name, as [`parse`](Self::parse) takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Sse => "sse",
+            Self::Socketio => "socketio",
+            Self::Seed => "seed",
+        }
+    }
+
+    /// Whether its clients run in Node (`bench/node/`).
+    pub fn in_node(self) -> bool {
+        matches!(self, Self::Socketio | Self::Seed)
+    }
 }
 
 impl Plan {
@@ -64,6 +113,7 @@ impl Plan {
             reconnect: false,
             tokens: Vec::new(),
             control: false,
+            transport: Transport::Ws,
         }
     }
 }
@@ -349,9 +399,18 @@ impl Clients {
 }
 
 async fn spawn(env: &Env, plan: &Plan) -> anyhow::Result<Proc> {
-    let mut command = std::process::Command::new(&env.exe);
+    let mut command = if plan.transport.in_node() {
+        let dir = node::client_dir();
+        node::install(&dir).await?;
+        let mut command = std::process::Command::new("node");
+        command.arg(dir.join("client.js"));
+        command
+    } else {
+        let mut command = std::process::Command::new(&env.exe);
+        command.arg("clients");
+        command
+    };
     command
-        .arg("clients")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

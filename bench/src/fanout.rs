@@ -18,7 +18,7 @@ use rowcast_devkit::process;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::clients::{self, Clients, Plan};
+use crate::clients::{self, Clients, Plan, Transport};
 use crate::env::{self, Env, USERS};
 use crate::relay::RelayProc;
 use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
@@ -160,6 +160,7 @@ async fn one(env: &Env, args: &Args, run: usize, n: usize) -> anyhow::Result<Run
         reconnect: true,
         tokens: Vec::new(),
         control: false,
+        transport: Transport::Ws,
     };
     let conns = clients::conns(n, |i| {
         vec!["user_1".to_string(), format!("user_{}", 2 + i / room_size)]

@@ -4,6 +4,14 @@
 //! client processes) note when each frame arrives. A row yields two frames
 //! (`message-sent` to its sender's room, `message-received` to its
 //! recipient's), both counted. The first `--warmup` seconds are not counted.
+//!
+//! `--path` picks the ways in, measured one after the other on the same
+//! relay (same database, same writers): `ws` (the WebSocket protocol),
+//! `sse` (`GET /v1/sse`, one stream per client), `socketio` (the relay's
+//! Socket.IO endpoint, socket.io-client in Node processes). `seed` measures
+//! the seed stand-in instead of the relay (`bench/seed/`: `pg_notify`
+//! triggers and a Node Socket.IO server, on a database of its own without
+//! capture), with the same Node client, rows and rates.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,10 +20,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::chart::{self, Series};
-use crate::clients::{self, Clients, Plan, Totals};
+use crate::clients::{self, Clients, Plan, Totals, Transport};
 use crate::env::Env;
 use crate::relay::RelayProc;
 use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
+use crate::seed::SeedProc;
 use crate::stats::{Percentiles, Spread};
 use crate::writers::{self, Load, Pairs, Writers};
 use crate::Common;
@@ -29,13 +38,17 @@ pub struct Args {
     /// Capture modes to measure.
     #[arg(long, value_delimiter = ',', default_values_t = ["trigger".to_string(), "logical".to_string()])]
     pub capture: Vec<String>,
+    /// Ways in to measure: `ws`, `sse`, `socketio` (the relay, once per
+    /// capture mode) and `seed` (the seed stand-in, once per run).
+    #[arg(long, value_delimiter = ',', default_values_t = ["ws".to_string()])]
+    pub path: Vec<String>,
     /// Measured seconds per rate.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Seconds written before measuring, at the same rate.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// WebSocket connections, one per room `user_{i}`.
+    /// Client connections, one per room `user_{i}`.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
     /// Writer connections the rate is spread over.
@@ -97,7 +110,9 @@ pub fn window(
 #[derive(Clone, Debug, Serialize)]
 struct Run {
     run: usize,
+    /// The relay's capture mode, or `pg_notify` for the seed.
     capture: String,
+    path: String,
     rate: u32,
     #[serde(flatten)]
     window: Window,
@@ -108,17 +123,37 @@ struct Run {
     cpu: CpuShare,
 }
 
+/// Capture column of the seed's rows.
+const SEED_CAPTURE: &str = "pg_notify";
+
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+    let paths = args
+        .path
+        .iter()
+        .map(|p| Transport::parse(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let relay_paths: Vec<Transport> = paths
+        .iter()
+        .copied()
+        .filter(|p| *p != Transport::Seed)
+        .collect();
     let mut runs: Vec<Run> = Vec::new();
     for run in 1..=args.common.runs {
-        for capture in &args.capture {
+        if !relay_paths.is_empty() {
+            for capture in &args.capture {
+                args.common.before_run().await;
+                eprintln!("latency: run {run}, {capture} capture");
+                runs.extend(one_capture(env, args, run, capture, &relay_paths).await?);
+            }
+        }
+        if paths.contains(&Transport::Seed) {
             args.common.before_run().await;
-            eprintln!("latency: run {run}, {capture} capture");
-            runs.extend(one_capture(env, args, run, capture).await?);
+            eprintln!("latency: run {run}, the seed stand-in");
+            runs.extend(one_seed(env, args, run).await?);
         }
     }
-    Ok(summarize(args, runs))
+    Ok(summarize(args, &paths, runs))
 }
 
 async fn one_capture(
@@ -126,18 +161,82 @@ async fn one_capture(
     args: &Args,
     run: usize,
     capture: &str,
+    paths: &[Transport],
 ) -> anyhow::Result<Vec<Run>> {
     let db = env.fresh_db(&format!("latency_{capture}")).await?;
     let relay = RelayProc::start(env, &db, capture, &[]).await?;
-    let plan = Plan::latency(env, relay.addr);
+    let writers = Writers::connect(&db.url, args.writers).await?;
+    let mut results = Vec::new();
+    for &path in paths {
+        if paths.len() > 1 {
+            eprintln!(
+                "latency: run {run}, {capture} capture, {} clients",
+                path.name()
+            );
+        }
+        let plan = Plan {
+            transport: path,
+            ..Plan::latency(env, relay.addr)
+        };
+        let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
+        let mut group = Clients::start_all(env, plan, rooms, 5000, 2).await?;
+        let meter = CpuMeter {
+            relay: Some(relay.pid),
+            postmaster: env.postmaster_pid(),
+            clients: group.pids(),
+        };
+        let measured = rates(args, run, capture, path, &mut group, &writers, &meter).await;
+        group.stop().await;
+        results.extend(measured?);
+    }
+    relay.stop().await;
+    env.drop_db(&db).await;
+    Ok(results)
+}
+
+/// The seed stand-in on a database of its own: its triggers, its server,
+/// the Node clients joined with `join-user`.
+async fn one_seed(env: &Env, args: &Args, run: usize) -> anyhow::Result<Vec<Run>> {
+    let db = env.fresh_db("latency_seed").await?;
+    let server = SeedProc::start(env, &db).await?;
+    let writers = Writers::connect(&db.url, args.writers).await?;
+    let plan = Plan {
+        transport: Transport::Seed,
+        ..Plan::latency(env, server.addr)
+    };
     let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
     let mut group = Clients::start_all(env, plan, rooms, 5000, 2).await?;
-    let writers = Writers::connect(&db.url, args.writers).await?;
     let meter = CpuMeter {
-        relay: Some(relay.pid),
+        relay: Some(server.pid),
         postmaster: env.postmaster_pid(),
         clients: group.pids(),
     };
+    let measured = rates(
+        args,
+        run,
+        SEED_CAPTURE,
+        Transport::Seed,
+        &mut group,
+        &writers,
+        &meter,
+    )
+    .await;
+    group.stop().await;
+    server.stop().await;
+    env.drop_db(&db).await;
+    measured
+}
+
+/// Every rate of `args`, one after the other, with clients already joined.
+async fn rates(
+    args: &Args,
+    run: usize,
+    capture: &str,
+    path: Transport,
+    group: &mut Clients,
+    writers: &Writers,
+    meter: &CpuMeter,
+) -> anyhow::Result<Vec<Run>> {
     let mut results = Vec::new();
     for &rate in &args.rate {
         group.report().await?;
@@ -161,6 +260,7 @@ async fn one_capture(
         results.push(Run {
             run,
             capture: capture.to_string(),
+            path: path.name().to_string(),
             rate,
             window: window(&outcome.commits, &totals, start, args.seconds),
             writer_errors: outcome.errors,
@@ -169,28 +269,41 @@ async fn one_capture(
             cpu: CpuMeter::share(&before, &after),
         });
     }
-    group.stop().await;
-    relay.stop().await;
-    env.drop_db(&db).await;
     Ok(results)
 }
 
-fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Outcome {
     let mut table = Table::new(
         format!(
             "latency: commit → client frame, ms (median (min–max) over {} runs; {} clients, {} writer connections, {} s per rate)",
             args.common.runs, args.clients, args.writers, args.seconds
         ),
-        &["capture", "rate/s", "achieved/s", "p50", "p90", "p99", "max", "frames", "lost", "INSERT+COMMIT p50/p99", "cpu (median run)"],
+        &["capture", "path", "rate/s", "achieved/s", "p50", "p90", "p99", "max", "frames", "lost", "INSERT+COMMIT p50/p99", "cpu (median run)"],
     );
     let mut summary = Vec::new();
     let mut series = Vec::new();
     let mut notes = Vec::new();
+    // (capture, path) in the order they were measured.
+    let mut configs: Vec<(String, Transport)> = Vec::new();
     for capture in &args.capture {
+        for &path in paths.iter().filter(|p| **p != Transport::Seed) {
+            configs.push((capture.clone(), path));
+        }
+    }
+    if paths.contains(&Transport::Seed) {
+        configs.push((SEED_CAPTURE.to_string(), Transport::Seed));
+    }
+    for (capture, path) in &configs {
+        let (capture, path) = (capture, path.name());
+        let label = match path {
+            "ws" => capture.clone(),
+            "seed" => "seed".to_string(),
+            _ => format!("{capture} {path}"),
+        };
         let mut lines: Vec<Series> = ["p50", "p90", "p99", "max"]
             .iter()
             .map(|p| Series {
-                capture: capture.clone(),
+                capture: label.clone(),
                 percentile: p.to_string(),
                 points: Vec::new(),
             })
@@ -198,7 +311,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
         for &rate in &args.rate {
             let of: Vec<&Run> = runs
                 .iter()
-                .filter(|r| &r.capture == capture && r.rate == rate)
+                .filter(|r| &r.capture == capture && r.path == path && r.rate == rate)
                 .collect();
             let spread =
                 |f: &dyn Fn(&Run) -> f64| Spread::of(&of.iter().map(|r| f(r)).collect::<Vec<_>>());
@@ -212,6 +325,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
             let cpu = median_cpu(&of);
             table.row(vec![
                 capture.clone(),
+                path.to_string(),
                 rate.to_string(),
                 achieved.show(0),
                 p50.show(2),
@@ -230,10 +344,21 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
             for (line, s) in lines.iter_mut().zip([p50, p90, p99, max]) {
                 line.points.push((rate as f64, s.median, s.min, s.max));
             }
+            let early: u64 = of.iter().map(|r| r.window.before_commit_ack).sum();
+            if early * 100 > samples {
+                notes.push(format!(
+                    "{label} at {rate} rows/s: {early} of {samples} frames arrived before their writer saw COMMIT return (counted as 0 ms)"
+                ));
+            }
             if rate == 5000 {
                 let met = p50.median <= 2.0 && p99.median <= 10.0;
+                let of = if path == "ws" {
+                    capture.clone()
+                } else {
+                    format!("{capture}, {path}")
+                };
                 notes.push(format!(
-                    "target at 5,000 rows/s ({capture}): p50 ≤ 2 ms and p99 ≤ 10 ms: {} (p50 {:.2} ms, p99 {:.2} ms{})",
+                    "target at 5,000 rows/s ({of}): p50 ≤ 2 ms and p99 ≤ 10 ms: {} (p50 {:.2} ms, p99 {:.2} ms{})",
                     if met && achieved.median >= 0.95 * rate as f64 { "met" } else { "not met" },
                     p50.median,
                     p99.median,
@@ -245,7 +370,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
                 ));
             }
             summary.push(json!({
-                "capture": capture, "rate": rate, "achieved_rate": achieved,
+                "capture": capture, "path": path, "rate": rate, "achieved_rate": achieved,
                 "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,
                 "samples": samples, "lost": lost, "cpu_median_run": cpu,
             }));
@@ -255,7 +380,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
     let mut json = report::header(
         "latency",
         json!({
-            "rate": args.rate, "capture": args.capture, "seconds": args.seconds, "warmup": args.warmup,
+            "rate": args.rate, "capture": args.capture, "path": args.path, "seconds": args.seconds, "warmup": args.warmup,
             "clients": args.clients, "writers": args.writers, "runs": args.common.runs,
         }),
     );

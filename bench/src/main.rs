@@ -2,9 +2,11 @@
 //!
 //! Each scenario starts everything it needs: a throwaway Postgres with
 //! fsync on (or the server `DATABASE_URL` names), the relay in its own
-//! process (this binary's hidden `relay` subcommand), WebSocket clients in
-//! several child processes (the hidden `clients` subcommand) and SQL writers
-//! in this process. It prints a table of medians and spreads over `--runs`
+//! process (this binary's hidden `relay` subcommand), WebSocket and SSE
+//! clients in several child processes (the hidden `clients` subcommand),
+//! Socket.IO clients in Node processes (`bench/node/`) and SQL writers in
+//! this process; `latency --path seed` runs the seed stand-in (`bench/seed/`)
+//! instead of the relay. It prints a table of medians and spreads over `--runs`
 //! runs and writes JSON results (and, for latency, an SVG chart) into the
 //! results directory. Nothing here asserts on timings.
 
@@ -17,14 +19,17 @@ mod env;
 mod failover;
 mod fanout;
 mod latency;
+mod node;
 mod nodes;
 mod relay;
 mod replay;
 mod report;
 mod revocation;
+mod seed;
 mod slow;
 mod smoke;
 mod soak;
+mod sse;
 mod stats;
 mod sys;
 mod writers;
@@ -45,7 +50,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Commit → client frame latency at fixed write rates.
+    /// Commit → client frame latency at fixed write rates, per way in
+    /// (WebSocket, SSE, Socket.IO) and for the seed stand-in.
     Latency(latency::Args),
     /// Write throughput with and without capture, and the relay's throughput.
     Capture(capture::Args),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::clients::{Clients, Plan};
+use crate::clients::{Clients, Plan, Transport};
 use crate::env::Env;
 use crate::failover::start_leader;
 use crate::relay::RelayProc;
@@ -112,6 +112,7 @@ async fn one_run(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
             reconnect: false,
             tokens: Vec::new(),
             control: false,
+            transport: Transport::Ws,
         };
         let (group, ready) = Clients::start(env, plan, conns, args.per_process, 1).await?;
         if ready.failed > 0 {

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use crate::clients::{Clients, Plan};
+use crate::clients::{Clients, Plan, Transport};
 use crate::env::{self, Env, USERS};
 use crate::relay::RelayProc;
 use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
@@ -164,6 +164,7 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
         reconnect: false,
         tokens,
         control: true,
+        transport: Transport::Ws,
     };
     let (mut group, ready) = Clients::start(env, plan, conns, 5000, 1).await?;
     anyhow::ensure!(

@@ -37,6 +37,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_
             &latency::Args {
                 rate: vec![200],
                 capture: modes.clone(),
+                path: vec!["ws".into()],
                 seconds: 1.0,
                 warmup: 0.5,
                 clients: 10,
