@@ -289,6 +289,8 @@ async fn sse_connection(
         }
     };
     let _ = first.send(Ok(()));
+    // The parent's `ready` waits for every sender to be gone.
+    drop(first);
     shared.open.fetch_add(1, Ordering::Relaxed);
     let mut events = Vec::new();
     let code = loop {
