@@ -10,6 +10,7 @@ mod http;
 pub mod limits;
 mod presence;
 mod server;
+mod session;
 mod ws;
 
 use std::net::SocketAddr;
