@@ -11,6 +11,7 @@ pub mod limits;
 mod presence;
 mod server;
 mod session;
+mod socketio;
 mod ws;
 
 use std::net::SocketAddr;
@@ -188,6 +189,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
+        .merge(socketio::router(shared.clone()))
         .layer(cors)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(shared)
