@@ -12,6 +12,7 @@ mod presence;
 mod server;
 mod session;
 mod socketio;
+mod sse;
 mod ws;
 
 use std::net::SocketAddr;
@@ -184,6 +185,7 @@ fn router(shared: Arc<Shared>) -> Router {
     ]);
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/sse", get(sse::stream))
         .route("/v1/rooms/{room}/events", get(http::history))
         .route("/v1/publish", post(http::publish))
         .route("/healthz", get(http::healthz))
