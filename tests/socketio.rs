@@ -275,3 +275,85 @@ async fn the_seeds_event_names_work_as_aliases() {
     let bad = sio.request("join-content", json!({"title": "x"})).await;
     assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_io_connection_is_a_rowcast_connection() {
+    if !node_available() {
+        return;
+    }
+    let (db, client) = content_db().await;
+    client
+        .batch_execute(
+            "INSERT INTO content (id, author_id, title, visibility) VALUES (11, 1, 'other', 'public')",
+        )
+        .await
+        .unwrap();
+    let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let mut sio = Driver::socket_io(addr, &token("3"), &["websocket"]).await;
+    for room in ["content_10", "content_11"] {
+        assert_eq!(sio.request("join", json!({"room": room})).await["ok"], true);
+    }
+
+    // Presence: the user is online while the socket is open.
+    wait_for("user 3 online", Duration::from_secs(20), || async {
+        let online: i64 = client
+            .query_one(
+                "SELECT count(*) FROM realtime.events WHERE event = 'user-status-changed'
+                 AND room = 'user_3' AND data->>'status' = 'online'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get(0);
+        (online == 1).then_some(())
+    })
+    .await;
+
+    // The protocol 1.1 notice when the rule takes a room away.
+    client
+        .execute(
+            "UPDATE content SET visibility = 'private' WHERE id = 10",
+            &[],
+        )
+        .await
+        .unwrap();
+    let left = sio.wait_events("left", 1).await;
+    assert_eq!(
+        left[0],
+        json!({"type": "left", "room": "content_10", "reason": "forbidden"})
+    );
+    update_content(&client, 1).await;
+    client
+        .execute("UPDATE content SET title = 'after' WHERE id = 11", &[])
+        .await
+        .unwrap();
+    sio.wait("content_11's update", |reports| {
+        reports
+            .iter()
+            .any(|r| r["name"] == "content-updated" && r["args"][0]["room"] == "content_11")
+            .then_some(())
+    })
+    .await;
+    let left_at = sio
+        .reports
+        .iter()
+        .position(|r| r["name"] == "left")
+        .unwrap();
+    assert!(
+        sio.reports[left_at..]
+            .iter()
+            .filter(|r| r["name"] == "content-updated")
+            .all(|r| r["args"][0]["room"] == "content_11"),
+        "nothing more of the room it left: {:#?}",
+        sio.reports
+    );
+
+    // Counted under its transport.
+    let (_, metrics) = rowcast_devkit::http::request(addr, "GET", "/metrics", None, None)
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rowcast_connections_opened_total{transport=\"socketio\"} 1"),
+        "{metrics}"
+    );
+}
