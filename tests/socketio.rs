@@ -357,3 +357,108 @@ async fn a_socket_io_connection_is_a_rowcast_connection() {
         "{metrics}"
     );
 }
+
+/// A Socket.IO client that stops reading, spoken by hand (Engine.IO 4 over a
+/// WebSocket with a tiny receive buffer): like a stalled `/v1/ws` client it
+/// is closed as too slow (4008), the relay's memory stays bounded, and what
+/// it gets when it reads again is a prefix of the room's events in order,
+/// then the `close` notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_io_client_that_stops_reading_is_closed_as_too_slow() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let (db, client) = content_db().await;
+    let (relay, addr) = spawn_listening_relay(
+        &db,
+        "trigger",
+        &[("ROWCAST_SEND_QUEUE", "256"), ("ROWCAST_BATCH_SIZE", "50")],
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let next_text =
+        async |ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>| loop {
+            match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+                Ok(Some(Ok(WsMessage::Text(text)))) if text.as_str() == "2" => {
+                    ws.send(WsMessage::text("3")).await.unwrap()
+                }
+                Ok(Some(Ok(WsMessage::Text(text)))) => return Some(text.to_string()),
+                Ok(Some(Ok(_))) => {}
+                _ => return None,
+            }
+        };
+    assert!(
+        next_text(&mut ws).await.unwrap().starts_with('0'),
+        "Engine.IO open"
+    );
+    let connect = format!("40{}", json!({"token": token("1")}));
+    ws.send(WsMessage::text(connect)).await.unwrap();
+    assert!(
+        next_text(&mut ws).await.unwrap().starts_with("40{"),
+        "namespace connected"
+    );
+    ws.send(WsMessage::text(r#"421["join",{"room":"content_10"}]"#))
+        .await
+        .unwrap();
+    let joined = loop {
+        let text = next_text(&mut ws).await.unwrap();
+        if let Some(ack) = text.strip_prefix("431") {
+            break serde_json::from_str::<Value>(ack).unwrap();
+        }
+    };
+    assert_eq!(joined[0]["ok"], true, "{joined}");
+
+    // The client reads nothing while about 48 MB of events are stored.
+    let rss_before = rss_kib(relay.id());
+    let payload = "y".repeat(16_000);
+    for _ in 0..30 {
+        client
+            .execute(
+                "SELECT realtime.publish(ARRAY['content_10'], 'bulk', jsonb_build_object('pad', $1::text, 'n', g))
+                 FROM generate_series(1, 100) g",
+                &[&payload],
+            )
+            .await
+            .unwrap();
+    }
+    wait_for(
+        "the send queue to overflow",
+        Duration::from_secs(60),
+        || async { (metric(addr, "rowcast_queue_overflows_total").await >= 1.0).then_some(()) },
+    )
+    .await;
+    let growth_mib = (rss_kib(relay.id()) as f64 - rss_before as f64) / 1024.0;
+    assert!(
+        growth_mib < 16.0,
+        "relay RSS grew {growth_mib:.1} MiB for a 48 MB backlog"
+    );
+
+    // Reading again: events in seq order, then `close` 4008 and the disconnect.
+    let mut seqs = Vec::new();
+    let close = loop {
+        let text = next_text(&mut ws)
+            .await
+            .expect("the close notice before the end");
+        let Some(event) = text.strip_prefix("42") else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(event).unwrap();
+        match event[0].as_str().unwrap() {
+            "bulk" => seqs.push(event[1]["seq"].as_i64().unwrap()),
+            "close" => break event[1].clone(),
+            _ => {}
+        }
+    };
+    assert_eq!(close["code"], 4008, "{close}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order");
+    assert!(seqs.len() < 3000, "the backlog was dropped, not delivered");
+    assert_eq!(
+        next_text(&mut ws).await.as_deref(),
+        Some("41"),
+        "then disconnected"
+    );
+}

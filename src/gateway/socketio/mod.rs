@@ -42,7 +42,7 @@ const PATH: &str = "/socket.io/";
 /// faster than its requests are answered, and is refused at once.
 const INBOX: usize = 64;
 /// Packets the Socket.IO buffer of a connection holds before writes wait.
-const BUFFER: usize = 256;
+const BUFFER: usize = 64;
 
 /// The Socket.IO service at `/socket.io/`, and shutdown for its
 /// connections (every transport is closed, so clients reconnect to
