@@ -380,17 +380,16 @@ async fn a_socket_io_client_that_stops_reading_is_closed_as_too_slow() {
     let stream = socket.connect(addr).await.unwrap();
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let next_text =
-        async |ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>| loop {
-            match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
-                Ok(Some(Ok(WsMessage::Text(text)))) if text.as_str() == "2" => {
-                    ws.send(WsMessage::text("3")).await.unwrap()
-                }
-                Ok(Some(Ok(WsMessage::Text(text)))) => return Some(text.to_string()),
-                Ok(Some(Ok(_))) => {}
-                _ => return None,
+    let next_text = async |ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>| loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(WsMessage::Text(text)))) if text.as_str() == "2" => {
+                ws.send(WsMessage::text("3")).await.unwrap()
             }
-        };
+            Ok(Some(Ok(WsMessage::Text(text)))) => return Some(text.to_string()),
+            Ok(Some(Ok(_))) => {}
+            _ => return None,
+        }
+    };
     assert!(
         next_text(&mut ws).await.unwrap().starts_with('0'),
         "Engine.IO open"
