@@ -461,3 +461,59 @@ async fn a_socket_io_client_that_stops_reading_is_closed_as_too_slow() {
         "then disconnected"
     );
 }
+
+/// Any node: a Socket.IO client on a follower gets the leader's captures,
+/// its typing reaches a `/v1/ws` client on the other node, and after its
+/// node stops it resumes on the other node with `since`, losing and
+/// repeating nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_io_clients_resume_on_another_node() {
+    if !node_available() {
+        return;
+    }
+    let (db, client) = content_db().await;
+    let (_a, addr_a) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let (b, addr_b) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let mut on_b = Driver::socket_io(addr_b, &token("2"), &["websocket"]).await;
+    let joined = on_b.request("join", json!({"room": "content_10"})).await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    let start = joined["head"].as_i64().unwrap();
+    let mut ws_a = open(addr_a, &token("1")).await;
+    assert_eq!(ws_a.join("content_10").await["ok"], true);
+
+    let reply = on_b
+        .request(
+            "user-typing",
+            json!({"room": "content_10", "data": {"typing": true}}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let typing = loop {
+        let frame = ws_a.frame().await;
+        if frame["event"] == "user-typing" {
+            break frame;
+        }
+    };
+    assert_eq!(typing["from"], "2");
+
+    update_content(&client, 3).await;
+    let seen = on_b.wait_events("content-updated", 3).await;
+    let last = *seqs(&seen).last().unwrap();
+    b.stop(Duration::from_secs(20)).await;
+    update_content(&client, 2).await;
+
+    let mut on_a = Driver::socket_io(addr_a, &token("2"), &["websocket"]).await;
+    let reply = on_a
+        .request("join", json!({"room": "content_10", "since": last}))
+        .await;
+    assert_eq!(reply["replayed"], 2, "{reply}");
+    update_content(&client, 1).await;
+    let resumed = on_a.wait_events("content-updated", 3).await;
+    let mut all = seqs(&seen);
+    all.extend(seqs(&resumed));
+    assert_eq!(
+        all,
+        stored_seqs(&client, start).await,
+        "no gap, no duplicate"
+    );
+}
