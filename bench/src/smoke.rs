@@ -37,7 +37,8 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_
             &latency::Args {
                 rate: vec![200],
                 capture: modes.clone(),
-                path: vec!["ws".into()],
+                // The Node paths (socketio, seed) are left out: no npm here.
+                path: vec!["ws".into(), "sse".into()],
                 seconds: 1.0,
                 warmup: 0.5,
                 clients: 10,

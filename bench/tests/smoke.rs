@@ -89,7 +89,11 @@ fn the_benchmark_harness_runs_every_scenario() {
     let results: Value = serde_json::from_str(&text).expect("smoke.json is JSON");
 
     let latency = runs(&results, "latency");
-    assert_eq!(latency.len(), 2, "one window per capture mode");
+    assert_eq!(
+        latency.len(),
+        4,
+        "one window per capture mode and path (ws, sse)"
+    );
     for run in latency {
         assert!(count(run, &["samples"]) > 0, "latency samples: {run}");
     }
