@@ -11,7 +11,8 @@
 //! Socket.IO endpoint, socket.io-client in Node processes). `seed` measures
 //! the seed stand-in instead of the relay (`bench/seed/`: `pg_notify`
 //! triggers and a Node Socket.IO server, on a database of its own without
-//! capture), with the same Node client, rows and rates.
+//! capture), with the same Node client, rows and rates. With `--together`
+//! the relay's paths are connected at once and measured in the same windows.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,10 +46,15 @@ pub struct Args {
     /// Measured seconds per rate.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Connect every relay path's clients at once (each room then has one
+    /// member per path) and measure them in the same windows, instead of one
+    /// path after the other: a busy machine then disturbs them alike.
+    #[arg(long)]
+    pub together: bool,
     /// Seconds written before measuring, at the same rate.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// Client connections, one per room `user_{i}`.
+    /// Client connections per path, one per room `user_{i}`.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
     /// Writer connections the rate is spread over.
@@ -166,27 +172,48 @@ async fn one_capture(
     let db = env.fresh_db(&format!("latency_{capture}")).await?;
     let relay = RelayProc::start(env, &db, capture, &[]).await?;
     let writers = Writers::connect(&db.url, args.writers).await?;
+    let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
+    // Together: one group per path, all joined, measured in the same
+    // windows; otherwise one path after the other.
+    let batches: Vec<Vec<Transport>> = if args.together {
+        vec![paths.to_vec()]
+    } else {
+        paths.iter().map(|p| vec![*p]).collect()
+    };
     let mut results = Vec::new();
-    for &path in paths {
+    for batch in batches {
         if paths.len() > 1 {
+            let names: Vec<&str> = batch.iter().map(|p| p.name()).collect();
             eprintln!(
                 "latency: run {run}, {capture} capture, {} clients",
-                path.name()
+                names.join(" + ")
             );
         }
-        let plan = Plan {
-            transport: path,
-            ..Plan::latency(env, relay.addr)
-        };
-        let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
-        let mut group = Clients::start_all(env, plan, rooms, 5000, 2).await?;
+        let mut groups = Vec::new();
+        for &path in &batch {
+            let plan = Plan {
+                transport: path,
+                ..Plan::latency(env, relay.addr)
+            };
+            match Clients::start_all(env, plan, rooms.clone(), 5000, 2).await {
+                Ok(group) => groups.push((path, group)),
+                Err(e) => {
+                    for (_, group) in groups {
+                        group.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
         let meter = CpuMeter {
             relay: Some(relay.pid),
             postmaster: env.postmaster_pid(),
-            clients: group.pids(),
+            clients: groups.iter().flat_map(|(_, g)| g.pids()).collect(),
         };
-        let measured = rates(args, run, capture, path, &mut group, &writers, &meter).await;
-        group.stop().await;
+        let measured = rates(args, run, capture, &mut groups, &writers, &meter).await;
+        for (_, group) in groups {
+            group.stop().await;
+        }
         results.extend(measured?);
     }
     relay.stop().await;
@@ -205,41 +232,37 @@ async fn one_seed(env: &Env, args: &Args, run: usize) -> anyhow::Result<Vec<Run>
         ..Plan::latency(env, server.addr)
     };
     let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
-    let mut group = Clients::start_all(env, plan, rooms, 5000, 2).await?;
+    let group = Clients::start_all(env, plan, rooms, 5000, 2).await?;
     let meter = CpuMeter {
         relay: Some(server.pid),
         postmaster: env.postmaster_pid(),
         clients: group.pids(),
     };
-    let measured = rates(
-        args,
-        run,
-        SEED_CAPTURE,
-        Transport::Seed,
-        &mut group,
-        &writers,
-        &meter,
-    )
-    .await;
-    group.stop().await;
+    let mut groups = vec![(Transport::Seed, group)];
+    let measured = rates(args, run, SEED_CAPTURE, &mut groups, &writers, &meter).await;
+    for (_, group) in groups {
+        group.stop().await;
+    }
     server.stop().await;
     env.drop_db(&db).await;
     measured
 }
 
-/// Every rate of `args`, one after the other, with clients already joined.
+/// Every rate of `args`, one after the other, with clients already joined
+/// (one group per path, all in the same windows).
 async fn rates(
     args: &Args,
     run: usize,
     capture: &str,
-    path: Transport,
-    group: &mut Clients,
+    groups: &mut [(Transport, Clients)],
     writers: &Writers,
     meter: &CpuMeter,
 ) -> anyhow::Result<Vec<Run>> {
     let mut results = Vec::new();
     for &rate in &args.rate {
-        group.report().await?;
+        for (_, group) in groups.iter_mut() {
+            group.report().await?;
+        }
         let load = Load {
             rows_per_sec: Some(rate as f64),
             batch: 1,
@@ -255,19 +278,22 @@ async fn rates(
         let after = meter.read();
         // Frames still in flight arrive within this tail.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let totals = group.report().await?;
         let start = outcome.start_ns + (args.warmup * 1e9) as u64;
-        results.push(Run {
-            run,
-            capture: capture.to_string(),
-            path: path.name().to_string(),
-            rate,
-            window: window(&outcome.commits, &totals, start, args.seconds),
-            writer_errors: outcome.errors,
-            statement_ms: Percentiles::of_ns(&mut outcome.statement_ns.clone()),
-            closes: totals.closes,
-            cpu: CpuMeter::share(&before, &after),
-        });
+        let statement_ms = Percentiles::of_ns(&mut outcome.statement_ns.clone());
+        for (path, group) in groups.iter_mut() {
+            let totals = group.report().await?;
+            results.push(Run {
+                run,
+                capture: capture.to_string(),
+                path: path.name().to_string(),
+                rate,
+                window: window(&outcome.commits, &totals, start, args.seconds),
+                writer_errors: outcome.errors,
+                statement_ms,
+                closes: totals.closes,
+                cpu: CpuMeter::share(&before, &after),
+            });
+        }
     }
     Ok(results)
 }
@@ -275,8 +301,12 @@ async fn rates(
 fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Outcome {
     let mut table = Table::new(
         format!(
-            "latency: commit → client frame, ms (median (min–max) over {} runs; {} clients, {} writer connections, {} s per rate)",
-            args.common.runs, args.clients, args.writers, args.seconds
+            "latency: commit → client frame, ms (median (min–max) over {} runs; {} clients{}, {} writer connections, {} s per rate)",
+            args.common.runs,
+            args.clients,
+            if args.together && paths.len() > 1 { " per path, the relay's paths together" } else { "" },
+            args.writers,
+            args.seconds
         ),
         &["capture", "path", "rate/s", "achieved/s", "p50", "p90", "p99", "max", "frames", "lost", "INSERT+COMMIT p50/p99", "cpu (median run)"],
     );
@@ -380,7 +410,7 @@ fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Outcome {
     let mut json = report::header(
         "latency",
         json!({
-            "rate": args.rate, "capture": args.capture, "path": args.path, "seconds": args.seconds, "warmup": args.warmup,
+            "rate": args.rate, "capture": args.capture, "path": args.path, "together": args.together, "seconds": args.seconds, "warmup": args.warmup,
             "clients": args.clients, "writers": args.writers, "runs": args.common.runs,
         }),
     );

@@ -39,6 +39,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_
                 capture: modes.clone(),
                 // The Node paths (socketio, seed) are left out: no npm here.
                 path: vec!["ws".into(), "sse".into()],
+                together: false,
                 seconds: 1.0,
                 warmup: 0.5,
                 clients: 10,
