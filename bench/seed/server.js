@@ -12,7 +12,8 @@
 //
 // The argument of each event is the row as `row_to_json` made it (every
 // column). Clients connect with `auth: { token }` (an HS256 JWT checked by an
-// `io.use` middleware) and join with `join-content` / `join-user` and the id.
+// `io.use` middleware) and join with `join-content`, `join-user`, ... and the
+// id (`leave-...` likewise).
 // A join is acknowledged when the client passes a callback (the bench does,
 // to know when its sockets are in their rooms).
 //
@@ -52,7 +53,7 @@ io.use((socket, next) => {
 });
 
 io.on("connection", (socket) => {
-  for (const kind of ["content", "user"]) {
+  for (const kind of ["content", "calendar", "media", "album", "diary", "user"]) {
     socket.on(`join-${kind}`, (id, ack) => {
       socket.join(`${kind}_${id}`);
       if (typeof ack === "function") ack({ ok: true });
