@@ -357,3 +357,16 @@ async fn a_browser_event_source_resumes_across_a_relay_restart() {
         assert_eq!(frame["seq"].to_string(), message["id"].as_str().unwrap());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_gets_keep_alive_comments() {
+    let (db, client) = content_db().await;
+    let relay = start_relay(&db, "trigger").await;
+    let path = format!("/v1/sse?rooms=content_10&token={}", token("3"));
+    let mut stream = open(relay.addr, &path, &[]).await;
+    // One interval (15 s) and a margin.
+    assert!(stream.comment_before(Duration::from_secs(25)).await);
+    // Still live after it.
+    update(&client, 10, 1).await;
+    assert_eq!(next_stored(&mut stream).await.event, "content-updated");
+}
