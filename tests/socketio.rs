@@ -63,6 +63,18 @@ async fn stored_seqs(client: &tokio_postgres::Client, after: i64) -> Vec<i64> {
         .collect()
 }
 
+/// `sio` emits `user-typing` to `content_10`; returns the frame `ws` gets.
+async fn typing_reaches(sio: &mut Driver, ws: &mut Ws) -> Value {
+    let reply = sio
+        .request(
+            "user-typing",
+            json!({"room": "content_10", "data": {"typing": true}}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    ws.next_event("user-typing").await
+}
+
 fn seqs(frames: &[Value]) -> Vec<i64> {
     frames.iter().map(|f| f["seq"].as_i64().unwrap()).collect()
 }
@@ -194,19 +206,7 @@ async fn typing_goes_between_socket_io_and_websocket_clients() {
     let mut ws = open(addr, &token("2")).await;
     assert_eq!(ws.join("content_10").await["ok"], true);
 
-    let reply = sio
-        .request(
-            "user-typing",
-            json!({"room": "content_10", "data": {"typing": true}}),
-        )
-        .await;
-    assert_eq!(reply["ok"], true, "{reply}");
-    let typing = loop {
-        let frame = ws.frame().await;
-        if frame["type"] == "event" && frame["event"] == "user-typing" {
-            break frame;
-        }
-    };
+    let typing = typing_reaches(&mut sio, &mut ws).await;
     assert_eq!(typing["from"], "1");
     assert_eq!(typing["room"], "content_10");
     assert_eq!(typing["data"], json!({"typing": true}));
@@ -256,12 +256,7 @@ async fn the_seeds_event_names_work_as_aliases() {
         )
         .await;
     assert_eq!(reply["ok"], true, "{reply}");
-    let message = loop {
-        let frame = other.frame().await;
-        if frame["event"] == "message" {
-            break frame;
-        }
-    };
+    let message = other.next_event("message").await;
     assert_eq!(message["room"], "user_1");
     assert_eq!(message["data"], json!({"text": "Hello!"}));
 
@@ -413,23 +408,8 @@ async fn a_socket_io_client_that_stops_reading_is_closed_as_too_slow() {
 
     // The client reads nothing while about 48 MB of events are stored.
     let rss_before = rss_kib(relay.id());
-    let payload = "y".repeat(16_000);
-    for _ in 0..30 {
-        client
-            .execute(
-                "SELECT realtime.publish(ARRAY['content_10'], 'bulk', jsonb_build_object('pad', $1::text, 'n', g))
-                 FROM generate_series(1, 100) g",
-                &[&payload],
-            )
-            .await
-            .unwrap();
-    }
-    wait_for(
-        "the send queue to overflow",
-        Duration::from_secs(60),
-        || async { (metric(addr, "rowcast_queue_overflows_total").await >= 1.0).then_some(()) },
-    )
-    .await;
+    publish_backlog(&client, "content_10").await;
+    queue_overflowed(addr).await;
     let growth_mib = (rss_kib(relay.id()) as f64 - rss_before as f64) / 1024.0;
     assert!(
         growth_mib < 16.0,
@@ -481,19 +461,7 @@ async fn socket_io_clients_resume_on_another_node() {
     let mut ws_a = open(addr_a, &token("1")).await;
     assert_eq!(ws_a.join("content_10").await["ok"], true);
 
-    let reply = on_b
-        .request(
-            "user-typing",
-            json!({"room": "content_10", "data": {"typing": true}}),
-        )
-        .await;
-    assert_eq!(reply["ok"], true, "{reply}");
-    let typing = loop {
-        let frame = ws_a.frame().await;
-        if frame["event"] == "user-typing" {
-            break frame;
-        }
-    };
+    let typing = typing_reaches(&mut on_b, &mut ws_a).await;
     assert_eq!(typing["from"], "2");
 
     update_content(&client, 3).await;
