@@ -191,6 +191,27 @@ async fn the_polling_transport_joins_and_receives() {
     assert_eq!(refused["error"]["code"], "forbidden");
 }
 
+/// `socket.io-client`'s default: polling first, then the upgrade to a
+/// WebSocket, with nothing lost across the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_transports_upgrade_from_polling_to_websocket() {
+    if !node_available() {
+        return;
+    }
+    let (db, client) = content_db().await;
+    let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let mut sio = Driver::socket_io(addr, &token("3"), &["polling", "websocket"]).await;
+    assert_eq!(sio.nth("connect", 1).await["transport"], "polling");
+    let reply = sio.request("join", json!({"room": "content_10"})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let joined_at = reply["head"].as_i64().unwrap();
+    update_content(&client, 3).await;
+    assert_eq!(sio.nth("upgrade", 1).await["transport"], "websocket");
+    update_content(&client, 3).await;
+    let live = sio.wait_events("content-updated", 6).await;
+    assert_eq!(seqs(&live), stored_seqs(&client, joined_at).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_goes_between_socket_io_and_websocket_clients() {
     if !node_available() {

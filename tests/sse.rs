@@ -135,8 +135,13 @@ async fn last_event_id_resumes_exactly_after_it_across_rooms() {
     let relay = start_relay(&_db, "trigger").await;
     let start = head(&client).await;
     // content_10's events are also user_1's (its author): one message each.
+    // (A service token: a user's own stream would also store its presence.)
     let rooms = ["content_10", "user_1", "content_11"];
-    let path = format!("/v1/sse?rooms={}&token={}", rooms.join(","), token("1"));
+    let path = format!(
+        "/v1/sse?rooms={}&token={}",
+        rooms.join(","),
+        service_token()
+    );
     let mut first = open(relay.addr, &path, &[]).await;
     update(&client, 10, 3).await;
     update(&client, 11, 3).await;
@@ -155,6 +160,7 @@ async fn last_event_id_resumes_exactly_after_it_across_rooms() {
     )
     .await;
     update(&client, 10, 1).await;
+    barrier(&client).await;
     let expected = stored_seqs(&client, &rooms, resume_at).await;
     assert_eq!(expected.len(), 3 + 4 + 1);
     let got = stored(&mut resumed, expected.len()).await;
