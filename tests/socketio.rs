@@ -287,6 +287,13 @@ async fn the_seeds_event_names_work_as_aliases() {
     assert_eq!(errors[0]["ok"], false);
     assert_eq!(errors[0]["error"]["code"], "forbidden");
 
+    // A new token before the first expires (same user only).
+    let renewed = sio.request("auth", json!({"token": token("1")})).await;
+    assert_eq!(renewed["ok"], true, "{renewed}");
+    assert!(renewed["exp"].as_u64().unwrap() > now());
+    let other_user = sio.request("auth", json!({"token": token("2")})).await;
+    assert_eq!(other_user["error"]["code"], "unauthorized", "{other_user}");
+
     assert_eq!(sio.request("leave-content", json!(10)).await["ok"], true);
     let bad = sio.request("join-content", json!({"title": "x"})).await;
     assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
