@@ -513,3 +513,47 @@ async fn socket_io_clients_resume_on_another_node() {
         "no gap, no duplicate"
     );
 }
+
+/// Bad input over Socket.IO: a payload over `ROWCAST_MAX_FRAME_BYTES` ends
+/// that connection (Socket.IO has no close code for it), malformed requests
+/// get `bad_request`, and the relay keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_the_relay_keeps_serving() {
+    if !node_available() {
+        return;
+    }
+    let (db, _client) = content_db().await;
+    let (_relay, addr) =
+        spawn_listening_relay(&db, "trigger", &[("ROWCAST_MAX_FRAME_BYTES", "4096")]).await;
+    let mut sio = Driver::socket_io(addr, &token("1"), &["websocket"]).await;
+    sio.nth("connect", 1).await;
+    for (event, data) in [
+        ("join", json!("content_10")),
+        ("join", json!({"room": "no spaces allowed"})),
+        ("leave", json!({"room": "content_10"})),
+        ("user-typing", json!([1, 2])),
+    ] {
+        let reply = sio.request(event, data.clone()).await;
+        assert_eq!(reply["ok"], false, "{event} {data}: {reply}");
+        let code = reply["error"]["code"].as_str().unwrap();
+        assert!(
+            ["bad_request", "not_found"].contains(&code),
+            "{event} {data}: {reply}"
+        );
+    }
+    sio.emit(
+        "join",
+        json!({"room": "content_10", "pad": "x".repeat(10_000)}),
+    )
+    .await;
+    let gone = sio.nth("disconnect", 1).await;
+    assert!(
+        gone["reason"].as_str().unwrap().starts_with("transport"),
+        "{gone}"
+    );
+    let mut again = Driver::socket_io(addr, &token("1"), &["websocket"]).await;
+    assert_eq!(
+        again.request("join", json!({"room": "content_10"})).await["ok"],
+        true
+    );
+}
