@@ -429,4 +429,5 @@ pub async fn statuses(client: &Client, user: &str) -> Vec<String> {
 pub mod burst;
 pub mod catalog;
 pub mod node;
+pub mod schemathesis;
 pub mod ws;
