@@ -42,6 +42,11 @@ pub fn installed() -> Result<Schemathesis, String> {
         "install",
         "--quiet",
         "--disable-pip-version-check",
+        // Offline, fail (and skip) within a minute rather than retry for long.
+        "--retries",
+        "1",
+        "--timeout",
+        "20",
         &format!("schemathesis=={VERSION}"),
     ]))
     .map_err(|e| format!("`pip install schemathesis=={VERSION}` failed: {e}"))?;
