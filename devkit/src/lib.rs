@@ -5,7 +5,7 @@
 //! With the `testing` feature, the parts only tests and the bench need: a
 //! Postgres server with a database per test ([`database`]), test
 //! certificates ([`certs`]), a WebSocket
-//! client ([`ws`]), raw HTTP against the relay ([`http`]), relay processes
+//! client ([`ws`]), raw HTTP against the relay ([`http`]), an SSE client ([`sse`]), relay processes
 //! that die with their parent ([`process`]) and polling with a deadline
 //! ([`wait`]). Nothing here depends on the `rowcast` library: helpers that
 //! need its types live in the tests and the bench.
@@ -22,6 +22,8 @@ pub mod database;
 pub mod http;
 #[cfg(feature = "testing")]
 pub mod process;
+#[cfg(feature = "testing")]
+pub mod sse;
 #[cfg(feature = "testing")]
 pub mod wait;
 #[cfg(feature = "testing")]

@@ -35,6 +35,9 @@ pub struct RoomFrame {
     pub room: Arc<str>,
     /// The event's seq, so the writer can drop what replay already sent.
     pub seq: i64,
+    /// The event's name (for transports that name each message: SSE,
+    /// Socket.IO).
+    pub event: Arc<str>,
     /// The frame text.
     pub frame: Utf8Bytes,
 }
@@ -340,6 +343,7 @@ impl Hub {
             let frame = Arc::new(RoomFrame {
                 room: name.clone(),
                 seq: event.seq,
+                event: event.name.clone(),
                 frame: frame::event_frame(room, &tail),
             });
             for member in &entry.members {

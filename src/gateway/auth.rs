@@ -156,7 +156,8 @@ pub fn token_from(headers: &http::HeaderMap, query: Option<&str>) -> Option<Stri
         .filter(|t| !t.is_empty())
 }
 
-fn percent_decode(text: &str) -> String {
+/// Decodes `%XX` escapes of a query parameter's value.
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

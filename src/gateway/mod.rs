@@ -11,6 +11,9 @@ pub mod limits;
 mod openapi;
 mod presence;
 mod server;
+mod session;
+mod socketio;
+mod sse;
 mod ws;
 
 use std::net::SocketAddr;
@@ -183,12 +186,14 @@ fn router(shared: Arc<Shared>) -> Router {
     ]);
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/sse", get(sse::stream))
         .route("/v1/rooms/{room}/events", get(http::history))
         .route("/v1/publish", post(http::publish))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/v1/openapi.json", get(openapi::document))
+        .merge(socketio::router(shared.clone()))
         .layer(cors)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(shared)

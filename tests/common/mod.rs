@@ -326,7 +326,17 @@ pub async fn spawn_listening_relay(
     capture: &str,
     extra: &[(&str, &str)],
 ) -> (RelayProcess, std::net::SocketAddr) {
-    let port = rowcast_devkit::process::free_port();
+    spawn_relay_on(db, capture, rowcast_devkit::process::free_port(), extra).await
+}
+
+/// Starts `rowcast serve` on `port` and waits until it accepts
+/// connections (a restarted relay keeps its clients' address).
+pub async fn spawn_relay_on(
+    db: &TestDb,
+    capture: &str,
+    port: u16,
+    extra: &[(&str, &str)],
+) -> (RelayProcess, std::net::SocketAddr) {
     let port_text = port.to_string();
     let mut env: Vec<(&str, &str)> = vec![("SOCKET_PORT", &port_text)];
     env.extend_from_slice(extra);
@@ -428,6 +438,7 @@ pub async fn statuses(client: &Client, user: &str) -> Vec<String> {
 
 pub mod burst;
 pub mod catalog;
+pub mod driver;
 pub mod node;
 pub mod schemathesis;
 pub mod ws;

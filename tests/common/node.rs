@@ -32,13 +32,27 @@ pub fn missing() -> Option<&'static str> {
     None
 }
 
+/// The third-party clients the tests drive (`tests/node`).
+pub fn test_clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
 /// Takes the lock on `clients/js` and installs its dependencies when they
 /// are stale; the lock is held until the returned file is dropped.
 pub fn prepared() -> File {
-    let lock = lock(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("js_client.lock"));
-    let dir = client_dir();
-    if dependencies_stale(&dir) {
-        npm(&dir, &["ci", "--no-audit", "--no-fund"], &[]);
+    prepared_in(&client_dir(), "js_client.lock")
+}
+
+/// Installs `tests/node`'s dependencies when they are stale (under a lock
+/// that is released on return: once installed, they are only read).
+pub fn test_clients_prepared() {
+    drop(prepared_in(&test_clients_dir(), "test_clients.lock"));
+}
+
+fn prepared_in(dir: &Path, lock_name: &str) -> File {
+    let lock = lock(&Path::new(env!("CARGO_TARGET_TMPDIR")).join(lock_name));
+    if dependencies_stale(dir) {
+        npm(dir, &["ci", "--no-audit", "--no-fund"], &[]);
     }
     lock
 }

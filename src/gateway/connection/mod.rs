@@ -296,6 +296,7 @@ mod tests {
             let frame = Arc::new(RoomFrame {
                 room: Arc::from("room_1"),
                 seq,
+                event: Arc::from("test-event"),
                 frame: Utf8Bytes::from("{}"),
             });
             slow.member().offer(Delivery::Event(frame));

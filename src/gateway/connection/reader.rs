@@ -448,7 +448,7 @@ impl<A> Drop for ConnReader<A> {
 }
 
 /// When a token with this `exp` expires.
-fn expiry(exp: u64) -> Instant {
+pub(crate) fn expiry(exp: u64) -> Instant {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

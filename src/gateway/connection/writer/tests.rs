@@ -55,6 +55,7 @@ fn live(room: &Arc<str>, seq: i64) -> Outgoing {
     Outgoing::Event(Arc::new(RoomFrame {
         room: room.clone(),
         seq,
+        event: Arc::from("test-event"),
         frame: frame::stored_frame(room, &event(seq, room)),
     }))
 }
@@ -250,6 +251,7 @@ async fn a_too_slow_connection_frees_its_queue_while_the_close_frame_waits() {
     let shared = Arc::new(RoomFrame {
         room: room.clone(),
         seq: 1,
+        event: Arc::from("test-event"),
         frame: Utf8Bytes::from_static("{}"),
     });
     for _ in 0..32 {
