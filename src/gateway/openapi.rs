@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::http;
+use super::{http, sse};
 
 /// The HTTP API's document.
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use super::http;
             trusted backend."
     ),
     paths(
+        sse::stream,
         http::history,
         http::publish,
         http::healthz,
@@ -34,6 +35,7 @@ use super::http;
     ),
     modifiers(&Security),
     tags(
+        (name = "sse", description = "Server-Sent Events: rooms' events as a stream."),
         (name = "history", description = "A room's stored events, page by page."),
         (name = "publish", description = "Events stored by a trusted backend."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
