@@ -1,6 +1,6 @@
 //! schemathesis, the OpenAPI validator the HTTP API's tests run against a
 //! live relay: installed with pip into a virtual environment under the
-//! target directory (a pinned version, reused while it matches), and run
+//! target directory (pinned versions, reused while they match), and run
 //! with a token against the relay's own `/v1/openapi.json`.
 
 use std::fs::File;
@@ -11,6 +11,18 @@ use std::process::{Command, Output, Stdio};
 /// The schemathesis release the tests run (its checks change between
 /// releases; a new one is a deliberate update).
 pub const VERSION: &str = "4.32.5";
+
+/// The Hypothesis release that generates schemathesis's test cases (with
+/// it pinned too, the same seed gives the same cases).
+const HYPOTHESIS: &str = "6.170.17";
+
+/// What pip installs.
+fn requirements() -> [String; 2] {
+    [
+        format!("schemathesis=={VERSION}"),
+        format!("hypothesis=={HYPOTHESIS}"),
+    ]
+}
 
 /// A schemathesis installation.
 pub struct Schemathesis {
@@ -31,27 +43,35 @@ pub fn installed() -> Result<Schemathesis, String> {
     let found = Schemathesis {
         bin: dir.join("bin/schemathesis"),
     };
-    if found.version().as_deref() == Some(VERSION) {
+    // Written last: a venv whose install did not finish is made again.
+    let marker = dir.join("rowcast-requirements.txt");
+    let wanted = requirements().join("\n");
+    let current = std::fs::read_to_string(&marker).is_ok_and(|text| text == wanted);
+    if current && found.version().as_deref() == Some(VERSION) {
         return Ok(found);
     }
     run(Command::new("python3")
         .args(["-m", "venv", "--clear"])
         .arg(&dir))
     .map_err(|e| format!("`python3 -m venv` failed: {e}"))?;
-    run(Command::new(dir.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        // Offline, fail (and skip) within a minute rather than retry for long.
-        "--retries",
-        "1",
-        "--timeout",
-        "20",
-        &format!("schemathesis=={VERSION}"),
-    ]))
-    .map_err(|e| format!("`pip install schemathesis=={VERSION}` failed: {e}"))?;
+    run(Command::new(dir.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            // Offline, fail (and skip) within a minute rather than retry for long.
+            "--retries",
+            "1",
+            "--timeout",
+            "20",
+        ])
+        .args(requirements()))
+    .map_err(|e| format!("`pip install {}` failed: {e}", requirements().join(" ")))?;
     match found.version() {
-        Some(version) if version == VERSION => Ok(found),
+        Some(version) if version == VERSION => {
+            std::fs::write(&marker, wanted).map_err(|e| e.to_string())?;
+            Ok(found)
+        }
         other => Err(format!("installed schemathesis reports version {other:?}")),
     }
 }
@@ -68,13 +88,21 @@ impl Schemathesis {
     }
 
     /// Runs `schemathesis run` against the relay at `addr` with `token` as
-    /// `Authorization: Bearer` and the extra `args`; returns the command
-    /// line (token elided) and its output.
-    pub fn run(&self, addr: SocketAddr, token: &str, args: &[&str]) -> (String, Output) {
+    /// `Authorization: Bearer`, the settings file `config` and the extra
+    /// `args`; returns the command line (token elided) and its output.
+    pub fn run(
+        &self,
+        config: &Path,
+        addr: SocketAddr,
+        token: &str,
+        args: &[&str],
+    ) -> (String, Output) {
         let schema = format!("http://{addr}/v1/openapi.json");
         let header = format!("Authorization: Bearer {token}");
         let mut command = Command::new(&self.bin);
         command
+            .arg("--config-file")
+            .arg(config)
             .arg("run")
             .arg(&schema)
             .args(["--header", &header])
@@ -83,7 +111,8 @@ impl Schemathesis {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         let shown = format!(
-            "schemathesis run {schema} --header 'Authorization: Bearer <token>' {}",
+            "schemathesis --config-file {} run {schema} --header 'Authorization: Bearer <token>' {}",
+            config.display(),
             args.join(" ")
         );
         let output = command
