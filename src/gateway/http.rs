@@ -82,10 +82,12 @@ pub(super) struct HistoryPage {
     ),
     responses(
         (status = 200, description = "The room's events after `after`.", body = HistoryPage),
-        (status = 400, description = "Invalid room name, or `after`/`limit` not an integer.", body = ErrorBody),
+        (status = 400, description = "Invalid room name, or `after`/`limit` not an integer.",
+            body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token.", body = ErrorBody),
         (status = 403, description = "The authorization rule refuses this room.", body = ErrorBody),
-        (status = 429, description = "Too many history reads from this IP or user (`ROWCAST_HISTORY_RATE`).", body = ErrorBody),
+        (status = 429, description = "Too many history reads from this IP or user \
+            (`ROWCAST_HISTORY_RATE`).", body = ErrorBody),
         (status = 500, description = "The database failed.", body = ErrorBody),
     ),
     security(("bearer" = []), ("token" = [])),
@@ -177,7 +179,8 @@ pub(super) struct PublishReceipt {
     request_body = PublishBody,
     responses(
         (status = 200, description = "Stored.", body = PublishReceipt),
-        (status = 400, description = "Not JSON, or not `{\"rooms\":[..],\"event\":..,\"data\":{..}}` with valid names.", body = ErrorBody),
+        (status = 400, description = "Not JSON, or not \
+            `{\"rooms\":[..],\"event\":..,\"data\":{..}}` with valid names.", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token.", body = ErrorBody),
         (status = 403, description = "The token lacks `role: \"service\"`.", body = ErrorBody),
         (status = 413, description = "The body is larger than 256 KiB.", body = ErrorBody),
@@ -300,7 +303,8 @@ pub(super) enum ReadyStatus {
     tag = "operations",
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 503, description = "The database is unreachable, capture is down, or the relay is stopping.", body = Readiness),
+        (status = 503, description = "The database is unreachable, capture is down, or the \
+            relay is stopping.", body = Readiness),
     ),
 )]
 pub(super) async fn readyz(State(state): State<Arc<Shared>>) -> Response {

@@ -73,8 +73,9 @@ struct Request {
             pattern = r"^[A-Za-z0-9_.:@-]{1,200}(,[A-Za-z0-9_.:@-]{1,200}){0,99}$"),
         ("since" = Option<i64>, Query, description = "Replay the stored events after \
             this seq, like `join` with `since`."),
-        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "The id of the last message \
-            received, which an `EventSource` sends when it reconnects; wins over `since`."),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "The id of \
+            the last message received, which an `EventSource` sends when it reconnects; wins \
+            over `since`."),
     ),
     responses(
         (status = 200, description = "The stream: one message per stored event, and `gap`, \
@@ -82,7 +83,8 @@ struct Request {
             alive every 15 s.", body = SseMessage, content_type = "text/event-stream",
             headers(
                 ("Cache-Control" = String, description = "`no-cache`."),
-                ("X-Accel-Buffering" = String, description = "`no`: proxies must not buffer the stream."),
+                ("X-Accel-Buffering" = String,
+                    description = "`no`: proxies must not buffer the stream."),
             )),
         (status = 400, description = "No rooms, an invalid room name, too many rooms, or a \
             `since`/`Last-Event-ID` that is not an integer.", body = ErrorBody),
