@@ -154,7 +154,9 @@ async fn open(
     let replay = request.since.map(|since| Replay::new(&rooms, since, head));
     let stream = SseStream {
         expires: expiry(open.conn.claims().exp),
-        last: request.since.unwrap_or(0),
+        // A position past the head (a client of a reset database) still gets
+        // what is stored from now on, as `join` does.
+        last: request.since.map_or(0, |since| since.min(head)),
         state,
         open,
         rx,

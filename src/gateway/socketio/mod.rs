@@ -90,9 +90,26 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// An admission handed from the connect middleware to the connect handler.
+/// An admitted socket, handed from the connect middleware to the connect
+/// handler.
 #[derive(Clone)]
-struct Admitted(Arc<Mutex<Option<Admission>>>);
+struct Admitted(Arc<Mutex<Option<Prepared>>>);
+
+/// What the middleware prepared for an admitted socket: its client events
+/// are already being received (the handlers are in place before the socket
+/// can deliver any), and wait in the inbox until the reader starts.
+struct Prepared {
+    /// The admission (token, place under the caps).
+    admission: Admission,
+    /// The reader's inbox, for the writer's heartbeats.
+    inbox: mpsc::Sender<Message>,
+    /// The reader's end of the inbox.
+    inbox_rx: mpsc::Receiver<Message>,
+    /// Requests waiting for their reply.
+    pending: Arc<Pending>,
+    /// Cancelled when the socket disconnects.
+    gone: CancellationToken,
+}
 
 fn admit(
     state: &Shared,
@@ -113,10 +130,45 @@ fn admit(
         .or_else(|| super::auth::token_from(headers, socket.req_parts().uri.query()));
     let admission = session::admit(state, peer.ip(), origin, token)
         .map_err(|e| Refused(format!("{}: {}", e.code.as_str(), e.message)))?;
+    let prepared = receive(socket, admission);
     socket
         .extensions
-        .insert(Admitted(Arc::new(Mutex::new(Some(admission)))));
+        .insert(Admitted(Arc::new(Mutex::new(Some(prepared)))));
     Ok(())
+}
+
+/// Starts receiving an admitted socket's client events. The socket joins
+/// its namespace only after the middleware, so nothing it sends is missed.
+fn receive(socket: &SocketRef, admission: Admission) -> Prepared {
+    let (inbox, inbox_rx) = mpsc::channel(INBOX);
+    let pending = Arc::new(Pending::default());
+    let gone = CancellationToken::new();
+    let inbound = Inbound {
+        inbox: inbox.clone(),
+        pending: pending.clone(),
+        next: Arc::new(AtomicU64::new(1)),
+    };
+    socket.on_fallback(
+        move |Event(event): Event,
+              TryData(data): TryData<Value>,
+              AckRequested(wants_ack): AckRequested,
+              ack: AckSender| {
+            inbound.receive(&event, data.ok(), wants_ack.then_some(ack));
+            std::future::ready(())
+        },
+    );
+    let on_gone = gone.clone();
+    socket.on_disconnect(move || {
+        on_gone.cancel();
+        std::future::ready(())
+    });
+    Prepared {
+        admission,
+        inbox,
+        inbox_rx,
+        pending,
+        gone,
+    }
 }
 
 /// Whether the client asked for an acknowledgement.
@@ -134,14 +186,16 @@ impl FromMessageParts<socketioxide::adapter::LocalAdapter> for AckRequested {
     }
 }
 
-/// The receiving end of one connection's client events.
+/// The receiving end of one connection's client events (cloned into the
+/// socket's handler).
+#[derive(Clone)]
 struct Inbound {
     /// The reader's inbox.
     inbox: mpsc::Sender<Message>,
     /// Requests waiting for their reply.
     pending: Arc<Pending>,
     /// The next internal `ref`.
-    next: AtomicU64,
+    next: Arc<AtomicU64>,
 }
 
 impl Inbound {
@@ -177,36 +231,21 @@ fn refuse(ack: Option<AckSender>, reply: axum::extract::ws::Utf8Bytes) {
 
 /// Runs an admitted Socket.IO connection to its end.
 async fn connected(state: Arc<Shared>, socket: SocketRef) {
-    let admission = socket
+    let prepared = socket
         .extensions
         .remove::<Admitted>()
         .and_then(|admitted| admitted.0.lock().ok()?.take());
-    let Some(admission) = admission else {
+    let Some(Prepared {
+        admission,
+        inbox,
+        inbox_rx,
+        pending,
+        gone,
+    }) = prepared
+    else {
         let _ = socket.disconnect();
         return;
     };
-    let (inbox, inbox_rx) = mpsc::channel(INBOX);
-    let pending = Arc::new(Pending::default());
-    let gone = CancellationToken::new();
-    let inbound = Arc::new(Inbound {
-        inbox: inbox.clone(),
-        pending: pending.clone(),
-        next: AtomicU64::new(1),
-    });
-    socket.on_fallback(
-        move |Event(event): Event,
-              TryData(data): TryData<Value>,
-              AckRequested(wants_ack): AckRequested,
-              ack: AckSender| {
-            inbound.receive(&event, data.ok(), wants_ack.then_some(ack));
-            std::future::ready(())
-        },
-    );
-    let on_gone = gone.clone();
-    socket.on_disconnect(move || {
-        on_gone.cancel();
-        std::future::ready(())
-    });
     let stream = Box::pin(
         ReceiverStream::new(inbox_rx)
             .map(Ok::<_, Infallible>)
