@@ -471,4 +471,5 @@ pub mod burst;
 pub mod catalog;
 pub mod driver;
 pub mod node;
+pub mod schemathesis;
 pub mod ws;
