@@ -293,6 +293,25 @@ pub async fn queue_overflowed(addr: std::net::SocketAddr) -> f64 {
     .await
 }
 
+/// An exclusive lock (flock) on `path`, held until the returned file is
+/// dropped or the process ends: test binaries sharing an installed
+/// toolchain (`node_modules`, a Python venv) install it one at a time.
+pub fn file_lock(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file =
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "lock {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    file
+}
+
 /// The capture modes every catalog test runs in.
 pub const MODES: [&str; 2] = ["trigger", "logical"];
 

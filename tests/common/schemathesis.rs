@@ -3,7 +3,6 @@
 //! target directory (pinned versions, reused while they match), and run
 //! with a token against the relay's own `/v1/openapi.json`.
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -38,7 +37,7 @@ fn venv() -> PathBuf {
 /// schemathesis [`VERSION`], installed when missing; `Err` says why it is
 /// not available here (no python3, no venv module, pip failed).
 pub fn installed() -> Result<Schemathesis, String> {
-    let _lock = lock(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis.lock"));
+    let _lock = super::file_lock(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis.lock"));
     let dir = venv();
     let found = Schemathesis {
         bin: dir.join("bin/schemathesis"),
@@ -138,21 +137,4 @@ fn run(command: &mut Command) -> Result<(), String> {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     ))
-}
-
-/// An exclusive lock (flock) held until the returned file is dropped: two
-/// test runs in one checkout do not install into the same venv at once.
-fn lock(path: &Path) -> File {
-    use std::os::fd::AsRawFd;
-    let file = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    // SAFETY: flock only reads the descriptor, which `file` keeps open.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(
-        locked,
-        0,
-        "lock {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    file
 }
