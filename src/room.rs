@@ -4,6 +4,13 @@
 /// The room every connection is in without asking (announcements).
 pub const BROADCAST: &str = "broadcast";
 
+/// A room name: 1 to 200 characters from `A-Z a-z 0-9 _ . : @ -`.
+// The rule of `is_room_name` as a pattern, for the HTTP API's OpenAPI
+// document.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9_.:@-]{1,200}$", example = "content_42")]
+pub struct RoomName(pub String);
+
 /// Whether a string can be a room name: 1 to 200 characters from
 /// `A-Z a-z 0-9 _ . : @ -`. Anything else is refused before any query.
 pub fn is_room_name(name: &str) -> bool {

@@ -98,6 +98,31 @@ async fn http_publish_and_history() {
         .map(|e| e["data"]["title"].as_str().unwrap())
         .collect();
     assert_eq!(titles, vec!["h2", "h3", "h4"]);
+    let (status, page) = http(
+        addr,
+        "GET",
+        &format!("/v1/rooms/content_10/events?after={}", i64::MAX),
+        Some(&token("3")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        (page["events"].clone(), page["gap"].clone()),
+        (json!([]), json!(false))
+    );
+    let (status, body) = http(
+        addr,
+        "GET",
+        "/v1/rooms/content_10/events?limit=many",
+        Some(&token("3")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
     let (status, body) = http(
         addr,
         "GET",

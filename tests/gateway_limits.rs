@@ -91,26 +91,8 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_memory_stays_flat()
     let start = barrier(&client).await;
     let rss_before = rss_kib(relay.id());
     // About 48 MB of events for a client that reads nothing.
-    let payload = "y".repeat(16_000);
-    for _ in 0..30 {
-        client
-            .execute(
-                "SELECT realtime.publish(ARRAY['content_10'], 'bulk', jsonb_build_object('pad', $1::text, 'n', g))
-                 FROM generate_series(1, 100) g",
-                &[&payload],
-            )
-            .await
-            .unwrap();
-    }
-    let overflowed = wait_for(
-        "the send queue to overflow",
-        Duration::from_secs(60),
-        || async {
-            let overflows = metric(addr, "rowcast_queue_overflows_total").await;
-            (overflows >= 1.0).then_some(overflows)
-        },
-    )
-    .await;
+    publish_backlog(&client, "content_10").await;
+    let overflowed = queue_overflowed(addr).await;
     assert!(overflowed >= 1.0);
     let rss_after = rss_kib(relay.id());
     let growth_mib = (rss_after as f64 - rss_before as f64) / 1024.0;

@@ -63,6 +63,18 @@ async fn stored_seqs(client: &tokio_postgres::Client, after: i64) -> Vec<i64> {
         .collect()
 }
 
+/// `sio` emits `user-typing` to `content_10`; returns the frame `ws` gets.
+async fn typing_reaches(sio: &mut Driver, ws: &mut Ws) -> Value {
+    let reply = sio
+        .request(
+            "user-typing",
+            json!({"room": "content_10", "data": {"typing": true}}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    ws.next_event("user-typing").await
+}
+
 fn seqs(frames: &[Value]) -> Vec<i64> {
     frames.iter().map(|f| f["seq"].as_i64().unwrap()).collect()
 }
@@ -179,6 +191,29 @@ async fn the_polling_transport_joins_and_receives() {
     assert_eq!(refused["error"]["code"], "forbidden");
 }
 
+/// `socket.io-client`'s default: polling first, then the upgrade to a
+/// WebSocket, with nothing lost across the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_transports_upgrade_from_polling_to_websocket() {
+    if !node_available() {
+        return;
+    }
+    let (db, client) = content_db().await;
+    let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
+    let mut sio = Driver::socket_io(addr, &token("3"), &["polling", "websocket"]).await;
+    // It opens with polling; the upgrade may already be done when
+    // `connect` fires.
+    sio.nth("connect", 1).await;
+    let reply = sio.request("join", json!({"room": "content_10"})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let joined_at = reply["head"].as_i64().unwrap();
+    update_content(&client, 3).await;
+    assert_eq!(sio.nth("upgrade", 1).await["transport"], "websocket");
+    update_content(&client, 3).await;
+    let live = sio.wait_events("content-updated", 6).await;
+    assert_eq!(seqs(&live), stored_seqs(&client, joined_at).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_goes_between_socket_io_and_websocket_clients() {
     if !node_available() {
@@ -194,19 +229,7 @@ async fn typing_goes_between_socket_io_and_websocket_clients() {
     let mut ws = open(addr, &token("2")).await;
     assert_eq!(ws.join("content_10").await["ok"], true);
 
-    let reply = sio
-        .request(
-            "user-typing",
-            json!({"room": "content_10", "data": {"typing": true}}),
-        )
-        .await;
-    assert_eq!(reply["ok"], true, "{reply}");
-    let typing = loop {
-        let frame = ws.frame().await;
-        if frame["type"] == "event" && frame["event"] == "user-typing" {
-            break frame;
-        }
-    };
+    let typing = typing_reaches(&mut sio, &mut ws).await;
     assert_eq!(typing["from"], "1");
     assert_eq!(typing["room"], "content_10");
     assert_eq!(typing["data"], json!({"typing": true}));
@@ -256,12 +279,7 @@ async fn the_seeds_event_names_work_as_aliases() {
         )
         .await;
     assert_eq!(reply["ok"], true, "{reply}");
-    let message = loop {
-        let frame = other.frame().await;
-        if frame["event"] == "message" {
-            break frame;
-        }
-    };
+    let message = other.next_event("message").await;
     assert_eq!(message["room"], "user_1");
     assert_eq!(message["data"], json!({"text": "Hello!"}));
 
@@ -270,6 +288,13 @@ async fn the_seeds_event_names_work_as_aliases() {
     let errors = sio.wait_events("error", 1).await;
     assert_eq!(errors[0]["ok"], false);
     assert_eq!(errors[0]["error"]["code"], "forbidden");
+
+    // A new token before the first expires (same user only).
+    let renewed = sio.request("auth", json!({"token": token("1")})).await;
+    assert_eq!(renewed["ok"], true, "{renewed}");
+    assert!(renewed["exp"].as_u64().unwrap() > now());
+    let other_user = sio.request("auth", json!({"token": token("2")})).await;
+    assert_eq!(other_user["error"]["code"], "unauthorized", "{other_user}");
 
     assert_eq!(sio.request("leave-content", json!(10)).await["ok"], true);
     let bad = sio.request("join-content", json!({"title": "x"})).await;
@@ -413,23 +438,8 @@ async fn a_socket_io_client_that_stops_reading_is_closed_as_too_slow() {
 
     // The client reads nothing while about 48 MB of events are stored.
     let rss_before = rss_kib(relay.id());
-    let payload = "y".repeat(16_000);
-    for _ in 0..30 {
-        client
-            .execute(
-                "SELECT realtime.publish(ARRAY['content_10'], 'bulk', jsonb_build_object('pad', $1::text, 'n', g))
-                 FROM generate_series(1, 100) g",
-                &[&payload],
-            )
-            .await
-            .unwrap();
-    }
-    wait_for(
-        "the send queue to overflow",
-        Duration::from_secs(60),
-        || async { (metric(addr, "rowcast_queue_overflows_total").await >= 1.0).then_some(()) },
-    )
-    .await;
+    publish_backlog(&client, "content_10").await;
+    queue_overflowed(addr).await;
     let growth_mib = (rss_kib(relay.id()) as f64 - rss_before as f64) / 1024.0;
     assert!(
         growth_mib < 16.0,
@@ -481,19 +491,7 @@ async fn socket_io_clients_resume_on_another_node() {
     let mut ws_a = open(addr_a, &token("1")).await;
     assert_eq!(ws_a.join("content_10").await["ok"], true);
 
-    let reply = on_b
-        .request(
-            "user-typing",
-            json!({"room": "content_10", "data": {"typing": true}}),
-        )
-        .await;
-    assert_eq!(reply["ok"], true, "{reply}");
-    let typing = loop {
-        let frame = ws_a.frame().await;
-        if frame["event"] == "user-typing" {
-            break frame;
-        }
-    };
+    let typing = typing_reaches(&mut on_b, &mut ws_a).await;
     assert_eq!(typing["from"], "2");
 
     update_content(&client, 3).await;
@@ -515,5 +513,49 @@ async fn socket_io_clients_resume_on_another_node() {
         all,
         stored_seqs(&client, start).await,
         "no gap, no duplicate"
+    );
+}
+
+/// Bad input over Socket.IO: a payload over `ROWCAST_MAX_FRAME_BYTES` ends
+/// that connection (Socket.IO has no close code for it), malformed requests
+/// get `bad_request`, and the relay keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_the_relay_keeps_serving() {
+    if !node_available() {
+        return;
+    }
+    let (db, _client) = content_db().await;
+    let (_relay, addr) =
+        spawn_listening_relay(&db, "trigger", &[("ROWCAST_MAX_FRAME_BYTES", "4096")]).await;
+    let mut sio = Driver::socket_io(addr, &token("1"), &["websocket"]).await;
+    sio.nth("connect", 1).await;
+    for (event, data) in [
+        ("join", json!("content_10")),
+        ("join", json!({"room": "no spaces allowed"})),
+        ("leave", json!({"room": "content_10"})),
+        ("user-typing", json!([1, 2])),
+    ] {
+        let reply = sio.request(event, data.clone()).await;
+        assert_eq!(reply["ok"], false, "{event} {data}: {reply}");
+        let code = reply["error"]["code"].as_str().unwrap();
+        assert!(
+            ["bad_request", "not_found"].contains(&code),
+            "{event} {data}: {reply}"
+        );
+    }
+    sio.emit(
+        "join",
+        json!({"room": "content_10", "pad": "x".repeat(10_000)}),
+    )
+    .await;
+    let gone = sio.nth("disconnect", 1).await;
+    assert!(
+        gone["reason"].as_str().unwrap().starts_with("transport"),
+        "{gone}"
+    );
+    let mut again = Driver::socket_io(addr, &token("1"), &["websocket"]).await;
+    assert_eq!(
+        again.request("join", json!({"room": "content_10"})).await["ok"],
+        true
     );
 }

@@ -135,8 +135,13 @@ async fn last_event_id_resumes_exactly_after_it_across_rooms() {
     let relay = start_relay(&_db, "trigger").await;
     let start = head(&client).await;
     // content_10's events are also user_1's (its author): one message each.
+    // (A service token: a user's own stream would also store its presence.)
     let rooms = ["content_10", "user_1", "content_11"];
-    let path = format!("/v1/sse?rooms={}&token={}", rooms.join(","), token("1"));
+    let path = format!(
+        "/v1/sse?rooms={}&token={}",
+        rooms.join(","),
+        service_token()
+    );
     let mut first = open(relay.addr, &path, &[]).await;
     update(&client, 10, 3).await;
     update(&client, 11, 3).await;
@@ -155,6 +160,7 @@ async fn last_event_id_resumes_exactly_after_it_across_rooms() {
     )
     .await;
     update(&client, 10, 1).await;
+    barrier(&client).await;
     let expected = stored_seqs(&client, &rooms, resume_at).await;
     assert_eq!(expected.len(), 3 + 4 + 1);
     let got = stored(&mut resumed, expected.len()).await;
@@ -356,4 +362,17 @@ async fn a_browser_event_source_resumes_across_a_relay_restart() {
         let frame: Value = serde_json::from_str(message["data"].as_str().unwrap()).unwrap();
         assert_eq!(frame["seq"].to_string(), message["id"].as_str().unwrap());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_gets_keep_alive_comments() {
+    let (db, client) = content_db().await;
+    let relay = start_relay(&db, "trigger").await;
+    let path = format!("/v1/sse?rooms=content_10&token={}", token("3"));
+    let mut stream = open(relay.addr, &path, &[]).await;
+    // One interval (15 s) and a margin.
+    assert!(stream.comment_before(Duration::from_secs(25)).await);
+    // Still live after it.
+    update(&client, 10, 1).await;
+    assert_eq!(next_stored(&mut stream).await.event, "content-updated");
 }

@@ -36,6 +36,8 @@ pub struct SseStream {
     chunked: bool,
     /// Comment lines seen (keep-alives).
     pub comments: usize,
+    /// Messages read while waiting for a comment.
+    read: std::collections::VecDeque<Message>,
 }
 
 /// A refusal: the status and the body.
@@ -105,6 +107,7 @@ impl SseStream {
             body: String::new(),
             chunked,
             comments: 0,
+            read: Default::default(),
         };
         if status != 200 {
             let mut body = Vec::new();
@@ -131,16 +134,45 @@ impl SseStream {
     /// first: check with [`SseStream::next_before`]).
     pub async fn next(&mut self) -> Option<Message> {
         loop {
-            if let Some(message) = self.take_message() {
+            if let Some(message) = self.read.pop_front().or_else(|| self.take_message()) {
                 return Some(message);
             }
-            let mut buf = [0u8; 8192];
-            match self.stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => {
-                    self.raw.extend_from_slice(&buf[..n]);
-                    self.dechunk();
+            if !self.read_more().await {
+                return None;
+            }
+        }
+    }
+
+    /// Waits until a comment line (a keep-alive) arrives, keeping the
+    /// messages read meanwhile for [`SseStream::next`]; false when
+    /// `deadline` passed or the stream ended first.
+    pub async fn comment_before(&mut self, deadline: Duration) -> bool {
+        let seen = self.comments;
+        tokio::time::timeout(deadline, async {
+            loop {
+                while let Some(message) = self.take_message() {
+                    self.read.push_back(message);
                 }
+                if self.comments > seen {
+                    return true;
+                }
+                if !self.read_more().await {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    async fn read_more(&mut self) -> bool {
+        let mut buf = [0u8; 8192];
+        match self.stream.read(&mut buf).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.raw.extend_from_slice(&buf[..n]);
+                self.dechunk();
+                true
             }
         }
     }

@@ -127,6 +127,16 @@ impl Ws {
         }
     }
 
+    /// The next event frame named `event`, skipping other frames.
+    pub async fn next_event(&mut self, event: &str) -> Value {
+        loop {
+            let frame = self.frame().await;
+            if frame["type"] == "event" && frame["event"] == event {
+                return frame;
+            }
+        }
+    }
+
     /// The next JSON frame; panics on close.
     pub async fn frame(&mut self) -> Value {
         match self.receive().await {

@@ -157,6 +157,8 @@ fn banner(config: &Config, relay: &Relay) {
     eprintln!("             (a token for demo user 2, \"bob\", valid for 24 hours)");
     eprintln!("  try        {{\"type\":\"join\",\"room\":\"user_2\"}}  {{\"type\":\"join\",\"room\":\"content_1\",\"since\":0}}");
     eprintln!("  history    curl -H 'Authorization: Bearer {token}' http://localhost:{port}/v1/rooms/content_1/events");
+    eprintln!("  sse        curl -N 'http://localhost:{port}/v1/sse?rooms=content_1,user_2&since=0&token={token}'");
+    eprintln!("  socket.io  io(\"http://localhost:{port}\", {{ auth: {{ token }} }}) with socket.io-client 4.x");
     eprintln!("  writer     changes a demo row every second; stored events print below");
     eprintln!("  stop       Ctrl-C (the throwaway cluster is removed)");
     eprintln!();

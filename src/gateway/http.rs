@@ -1,27 +1,32 @@
 //! The HTTP API: room history, publishing, health, readiness and metrics.
+//! Each handler's `#[utoipa::path]` and the types of its bodies make up
+//! its part of the OpenAPI document (`super::openapi`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use std::net::SocketAddr;
-
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tokio::sync::oneshot;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{token_from, Claims};
 use super::connection::Authorize;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::Shared;
 use crate::event::{is_event_name, Published};
 use crate::ingest::PublishRequest;
-use crate::protocol::{frame, Code};
-use crate::room::is_room_name;
+use crate::protocol::frame::{self, EventFrame};
+use crate::protocol::Code;
+use crate::room::{is_room_name, RoomName};
 
 /// Most events one history request returns.
 const MAX_PAGE: i64 = 1000;
@@ -37,23 +42,64 @@ fn claims(state: &Shared, headers: &HeaderMap, query: Option<&str>) -> Result<Cl
 }
 
 /// `?after=&limit=` of the history endpoint.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Page {
-    /// Events after this seq.
+    /// Events with a seq above this one (default 0; a negative value counts
+    /// as 0). Page on with the last seq of the previous page.
     after: Option<i64>,
-    /// At most this many (default 100, at most 1000).
+    /// At most this many events (default 100; below 1 counts as 1, above
+    /// 1000 as 1000). A page also stops after about 1 MiB of `data`/`old`,
+    /// with at least one event.
     limit: Option<i64>,
 }
 
-/// `GET /v1/rooms/{room}/events`: a room's stored events, authorized like a join.
+/// A page of a room's history.
+#[derive(Serialize, ToSchema)]
+pub(super) struct HistoryPage {
+    /// The events, in seq order, each shaped like the WebSocket event frame.
+    // The frames as the frame writer made them, copied without re-encoding.
+    #[schema(value_type = Vec<EventFrame>)]
+    events: Vec<Box<RawValue>>,
+    /// The latest seq stored (of any room).
+    head: i64,
+    /// `after` is older than what is retained: the page starts at the oldest
+    /// retained event, and the client must reload its state.
+    gap: bool,
+}
+
+/// A room's stored events, authorized like a `join`.
+///
+/// The token's user must be allowed to join the room (a service token may
+/// read any room). Reads are rate-limited per IP and per user.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/events",
+    tag = "history",
+    params(
+        ("room" = RoomName, Path, description = "The room."),
+        Page,
+    ),
+    responses(
+        (status = 200, description = "The room's events after `after`.", body = HistoryPage),
+        (status = 400, description = "Invalid room name, or `after`/`limit` not an integer.",
+            body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token.", body = ErrorBody),
+        (status = 403, description = "The authorization rule refuses this room.", body = ErrorBody),
+        (status = 429, description = "Too many history reads from this IP or user \
+            (`ROWCAST_HISTORY_RATE`).", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub(super) async fn history(
     State(state): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(room): Path<String>,
-    Query(page): Query<Page>,
+    room: Result<Path<String>, PathRejection>,
+    page: Result<Query<Page>, QueryRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Json<HistoryPage>, ApiError> {
     let claims = claims(&state, &headers, query.as_deref())?;
     if !state
         .history_limits
@@ -65,6 +111,11 @@ pub(super) async fn history(
             "too many history reads; slow down",
         ));
     }
+    let Ok(Path(room)) = room else {
+        return Err(ApiError::bad_request("invalid room name"));
+    };
+    let Query(page) =
+        page.map_err(|_| ApiError::bad_request("`after` and `limit` must be integers (64-bit)"))?;
     if !is_room_name(&room) {
         return Err(ApiError::bad_request("invalid room name"));
     }
@@ -83,43 +134,85 @@ pub(super) async fn history(
         .room_page(&room, after, None, limit)
         .await
         .map_err(ApiError::internal)?;
-    let mut body = String::from("{\"events\":[");
-    for (i, event) in page.events.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&frame::stored_frame(&room, event));
-    }
-    body.push_str(&format!("],\"head\":{},\"gap\":{}}}", page.head, page.gap));
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let events = page
+        .events
+        .iter()
+        .map(|event| RawValue::from_string(frame::stored_frame(&room, event).as_str().to_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(HistoryPage {
+        events,
+        head: page.head,
+        gap: page.gap,
+    }))
 }
 
 /// The body of `POST /v1/publish`.
-#[derive(Deserialize)]
-struct PublishBody {
-    rooms: Vec<String>,
+#[derive(Deserialize, ToSchema)]
+pub(super) struct PublishBody {
+    /// The rooms to deliver it to (at least one).
+    #[schema(min_items = 1)]
+    rooms: Vec<RoomName>,
+    /// The event name: 1 to 100 characters from `A-Z a-z 0-9 _ . : -`.
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,100}$", example = "announcement")]
     event: String,
+    /// The payload, an object; absent or `null` stores `{}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     data: Option<Value>,
 }
 
-/// `POST /v1/publish`: stores an event; needs a `role: "service"` token.
+/// What `POST /v1/publish` answers: the stored event's seq.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PublishReceipt {
+    /// The seq the event was stored under.
+    seq: i64,
+}
+
+/// Stores an event for the given rooms, delivered like any stored event.
+///
+/// Needs a token with `role: "service"`; a user token gets 403.
+#[utoipa::path(
+    post,
+    path = "/v1/publish",
+    tag = "publish",
+    request_body = PublishBody,
+    responses(
+        (status = 200, description = "Stored.", body = PublishReceipt),
+        (status = 400, description = "Not JSON, or not \
+            `{\"rooms\":[..],\"event\":..,\"data\":{..}}` with valid names.", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token.", body = ErrorBody),
+        (status = 403, description = "The token lacks `role: \"service\"`.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 256 KiB.", body = ErrorBody),
+        (status = 500, description = "The event could not be stored.", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub(super) async fn publish(
     State(state): State<Arc<Shared>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PublishReceipt>, ApiError> {
     let claims = claims(&state, &headers, query.as_deref())?;
     if !claims.service {
         return Err(ApiError::forbidden(
             "publishing needs a token with role \"service\"",
         ));
     }
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::TooLarge,
+            "the body is larger than 256 KiB",
+        ),
+        _ => ApiError::bad_request("the body could not be read"),
+    })?;
     let body: PublishBody = serde_json::from_slice(&body).map_err(|_| {
         ApiError::bad_request("expected {\"rooms\":[..],\"event\":..,\"data\":{..}}")
     })?;
-    if body.rooms.is_empty() || !body.rooms.iter().all(|r| is_room_name(r)) {
+    let rooms: Vec<String> = body.rooms.into_iter().map(|room| room.0).collect();
+    if rooms.is_empty() || !rooms.iter().all(|r| is_room_name(r)) {
         return Err(ApiError::bad_request(
             "rooms must be a non-empty list of valid room names",
         ));
@@ -128,14 +221,14 @@ pub(super) async fn publish(
         return Err(ApiError::bad_request("invalid event name"));
     }
     let data = match body.data {
-        None => json!({}),
+        None => Value::Object(Map::new()),
         Some(data @ Value::Object(_)) => data,
         Some(_) => return Err(ApiError::bad_request("data must be an object")),
     };
     let (reply, answer) = oneshot::channel();
     let request = PublishRequest {
         event: Published {
-            rooms: body.rooms,
+            rooms,
             event: body.event,
             data,
         },
@@ -151,15 +244,69 @@ pub(super) async fn publish(
         .map_err(|_| ApiError::internal("publish timed out"))?
         .map_err(|_| ApiError::internal("publish was dropped"))?
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({"seq": seq})))
+    Ok(Json(PublishReceipt { seq }))
 }
 
-/// `GET /healthz`: the process is up.
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// What `GET /healthz` answers.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Health {
+    /// Always `ok`.
+    status: Liveness,
 }
 
-/// `GET /readyz`: the database answers and capture runs; 503 otherwise.
+/// The process is up.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Liveness {
+    /// It answers.
+    Ok,
+}
+
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up.", body = Health)),
+)]
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: Liveness::Ok,
+    })
+}
+
+/// What `GET /readyz` answers, with 200 or 503.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Readiness {
+    /// `ready` when all of the below hold and the relay is not stopping.
+    status: ReadyStatus,
+    /// The database answers.
+    database: bool,
+    /// Capture runs.
+    capture: bool,
+}
+
+/// Whether the relay serves.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ReadyStatus {
+    /// It serves.
+    Ready,
+    /// The database is unreachable, capture is down, or it is stopping.
+    Unavailable,
+}
+
+/// Whether the database answers and capture runs.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "The database is unreachable, capture is down, or the \
+            relay is stopping.", body = Readiness),
+    ),
+)]
 pub(super) async fn readyz(State(state): State<Arc<Shared>>) -> Response {
     // Never wait behind requests for a session: a pool whose sessions are
     // all busy answering them is proof enough that the database answers.
@@ -181,15 +328,28 @@ pub(super) async fn readyz(State(state): State<Arc<Shared>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "database": database,
-        "capture": capture,
-    });
+    let body = Readiness {
+        status: if ready {
+            ReadyStatus::Ready
+        } else {
+            ReadyStatus::Unavailable
+        },
+        database,
+        capture,
+    };
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// The relay's metrics, in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", body = String,
+            content_type = "text/plain"),
+    ),
+)]
 pub(super) async fn metrics(State(state): State<Arc<Shared>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

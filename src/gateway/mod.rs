@@ -8,6 +8,7 @@ mod database;
 mod error;
 mod http;
 pub mod limits;
+mod openapi;
 mod presence;
 mod server;
 mod session;
@@ -191,6 +192,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
+        .route("/v1/openapi.json", get(openapi::document))
         .merge(socketio::router(shared.clone()))
         .layer(cors)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::auth::{percent_decode, token_from};
 use super::connection::reader::expiry;
 use super::connection::{Authorize, Control, History, Outgoing};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::session::{self, Open, Transport};
 use super::Shared;
 use crate::event::StoredEvent;
@@ -58,6 +58,47 @@ struct Request {
 }
 
 /// Opens a stream (or refuses it with a JSON error before it starts).
+///
+/// Stored events of the rooms as they commit, one message each (`id` is the
+/// seq); with a position (`Last-Event-ID`, else `since`), the rooms'
+/// stored events after it first, merged in seq order. Every room is
+/// authorized as `join` does, before the stream starts.
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    tag = "sse",
+    params(
+        ("rooms" = String, Query, description = "The rooms, comma-separated (at most \
+            `ROWCAST_MAX_ROOMS`, default 100).", example = "content_42",
+            pattern = r"^[A-Za-z0-9_.:@-]{1,200}(,[A-Za-z0-9_.:@-]{1,200}){0,99}$"),
+        ("since" = Option<i64>, Query, description = "Replay the stored events after \
+            this seq, like `join` with `since`."),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, description = "The id of \
+            the last message received, which an `EventSource` sends when it reconnects; wins \
+            over `since`."),
+    ),
+    responses(
+        (status = 200, description = "The stream: one message per stored event, and `gap`, \
+            `left`, ephemeral and final `error` messages without an id. A comment keeps it \
+            alive every 15 s.", body = SseMessage, content_type = "text/event-stream",
+            headers(
+                ("Cache-Control" = String, description = "`no-cache`."),
+                ("X-Accel-Buffering" = String,
+                    description = "`no`: proxies must not buffer the stream."),
+            )),
+        (status = 400, description = "No rooms, an invalid room name, too many rooms, or a \
+            `since`/`Last-Event-ID` that is not an integer.", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token.", body = ErrorBody),
+        (status = 403, description = "A room the authorization rule refuses (named in the \
+            message), or an `Origin` not in `SOCKET_CORS_ORIGIN`.", body = ErrorBody),
+        (status = 429, description = "Too many connections: per IP per second \
+            (`ROWCAST_CONNECT_RATE`), or open per user or per IP.", body = ErrorBody),
+        (status = 500, description = "The database failed.", body = ErrorBody),
+        (status = 503, description = "The relay is stopping, or at `ROWCAST_MAX_CONNECTIONS`.",
+            body = ErrorBody),
+    ),
+    security(("bearer" = []), ("token" = [])),
+)]
 pub(super) async fn stream(
     State(state): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -113,7 +154,9 @@ async fn open(
     let replay = request.since.map(|since| Replay::new(&rooms, since, head));
     let stream = SseStream {
         expires: expiry(open.conn.claims().exp),
-        last: request.since.unwrap_or(0),
+        // A position past the head (a client of a reset database) still gets
+        // what is stored from now on, as `join` does.
+        last: request.since.map_or(0, |since| since.min(head)),
         state,
         open,
         rx,
@@ -383,6 +426,24 @@ impl SseStream {
             .push_back(SseEvent::default().event("error").data(error.to_string()));
         self.finished = true;
     }
+}
+
+/// One message of the stream, as an SSE client reads it.
+// For the OpenAPI document only (before OpenAPI 3.2, the schema of an
+// event stream is one message's): `message` and axum's `Event` write them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SseMessage {
+    /// The seq, on stored events only.
+    #[schema(pattern = "^[0-9]+$", nullable = false)]
+    id: Option<String>,
+    /// The stored or ephemeral event's name, or `gap`, `left`, `error`.
+    event: String,
+    /// JSON: the WebSocket event frame for events; `{"type":"gap","room":..}`,
+    /// `{"type":"left","room":..,"reason":..}` or
+    /// `{"type":"error","error":{"code":..,"message":..}}` otherwise.
+    #[schema(content_media_type = "application/json")]
+    data: String,
 }
 
 /// A stored event's message.

@@ -123,6 +123,6 @@ pub async fn room_events(
         more: read == limit || (events.len() as i64) < read,
         events,
         head,
-        gap: after + 1 < oldest,
+        gap: after.saturating_add(1) < oldest,
     })
 }

@@ -2,8 +2,12 @@
 //! (`tail`) is built once per event, and each room's frame is its room field
 //! followed by that tail. Live delivery, replay and the HTTP history all use
 //! these, so an event looks the same byte for byte whichever way it arrives.
+//! [`EventFrame`] is the same frame as a type, for the HTTP API's OpenAPI
+//! document.
 
 use axum::extract::ws::Utf8Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 
 use crate::event::StoredEvent;
@@ -46,6 +50,48 @@ pub fn event_frame(room: &str, tail: &str) -> Utf8Bytes {
 /// The frame of a stored event for one room, in one call.
 pub fn stored_frame(room: &str, event: &StoredEvent) -> Utf8Bytes {
     event_frame(room, &event_tail(event))
+}
+
+/// A stored event, exactly as the WebSocket event frame carries it.
+//
+// What `event_frame` writes, as a type: the OpenAPI document describes the
+// events of the HTTP history and of SSE with it, and a test reads written
+// frames back into it (unknown fields refused), so the two cannot drift
+// apart.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventFrame {
+    /// Always `"event"`.
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// The room it was delivered to.
+    pub room: String,
+    /// The event name (`content-updated`, ...).
+    pub event: String,
+    /// Global, unique per event, increasing in commit order; the same event
+    /// in two rooms has the same seq.
+    pub seq: i64,
+    /// Commit time, RFC 3339, UTC.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The row's columns that its route exposes.
+    pub data: Map<String, Value>,
+    /// On updates: the previous values of the exposed columns that changed.
+    #[serde(default)]
+    #[schema(nullable = false)]
+    pub old: Option<Map<String, Value>>,
+    /// Events of a coalescing route: how many changes this one stands for.
+    #[serde(default)]
+    #[schema(nullable = false, minimum = 1)]
+    pub count: Option<i32>,
+}
+
+/// The `type` of a stored event frame.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A stored event.
+    Event,
 }
 
 fn push_json_string(out: &mut String, text: &str) {
@@ -98,5 +144,15 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(value["count"], 3);
         assert!(value.get("old").is_none());
+    }
+
+    #[test]
+    fn written_frames_read_back_as_the_typed_frame() {
+        for (old, count) in [(Some(r#"{"title":"a"}"#), None), (None, Some(3))] {
+            let frame = stored_frame("content_42", &event(old, count));
+            let typed: EventFrame = serde_json::from_str(&frame).unwrap();
+            assert_eq!((typed.seq, typed.count), (1251, count));
+            assert_eq!(typed.old.is_some(), old.is_some());
+        }
     }
 }

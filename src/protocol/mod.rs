@@ -6,11 +6,12 @@
 pub mod frame;
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// Error codes of `reply` frames and HTTP error bodies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Code {
     /// The frame or request is malformed.
     BadRequest,
@@ -318,6 +319,21 @@ mod tests {
             parse(r#"{"type":"fly","ref":"x"}"#).reference,
             Some(json!("x"))
         );
+    }
+
+    #[test]
+    fn codes_serialize_as_their_wire_names() {
+        for code in [
+            Code::BadRequest,
+            Code::Unauthorized,
+            Code::Forbidden,
+            Code::NotFound,
+            Code::RateLimited,
+            Code::TooLarge,
+            Code::Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
     }
 
     #[test]

@@ -262,6 +262,56 @@ pub async fn stored_between(client: &Client, after: i64, until: i64) -> Vec<Stor
         .collect()
 }
 
+/// Stores about 48 MB of events in `room` (3,000 `bulk` events of 16 kB),
+/// for clients that stop reading.
+pub async fn publish_backlog(client: &Client, room: &str) {
+    let payload = "y".repeat(16_000);
+    for _ in 0..30 {
+        client
+            .execute(
+                "SELECT realtime.publish(ARRAY[$2::text], 'bulk', jsonb_build_object('pad', $1::text, 'n', g))
+                 FROM generate_series(1, 100) g",
+                &[&payload, &room],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Waits until the relay at `addr` closed a connection whose send queue
+/// overflowed; returns how many it closed so.
+pub async fn queue_overflowed(addr: std::net::SocketAddr) -> f64 {
+    wait_for(
+        "the send queue to overflow",
+        Duration::from_secs(60),
+        || async {
+            let overflows =
+                rowcast_devkit::http::metric(addr, "rowcast_queue_overflows_total").await;
+            (overflows >= 1.0).then_some(overflows)
+        },
+    )
+    .await
+}
+
+/// An exclusive lock (flock) on `path`, held until the returned file is
+/// dropped or the process ends: test binaries sharing an installed
+/// toolchain (`node_modules`, a Python venv) install it one at a time.
+pub fn file_lock(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let file =
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    // SAFETY: flock only reads the descriptor, which `file` keeps open.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        locked,
+        0,
+        "lock {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    file
+}
+
 /// The capture modes every catalog test runs in.
 pub const MODES: [&str; 2] = ["trigger", "logical"];
 
@@ -440,4 +490,5 @@ pub mod burst;
 pub mod catalog;
 pub mod driver;
 pub mod node;
+pub mod schemathesis;
 pub mod ws;

@@ -50,7 +50,7 @@ pub fn test_clients_prepared() {
 }
 
 fn prepared_in(dir: &Path, lock_name: &str) -> File {
-    let lock = lock(&Path::new(env!("CARGO_TARGET_TMPDIR")).join(lock_name));
+    let lock = super::file_lock(&Path::new(env!("CARGO_TARGET_TMPDIR")).join(lock_name));
     if dependencies_stale(dir) {
         npm(dir, &["ci", "--no-audit", "--no-fund"], &[]);
     }
@@ -113,21 +113,4 @@ pub fn npm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
         .status()
         .unwrap_or_else(|e| panic!("could not run npm: {e}"));
     assert!(status.success(), "npm {} failed: {status}", args.join(" "));
-}
-
-/// An exclusive lock (flock) held until the returned file is dropped or
-/// the process ends.
-fn lock(path: &Path) -> File {
-    use std::os::fd::AsRawFd;
-    let file = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    // SAFETY: flock only reads the descriptor, which `file` keeps open.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(
-        locked,
-        0,
-        "lock {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    file
 }

@@ -10,7 +10,7 @@
 //   {"op":"eventsource","origin":O,"url":U}             open an EventSource in Chromium on page O
 // Reports (stdout):
 //   {"type":"connect"} {"type":"connect_error","message":M} {"type":"disconnect","reason":R}
-//   {"type":"event","name":E,"args":[..]} {"type":"ack","id":N,"reply":R}
+//   {"type":"upgrade","transport":T} {"type":"event","name":E,"args":[..]} {"type":"ack","id":N,"reply":R}
 //   {"type":"sse","event":E,"id":I,"data":D} {"type":"sse_open"} {"type":"sse_error","readyState":S}
 
 import { spawnSync } from "node:child_process";
@@ -47,6 +47,9 @@ async function handle(command) {
         reconnectionDelayMax: 500,
       });
       socket.on("connect", () => report({ type: "connect", transport: socket.io.engine.transport.name }));
+      socket.io.on("open", () =>
+        socket.io.engine.on("upgrade", (transport) => report({ type: "upgrade", transport: transport.name })),
+      );
       socket.on("connect_error", (error) => report({ type: "connect_error", message: error.message }));
       socket.on("disconnect", (reason) => report({ type: "disconnect", reason }));
       socket.onAny((name, ...args) => report({ type: "event", name, args }));
