@@ -11,7 +11,7 @@
 //! back on reconnect, so the rooms are replayed as one sequence: the
 //! stored events of all of them after that seq, merged in seq order, then
 //! the live ones, each seq once (an event stored for two of the rooms is
-//! one message, whose frame names the first of them). Resuming after the
+//! one message, whose frame names one of them). Resuming after the
 //! last id received therefore loses and repeats nothing, across rooms.
 //!
 //! Other messages carry no id, so they never move the position: `gap`
