@@ -27,7 +27,8 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::clients::{Message, Plan, Transport};
-use crate::{sse, sys};
+use crate::sys;
+use rowcast_devkit::sse::SseStream;
 
 /// Handshakes in flight per process (the relay's accept backlog is 1024).
 const CONNECTING: usize = 128;
@@ -274,7 +275,7 @@ async fn sse_connection(
     let mut stream = loop {
         let attempt = {
             let _permit = permits.acquire().await;
-            sse::open(plan.addr, plan.bind.into(), &path).await
+            open_sse(plan, &path).await
         };
         match attempt {
             Ok(stream) => break stream,
@@ -294,10 +295,9 @@ async fn sse_connection(
     shared.open.fetch_add(1, Ordering::Relaxed);
     let mut events = Vec::new();
     let code = loop {
-        match stream.next(&mut events).await {
-            Ok(Some(())) => {}
-            Ok(None) => break ENDED,
-            Err(_) => break ENDED,
+        match stream.read_batch(&mut events).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break ENDED,
         }
         let now = sys::mono_ns();
         for event in events.drain(..) {
@@ -315,6 +315,19 @@ async fn sse_connection(
     };
     shared.open.fetch_sub(1, Ordering::Relaxed);
     shared.closed(code);
+}
+
+/// Opens one SSE stream from the plan's local address: an error unless the
+/// response is 200 with `text/event-stream`.
+async fn open_sse(plan: &Plan, path: &str) -> anyhow::Result<SseStream> {
+    let stream = SseStream::open_from(plan.addr, plan.bind.into(), path, &[])
+        .await?
+        .map_err(|refused| anyhow::anyhow!("HTTP {}: {}", refused.status, refused.body.trim()))?;
+    let kind = stream.header("content-type").unwrap_or_default();
+    if !kind.starts_with("text/event-stream") {
+        bail!("not an event stream: {kind}");
+    }
+    Ok(stream)
 }
 
 /// Reads until the connection closes (or nothing arrives for `idle`);

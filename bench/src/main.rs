@@ -29,7 +29,6 @@ mod seed;
 mod slow;
 mod smoke;
 mod soak;
-mod sse;
 mod stats;
 mod sys;
 mod writers;

@@ -1,14 +1,22 @@
-//! A Server-Sent Events client over a raw TCP stream, as `curl -N` is one:
-//! HTTP/1.1, the chunked transfer encoding undone as bytes arrive, and the
-//! stream split into messages (`id`, `event`, `data`; comments counted).
+//! A Server-Sent Events client over a plain TCP socket, as `curl -N` is
+//! one, for the relay's `GET /v1/sse`: one HTTP/1.1 request, the response
+//! head, a body that may be chunked (decoded as bytes arrive), and the
+//! `text/event-stream` format (fields `id`, `event`, `data`; comments
+//! counted; a blank line ends each message). Tests read message by message;
+//! the bench's client processes read in batches, one task per stream.
 
-use std::net::SocketAddr;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
-/// How long a response's head may take.
+/// Largest response head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// Bytes read at once.
+const READ: usize = 16 * 1024;
+/// How long connecting and the response head may take each.
 const HEAD_DEADLINE: Duration = Duration::from_secs(20);
 
 /// One SSE message.
@@ -18,26 +26,8 @@ pub struct Message {
     pub id: Option<String>,
     /// `event:` (`message` when absent).
     pub event: String,
-    /// The `data:` lines, joined with newlines.
+    /// The `data:` lines, joined with `\n`.
     pub data: String,
-}
-
-/// An open event stream.
-pub struct SseStream {
-    /// The connection.
-    stream: TcpStream,
-    /// Response headers, lower-cased names.
-    pub headers: Vec<(String, String)>,
-    /// Raw bytes read and not yet dechunked.
-    raw: Vec<u8>,
-    /// Body text not yet split into messages.
-    body: String,
-    /// Whether the body is chunked.
-    chunked: bool,
-    /// Comment lines seen (keep-alives).
-    pub comments: usize,
-    /// Messages read while waiting for a comment.
-    read: std::collections::VecDeque<Message>,
 }
 
 /// A refusal: the status and the body.
@@ -49,45 +39,79 @@ pub struct Refused {
     pub body: String,
 }
 
+/// An open event stream.
+pub struct SseStream {
+    /// The connection.
+    tcp: TcpStream,
+    /// Response headers, with lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// The body's transfer coding.
+    body: Body,
+    /// The event-stream format.
+    parser: Parser,
+    /// Bytes read and not yet decoded.
+    buf: Vec<u8>,
+    /// Messages decoded and not yet returned by [`SseStream::next`].
+    read: VecDeque<Message>,
+}
+
 impl SseStream {
-    /// `GET path` with `headers`; the stream once the response is 200, or
-    /// the refusal.
+    /// `GET path` with extra request `headers`; the stream once the
+    /// response is 200, or the refusal with its body.
     pub async fn open(
         addr: SocketAddr,
         path: &str,
         headers: &[(&str, &str)],
     ) -> std::io::Result<Result<Self, Refused>> {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        Self::open_from(addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED), path, headers).await
+    }
+
+    /// Like [`SseStream::open`], from the local address `bind` (load
+    /// generators spread their sockets over several).
+    pub async fn open_from(
+        addr: SocketAddr,
+        bind: IpAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Result<Self, Refused>> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(bind, 0))?;
+        let mut tcp = tokio::time::timeout(HEAD_DEADLINE, socket.connect(addr))
+            .await
+            .map_err(|_| timed_out("connect"))??;
+        tcp.set_nodelay(true)?;
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n"
+        );
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        let head_end = tokio::time::timeout(HEAD_DEADLINE, async {
-            loop {
-                if let Some(end) = find(&raw, b"\r\n\r\n") {
-                    return Ok(end);
-                }
-                let mut buf = [0u8; 4096];
-                let n = stream.read(&mut buf).await?;
-                if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "closed before the response head",
-                    ));
-                }
-                raw.extend_from_slice(&buf[..n]);
+        tcp.write_all(request.as_bytes()).await?;
+        let mut head = Vec::with_capacity(1024);
+        let end = loop {
+            if let Some(at) = find(&head, b"\r\n\r\n") {
+                break at;
             }
-        })
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response head"))??;
-        let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-        let rest = raw[head_end + 4..].to_vec();
+            if head.len() > MAX_HEAD {
+                return Err(invalid(format!("response head over {MAX_HEAD} bytes")));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(HEAD_DEADLINE, tcp.read(&mut chunk))
+                .await
+                .map_err(|_| timed_out("the response head"))??;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection ended before a response",
+                ));
+            }
+            head.extend_from_slice(&chunk[..n]);
+        };
+        let rest = head.split_off(end + 4);
+        let head = String::from_utf8_lossy(&head).into_owned();
         let status = head
-            .split(' ')
+            .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
@@ -99,30 +123,22 @@ impl SseStream {
             .collect();
         let chunked = headers
             .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-        let mut this = Self {
-            stream,
+            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+        let stream = Self {
+            tcp,
             headers,
-            raw: rest,
-            body: String::new(),
-            chunked,
-            comments: 0,
-            read: Default::default(),
+            body: Body::new(chunked),
+            parser: Parser::default(),
+            buf: rest,
+            read: VecDeque::new(),
         };
         if status != 200 {
-            let mut body = Vec::new();
-            let _ = tokio::time::timeout(HEAD_DEADLINE, this.stream.read_to_end(&mut body)).await;
-            this.raw.extend_from_slice(&body);
-            this.dechunk();
-            return Ok(Err(Refused {
-                status,
-                body: this.body,
-            }));
+            return Ok(Err(stream.refused(status).await));
         }
-        Ok(Ok(this))
+        Ok(Ok(stream))
     }
 
-    /// A response header's value.
+    /// A response header's value (`name` in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -130,49 +146,39 @@ impl SseStream {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The next message; `None` when the stream ended (or `deadline` passed
-    /// first: check with [`SseStream::next_before`]).
+    /// Comment lines seen so far (keep-alives).
+    pub fn comments(&self) -> usize {
+        self.parser.comments
+    }
+
+    /// Reads once (unless bytes are already waiting) and appends the
+    /// messages that completes to `out`; false at the end of the stream.
+    pub async fn read_batch(&mut self, out: &mut Vec<Message>) -> std::io::Result<bool> {
+        if self.buf.is_empty() {
+            let mut chunk = vec![0u8; READ];
+            let n = self.tcp.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            chunk.truncate(n);
+            self.buf = chunk;
+        }
+        let raw = std::mem::take(&mut self.buf);
+        let mut plain = Vec::with_capacity(raw.len());
+        let more = self.body.feed(&raw, &mut plain)?;
+        self.parser.feed(&plain, out);
+        Ok(more)
+    }
+
+    /// The next message; `None` when the stream ended.
     pub async fn next(&mut self) -> Option<Message> {
         loop {
-            if let Some(message) = self.read.pop_front().or_else(|| self.take_message()) {
+            if let Some(message) = self.read.pop_front() {
                 return Some(message);
             }
             if !self.read_more().await {
-                return None;
-            }
-        }
-    }
-
-    /// Waits until a comment line (a keep-alive) arrives, keeping the
-    /// messages read meanwhile for [`SseStream::next`]; false when
-    /// `deadline` passed or the stream ended first.
-    pub async fn comment_before(&mut self, deadline: Duration) -> bool {
-        let seen = self.comments;
-        tokio::time::timeout(deadline, async {
-            loop {
-                while let Some(message) = self.take_message() {
-                    self.read.push_back(message);
-                }
-                if self.comments > seen {
-                    return true;
-                }
-                if !self.read_more().await {
-                    return false;
-                }
-            }
-        })
-        .await
-        .unwrap_or(false)
-    }
-
-    async fn read_more(&mut self) -> bool {
-        let mut buf = [0u8; 8192];
-        match self.stream.read(&mut buf).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.raw.extend_from_slice(&buf[..n]);
-                self.dechunk();
-                true
+                // What the last read completed, if anything.
+                return self.read.pop_front();
             }
         }
     }
@@ -185,67 +191,253 @@ impl SseStream {
             .map_err(|_| ())
     }
 
-    /// Moves complete chunks (or everything, unchunked) to the body.
-    fn dechunk(&mut self) {
-        if !self.chunked {
-            self.body.push_str(&String::from_utf8_lossy(&self.raw));
-            self.raw.clear();
-            return;
-        }
-        loop {
-            let Some(line_end) = find(&self.raw, b"\r\n") else {
-                return;
-            };
-            let size_text = String::from_utf8_lossy(&self.raw[..line_end]);
-            let Ok(size) =
-                usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            else {
-                return;
-            };
-            let start = line_end + 2;
-            if self.raw.len() < start + size + 2 {
-                return;
+    /// Waits until a comment line (a keep-alive) arrives, keeping the
+    /// messages read meanwhile for [`SseStream::next`]; false when
+    /// `deadline` passed or the stream ended first.
+    pub async fn comment_before(&mut self, deadline: Duration) -> bool {
+        let seen = self.comments();
+        tokio::time::timeout(deadline, async {
+            while self.comments() == seen {
+                if !self.read_more().await {
+                    return false;
+                }
             }
-            self.body
-                .push_str(&String::from_utf8_lossy(&self.raw[start..start + size]));
-            self.raw.drain(..start + size + 2);
-        }
+            true
+        })
+        .await
+        .unwrap_or(false)
     }
 
-    /// Takes one complete message from the body (comments are counted).
-    fn take_message(&mut self) -> Option<Message> {
-        loop {
-            let end = self.body.find("\n\n")?;
-            let block: String = self.body.drain(..end + 2).collect();
-            let mut message = Message {
-                event: "message".into(),
-                ..Message::default()
-            };
-            let mut data = Vec::new();
-            let mut fields = 0;
-            for line in block.lines() {
-                if line.starts_with(':') {
-                    self.comments += 1;
-                    continue;
-                }
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                fields += 1;
-                match field {
-                    "id" => message.id = Some(value.to_string()),
-                    "event" => message.event = value.to_string(),
-                    "data" => data.push(value.to_string()),
-                    _ => {}
+    async fn read_more(&mut self) -> bool {
+        let mut batch = Vec::new();
+        let more = self.read_batch(&mut batch).await.unwrap_or(false);
+        self.read.extend(batch);
+        more
+    }
+
+    /// The body of a refusal, read until the connection ends.
+    async fn refused(mut self, status: u16) -> Refused {
+        let mut body = Vec::new();
+        let _ = self.body.feed(&std::mem::take(&mut self.buf), &mut body);
+        let _ = tokio::time::timeout(HEAD_DEADLINE, async {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = self.tcp.read(&mut chunk).await {
+                if !matches!(self.body.feed(&chunk[..n], &mut body), Ok(true)) {
+                    break;
                 }
             }
-            if fields > 0 {
-                message.data = data.join("\n");
-                return Some(message);
-            }
+        })
+        .await;
+        Refused {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
         }
     }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
+
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+}
+
+/// The response body: as is, or `Transfer-Encoding: chunked` decoded.
+#[derive(Debug)]
+enum Body {
+    Plain,
+    Chunked(Chunk),
+}
+
+#[derive(Debug)]
+enum Chunk {
+    /// Reading the size line (hex digits, maybe extensions).
+    Size(Vec<u8>),
+    /// This many data bytes to go.
+    Data(usize),
+    /// The CRLF after a chunk's data: this many bytes to skip.
+    End(usize),
+    /// The last chunk was read.
+    Done,
+}
+
+impl Body {
+    fn new(chunked: bool) -> Self {
+        if chunked {
+            Self::Chunked(Chunk::Size(Vec::new()))
+        } else {
+            Self::Plain
+        }
+    }
+
+    /// Appends the body bytes in `raw` to `out`; false once the body ended.
+    fn feed(&mut self, mut raw: &[u8], out: &mut Vec<u8>) -> std::io::Result<bool> {
+        let Self::Chunked(state) = self else {
+            out.extend_from_slice(raw);
+            return Ok(true);
+        };
+        while !raw.is_empty() {
+            match state {
+                Chunk::Size(line) => {
+                    let Some(at) = raw.iter().position(|b| *b == b'\n') else {
+                        line.extend_from_slice(raw);
+                        break;
+                    };
+                    line.extend_from_slice(&raw[..at]);
+                    raw = &raw[at + 1..];
+                    let text = String::from_utf8_lossy(line);
+                    let digits = text.split(';').next().unwrap_or_default().trim();
+                    let size = usize::from_str_radix(digits, 16)
+                        .map_err(|_| invalid(format!("bad chunk size {text:?}")))?;
+                    *state = if size == 0 {
+                        Chunk::Done
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Data(left) => {
+                    let take = (*left).min(raw.len());
+                    out.extend_from_slice(&raw[..take]);
+                    raw = &raw[take..];
+                    *left -= take;
+                    if *left == 0 {
+                        *state = Chunk::End(2);
+                    }
+                }
+                Chunk::End(left) => {
+                    let take = (*left).min(raw.len());
+                    raw = &raw[take..];
+                    *left -= take;
+                    if *left == 0 {
+                        *state = Chunk::Size(Vec::new());
+                    }
+                }
+                Chunk::Done => return Ok(false),
+            }
+        }
+        Ok(!matches!(state, Chunk::Done))
+    }
+}
+
+/// The `text/event-stream` format, fed bytes as they come.
+#[derive(Debug, Default)]
+struct Parser {
+    /// The line being read.
+    line: Vec<u8>,
+    /// The message being read.
+    current: Message,
+    /// Whether it has a `data` field yet.
+    has_data: bool,
+    /// Comment lines seen.
+    comments: usize,
+}
+
+impl Parser {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Message>) {
+        for &b in bytes {
+            if b == b'\n' {
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                }
+                let line = std::mem::take(&mut self.line);
+                self.line(&line, out);
+            } else {
+                self.line.push(b);
+            }
+        }
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<Message>) {
+        if line.is_empty() {
+            let message = std::mem::take(&mut self.current);
+            if std::mem::take(&mut self.has_data) {
+                out.push(Message {
+                    event: if message.event.is_empty() {
+                        "message".into()
+                    } else {
+                        message.event
+                    },
+                    ..message
+                });
+            }
+            return;
+        }
+        if line[0] == b':' {
+            self.comments += 1;
+            return;
+        }
+        let (field, value) = match line.iter().position(|b| *b == b':') {
+            Some(at) => {
+                let value = &line[at + 1..];
+                (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        let value = String::from_utf8_lossy(value);
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.current.data.push('\n');
+                }
+                self.current.data.push_str(&value);
+                self.has_data = true;
+            }
+            b"event" => self.current.event = value.into_owned(),
+            b"id" => self.current.id = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_decoded_across_reads() {
+        let mut body = Body::new(true);
+        let mut out = Vec::new();
+        let wire = b"5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\n\r\n";
+        for piece in wire.chunks(3) {
+            body.feed(piece, &mut out).unwrap();
+        }
+        assert_eq!(out, b"hello, world");
+        assert!(matches!(body, Body::Chunked(Chunk::Done)));
+    }
+
+    #[test]
+    fn messages_are_split_on_blank_lines_and_comments_counted() {
+        let mut parser = Parser::default();
+        let mut out = Vec::new();
+        let stream = ": keep-alive\n\nid: 7\r\nevent: message-sent\r\ndata: {\"seq\":7,\r\n\r\nid: 8\nevent: message-received\ndata: {\"a\":1}\ndata: {\"b\":2}\n\nevent: gap\ndata: {}\n\n";
+        for piece in stream.as_bytes().chunks(5) {
+            parser.feed(piece, &mut out);
+        }
+        assert_eq!(
+            out,
+            vec![
+                Message {
+                    id: Some("7".into()),
+                    event: "message-sent".into(),
+                    data: "{\"seq\":7,".into()
+                },
+                Message {
+                    id: Some("8".into()),
+                    event: "message-received".into(),
+                    data: "{\"a\":1}\n{\"b\":2}".into()
+                },
+                Message {
+                    id: None,
+                    event: "gap".into(),
+                    data: "{}".into()
+                },
+            ]
+        );
+        assert_eq!(parser.comments, 1);
+    }
 }
