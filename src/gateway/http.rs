@@ -13,7 +13,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 use utoipa::{IntoParams, ToSchema};
@@ -24,6 +23,7 @@ use super::error::{ApiError, ErrorBody};
 use super::Shared;
 use crate::event::{is_event_name, Published};
 use crate::ingest::PublishRequest;
+use crate::outbox::RoomPage;
 use crate::protocol::frame::{self, EventFrame};
 use crate::protocol::Code;
 use crate::room::{is_room_name, RoomName};
@@ -54,18 +54,44 @@ pub(super) struct Page {
     limit: Option<i64>,
 }
 
-/// A page of a room's history.
-#[derive(Serialize, ToSchema)]
+/// A page of a room's history: the body [`history_body`] writes.
+///
+/// The body is written directly from the frames (no per-event parse), so
+/// this type only describes it, for the OpenAPI document; a test reads a
+/// written body back into it, with unknown fields refused.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Deserialize), serde(deny_unknown_fields))]
+#[allow(dead_code)]
 pub(super) struct HistoryPage {
     /// The events, in seq order, each shaped like the WebSocket event frame.
-    // The frames as the frame writer made them, copied without re-encoding.
-    #[schema(value_type = Vec<EventFrame>)]
-    events: Vec<Box<RawValue>>,
+    events: Vec<EventFrame>,
     /// The latest seq stored (of any room).
     head: i64,
     /// `after` is older than what is retained: the page starts at the oldest
     /// retained event, and the client must reload its state.
     gap: bool,
+}
+
+/// The JSON body of a history page: the frames as the frame writer made
+/// them, copied without re-encoding.
+fn history_body(room: &str, page: &RoomPage) -> String {
+    let frames: usize = page.events.iter().map(|e| 96 + e.data.len()).sum();
+    let mut body = String::with_capacity(48 + frames);
+    body.push_str("{\"events\":[");
+    for (i, event) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&frame::stored_frame(room, event));
+    }
+    body.push_str("],\"head\":");
+    body.push_str(itoa::Buffer::new().format(page.head));
+    body.push_str(if page.gap {
+        ",\"gap\":true}"
+    } else {
+        ",\"gap\":false}"
+    });
+    body
 }
 
 /// A room's stored events, authorized like a `join`.
@@ -99,7 +125,7 @@ pub(super) async fn history(
     page: Result<Query<Page>, QueryRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Json<HistoryPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let claims = claims(&state, &headers, query.as_deref())?;
     if !state
         .history_limits
@@ -134,17 +160,11 @@ pub(super) async fn history(
         .room_page(&room, after, None, limit)
         .await
         .map_err(ApiError::internal)?;
-    let events = page
-        .events
-        .iter()
-        .map(|event| RawValue::from_string(frame::stored_frame(&room, event).as_str().to_owned()))
-        .collect::<Result<_, _>>()
-        .map_err(ApiError::internal)?;
-    Ok(Json(HistoryPage {
-        events,
-        head: page.head,
-        gap: page.gap,
-    }))
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        history_body(&room, &page),
+    )
+        .into_response())
 }
 
 /// The body of `POST /v1/publish`.
@@ -356,4 +376,55 @@ pub(super) async fn metrics(State(state): State<Arc<Shared>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, StoredEvent};
+
+    fn stored(seq: i64, old: Option<&str>, count: Option<i32>) -> Arc<StoredEvent> {
+        Arc::new(StoredEvent {
+            seq,
+            event: Event {
+                name: Arc::from("content-updated"),
+                rooms: vec!["content_42".into()],
+                data: r#"{"id":42,"title":"b \"quoted\""}"#.into(),
+                old: old.map(str::to_string),
+                at: time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+                count,
+                coalesce: None,
+            },
+        })
+    }
+
+    #[test]
+    fn the_history_body_is_what_the_document_describes() {
+        for gap in [false, true] {
+            let page = RoomPage {
+                events: vec![
+                    stored(7, Some(r#"{"title":"a"}"#), None),
+                    stored(9, None, Some(3)),
+                ],
+                head: 12,
+                gap,
+                more: false,
+            };
+            let body = history_body("content_42", &page);
+            let typed: HistoryPage = serde_json::from_str(&body).expect(&body);
+            assert_eq!(typed.events.len(), 2);
+            assert_eq!((typed.events[0].seq, typed.events[1].count), (7, Some(3)));
+            assert_eq!((typed.head, typed.gap), (12, gap));
+        }
+        let empty = RoomPage {
+            events: vec![],
+            head: 0,
+            gap: false,
+            more: false,
+        };
+        assert_eq!(
+            history_body("content_42", &empty),
+            r#"{"events":[],"head":0,"gap":false}"#
+        );
+    }
 }
