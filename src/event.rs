@@ -100,6 +100,46 @@ pub struct Event {
     pub coalesce: Option<Duration>,
 }
 
+/// The name of a gap marker: an outbox row that takes a seq, goes to no
+/// room, and tells every resume from before it that something is missing
+/// (`gap: true`). A slash is never part of a routed or published name.
+pub const GAP_MARKER: &str = "rowcast/gap";
+
+impl Event {
+    /// A gap marker (see [`GAP_MARKER`]) for `gap`.
+    pub fn gap_marker(gap: &CaptureGap) -> Self {
+        let data = serde_json::json!({ "reason": gap.reason, "slot": gap.slot });
+        Self {
+            name: GAP_MARKER.into(),
+            rooms: Vec::new(),
+            data: data.to_string(),
+            old: None,
+            at: OffsetDateTime::now_utc(),
+            count: None,
+            coalesce: None,
+        }
+    }
+
+    /// Whether this is a gap marker rather than an event for rooms.
+    pub fn is_gap_marker(&self) -> bool {
+        self.rooms.is_empty() && &*self.name == GAP_MARKER
+    }
+}
+
+/// Changes that were committed but will never be stored: a replication
+/// slot lost in a failover, invalidated, or consumed by someone else, or
+/// an outbox whose newest events a failover took away. Stored as a gap
+/// marker, logged and counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureGap {
+    /// The slot, for a slot gap.
+    pub slot: Option<String>,
+    /// The last position the relay had (an LSN), when there is one.
+    pub last_lsn: Option<u64>,
+    /// What happened, in words.
+    pub reason: String,
+}
+
 /// Whether a string can be an event name.
 pub fn is_event_name(name: &str) -> bool {
     (1..=100).contains(&name.len())
@@ -112,7 +152,9 @@ pub fn is_event_name(name: &str) -> bool {
 /// it. It reads as its event (`stored.name`, `stored.rooms`, ...).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredEvent {
-    /// Global, gap-free, increasing in commit order.
+    /// Global and increasing in commit order; without holes, except that
+    /// a failover that lost the newest events resumes above every seq
+    /// already handed out.
     pub seq: i64,
     /// The event itself.
     pub event: Event,

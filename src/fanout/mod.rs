@@ -21,6 +21,10 @@ use crate::event::{AccessChange, StoredEvent};
 use crate::outbox::Subscriber;
 use crate::protocol::frame;
 
+/// The protocol's close code after which a client reconnects and resumes
+/// with `since` (1001).
+const RESUME_CLOSE: u16 = 1001;
+
 /// Room shards; a power of two.
 const SHARDS: usize = 64;
 
@@ -363,6 +367,12 @@ impl Subscriber for Hub {
         let now = time::OffsetDateTime::now_utc();
         for event in events {
             self.head.fetch_max(event.seq, Ordering::AcqRel);
+            if event.is_gap_marker() {
+                // Live members missed what the gap took: they reconnect,
+                // resume with `since` and are told `gap: true`.
+                self.close_all(RESUME_CLOSE);
+                continue;
+            }
             self.fan_out(event);
             let latency = (now - event.at).as_seconds_f64().max(0.0);
             metrics::histogram!("rowcast_delivery_latency_seconds").record(latency);

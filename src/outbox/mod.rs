@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_postgres::types::PgLsn;
 
 use crate::db::DbError;
-use crate::event::{AccessChange, Change, Event, StoredEvent};
+use crate::event::{AccessChange, CaptureGap, Change, Event, StoredEvent};
 use crate::route::Router;
 
 pub use read::{room_events, RoomPage};
@@ -137,7 +137,7 @@ impl Outbox {
             .await?;
         let row = tx.query_one(&lock, &[]).await?;
         let lsn: Option<PgLsn> = row.get(1);
-        Ok(OutboxTx {
+        let mut outbox_tx = OutboxTx {
             tx,
             head: row.get(0),
             source: lsn.map(|lsn| SourcePosition {
@@ -149,7 +149,13 @@ impl Outbox {
             held: Vec::new(),
             access: Vec::new(),
             flush_pending: false,
-        })
+            slot_confirmed: None,
+            gaps: Vec::new(),
+        };
+        if outbox_tx.head < self.delivered {
+            outbox_tx.rewound(self.delivered);
+        }
+        Ok(outbox_tx)
     }
 
     /// Hands committed events to the subscriber, first filling any gap
@@ -222,13 +228,20 @@ impl Outbox {
         }
     }
 
-    /// Reads the stored head and delivers anything not delivered yet.
+    /// Reads the stored head and delivers anything not delivered yet. A
+    /// head below what this node delivered means a failover took the
+    /// newest events away: a gap marker is stored above them at once.
     pub async fn resync(&mut self) -> Result<(), DbError> {
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         let head: i64 = client
             .query_one("SELECT head FROM realtime.state", &[])
             .await?
             .get(0);
+        if head < self.delivered {
+            let committed = self.begin(&mut client).await?.commit(None).await?;
+            drop(client);
+            return self.deliver(committed).await;
+        }
         drop(client);
         self.catch_up(head).await
     }
@@ -265,6 +278,12 @@ pub struct OutboxTx<'a> {
     access: Vec<AccessChange>,
     /// Whether to flush bursts whose window closed.
     flush_pending: bool,
+    /// The highest position logical capture may let its slot confirm
+    /// once this transaction commits.
+    slot_confirmed: Option<u64>,
+    /// Gaps whose markers this transaction stores, in the order of their
+    /// markers among `events`.
+    gaps: Vec<CaptureGap>,
 }
 
 impl<'a> OutboxTx<'a> {
@@ -304,6 +323,38 @@ impl<'a> OutboxTx<'a> {
     /// Also stores held bursts whose window has closed.
     pub fn flush_due(&mut self) {
         self.flush_pending = true;
+    }
+
+    /// Records that the replication slot may confirm up to `lsn` once this
+    /// transaction commits. The record comes first, so the slot can never
+    /// be ahead of it: a slot found ahead was consumed by someone else.
+    pub fn confirm_slot(&mut self, lsn: u64) {
+        self.slot_confirmed = Some(self.slot_confirmed.map_or(lsn, |l| l.max(lsn)));
+    }
+
+    /// Stores a gap marker for `gap`, after the events queued so far.
+    pub fn capture_gap(&mut self, gap: CaptureGap) {
+        metrics::counter!("rowcast_capture_gaps_total").increment(1);
+        self.events.push(Event::gap_marker(&gap));
+        self.gaps.push(gap);
+    }
+
+    /// The head is below what this node already delivered: the database
+    /// lost the newest events (a failover to a standby that had not
+    /// received them), and their seqs would be handed out again. Seqs
+    /// resume above `delivered`, after a gap marker.
+    fn rewound(&mut self, delivered: i64) {
+        let reason = format!(
+            "the outbox head went back from seq {delivered} to {}: the database lost its newest events (a failover to a standby that had not received them)",
+            self.head
+        );
+        tracing::error!(head = self.head, delivered, "capture gap: {reason}; seqs resume above {delivered}, and clients resuming from before get gap: true");
+        self.head = delivered;
+        self.capture_gap(CaptureGap {
+            slot: None,
+            last_lsn: None,
+            reason,
+        });
     }
 
     /// Whether there is anything to write.
@@ -358,7 +409,7 @@ impl<'a> OutboxTx<'a> {
             .zip(self.head + 1..)
             .map(|(event, seq)| Arc::new(StoredEvent { seq, event }))
             .collect();
-        if stored.is_empty() && position.is_none() {
+        if stored.is_empty() && position.is_none() && self.slot_confirmed.is_none() {
             return Ok(stored);
         }
         let head = stored.last().map_or(self.head, |e| e.seq);
@@ -368,6 +419,7 @@ impl<'a> OutboxTx<'a> {
             Some(p) => (Some(PgLsn::from(p.lsn)), p.changes, p.done),
             None => (None, 0, true),
         };
+        let confirmed = self.slot_confirmed.map(PgLsn::from);
         self.tx
             .execute(
                 &statement,
@@ -385,10 +437,35 @@ impl<'a> OutboxTx<'a> {
                     &lsn,
                     &changes,
                     &done,
+                    &confirmed,
                 ],
             )
             .await?;
+        self.store_gaps(&stored).await?;
         Ok(stored)
+    }
+
+    /// Records the gaps whose markers were just stored.
+    async fn store_gaps(&mut self, stored: &[Arc<StoredEvent>]) -> Result<(), DbError> {
+        let markers = stored.iter().filter(|e| e.is_gap_marker());
+        for (marker, gap) in markers.zip(std::mem::take(&mut self.gaps)) {
+            self.tx
+                .execute(
+                    "WITH gap AS (
+                        INSERT INTO realtime.capture_gaps (seq, slot, last_lsn, reason)
+                        VALUES ($1, $2, $3, $4)
+                     )
+                     UPDATE realtime.state SET gap_seq = greatest(gap_seq, $1)",
+                    &[
+                        &marker.seq,
+                        &gap.slot,
+                        &gap.last_lsn.map(PgLsn::from),
+                        &gap.reason,
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -408,7 +485,8 @@ UPDATE realtime.state
 SET head = $10,
     source_lsn = coalesce($11::pg_lsn, source_lsn),
     source_changes = CASE WHEN $11::pg_lsn IS NULL THEN source_changes ELSE $12 END,
-    source_done = CASE WHEN $11::pg_lsn IS NULL THEN source_done ELSE $13 END";
+    source_done = CASE WHEN $11::pg_lsn IS NULL THEN source_done ELSE $13 END,
+    slot_confirmed = greatest(slot_confirmed, $14::pg_lsn)";
 
 /// Column arrays for the multi-row insert.
 struct Columns<'e> {

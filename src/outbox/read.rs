@@ -15,8 +15,9 @@ pub struct RoomPage {
     pub events: Vec<Arc<StoredEvent>>,
     /// The stored head when the page was read.
     pub head: i64,
-    /// Whether events after `after` were already deleted by retention:
-    /// the reader missed something and must reload its state.
+    /// Whether the reader missed something and must reload its state:
+    /// events after `after` were already deleted by retention, or `after`
+    /// is older than a gap marker (changes no one will ever store).
     pub gap: bool,
     /// Whether the page was cut (by count or by bytes) before `until`:
     /// read on after its last event.
@@ -40,6 +41,14 @@ fn stored(row: &Row) -> Arc<StoredEvent> {
             coalesce: None,
         },
     })
+}
+
+/// Whether a reader that has everything up to `after` missed something:
+/// retention deleted events after it (the oldest retained is past
+/// `after + 1`), or the newest gap marker (`gap_seq`, 0 for none) came
+/// after it.
+fn is_gap(after: i64, oldest: i64, gap_seq: i64) -> bool {
+    after.saturating_add(1) < oldest || after < gap_seq
 }
 
 /// Events with `after < seq <= until` (all rooms), at most `limit`.
@@ -78,7 +87,7 @@ pub async fn room_events(
 ) -> Result<RoomPage, DbError> {
     let statement = client
         .prepare_cached(
-            "SELECT s.head, s.oldest, p.seq, p.event, p.data, p.old, p.count, p.committed_at, p.read
+            "SELECT s.head, s.oldest, s.gap_seq, p.seq, p.event, p.data, p.old, p.count, p.committed_at, p.read
              FROM realtime.state s
              LEFT JOIN LATERAL (
                  SELECT q.*, count(*) OVER () AS read,
@@ -99,30 +108,50 @@ pub async fn room_events(
     let Some(first) = rows.first() else {
         return Err(DbError::Retry("realtime.state has no row".into()));
     };
-    let (head, oldest): (i64, i64) = (first.get(0), first.get(1));
+    let (head, oldest, gap_seq): (i64, i64, i64) = (first.get(0), first.get(1), first.get(2));
     let events: Vec<Arc<StoredEvent>> = rows
         .iter()
-        .filter(|row| row.get::<_, Option<i64>>(2).is_some())
+        .filter(|row| row.get::<_, Option<i64>>(3).is_some())
         .map(|row| {
             Arc::new(StoredEvent {
-                seq: row.get(2),
+                seq: row.get(3),
                 event: Event {
-                    name: row.get::<_, &str>(3).into(),
+                    name: row.get::<_, &str>(4).into(),
                     rooms: vec![room.to_string()],
-                    data: row.get(4),
-                    old: row.get(5),
-                    count: row.get(6),
-                    at: row.get(7),
+                    data: row.get(5),
+                    old: row.get(6),
+                    count: row.get(7),
+                    at: row.get(8),
                     coalesce: None,
                 },
             })
         })
         .collect();
-    let read: i64 = first.get::<_, Option<i64>>(8).unwrap_or(0);
+    let read: i64 = first.get::<_, Option<i64>>(9).unwrap_or(0);
     Ok(RoomPage {
         more: read == limit || (events.len() as i64) < read,
         events,
         head,
-        gap: after.saturating_add(1) < oldest,
+        gap: is_gap(after, oldest, gap_seq),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_gap;
+
+    #[test]
+    fn a_resume_from_before_retention_or_a_gap_marker_is_a_gap() {
+        // Nothing deleted, no marker.
+        assert!(!is_gap(0, 1, 0));
+        assert!(!is_gap(41, 42, 0));
+        // Retention deleted seq 42.
+        assert!(is_gap(41, 43, 0));
+        // A marker at seq 50: everything before it missed what it stands for.
+        assert!(is_gap(49, 1, 50));
+        assert!(is_gap(0, 1, 50));
+        // A reader that saw the marker's seq, or anything after, did not.
+        assert!(!is_gap(50, 1, 50));
+        assert!(!is_gap(60, 1, 50));
+    }
 }
