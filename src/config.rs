@@ -126,6 +126,31 @@ pub struct CaptureConfig {
     /// Logical mode: how often an idle stream writes a heartbeat so the
     /// slot's confirmed position keeps moving.
     pub heartbeat: Duration,
+    /// `ROWCAST_ON_CAPTURE_GAP`: what the relay does when changes were lost
+    /// before it could capture them.
+    pub on_gap: OnCaptureGap,
+}
+
+/// What the relay does on a capture gap (a replication slot lost in a
+/// failover, invalidated, or consumed by someone else).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnCaptureGap {
+    /// Store a gap marker, make a new slot if needed, and go on.
+    Continue,
+    /// Exit non-zero, so an operator can backfill first.
+    Stop,
+}
+
+impl std::str::FromStr for OnCaptureGap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "continue" => Ok(Self::Continue),
+            "stop" => Ok(Self::Stop),
+            _ => Err("must be continue or stop".into()),
+        }
+    }
 }
 
 /// Where the routes come from.
@@ -288,6 +313,10 @@ impl Config {
                 },
                 publication: identifier("ROWCAST_PUBLICATION", &s.publication)?,
                 heartbeat: duration("ROWCAST_HEARTBEAT", &s.heartbeat)?,
+                on_gap: s
+                    .on_capture_gap
+                    .parse()
+                    .map_err(|e| ConfigError::new("ROWCAST_ON_CAPTURE_GAP", e))?,
             },
             routes: match &s.routes {
                 Some(path) if !path.as_os_str().is_empty() => RoutesSource::File(path.clone()),

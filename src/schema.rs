@@ -18,7 +18,9 @@ pub struct MigrateError(String);
 /// Applies every pending migration. Safe to run concurrently from several
 /// relays: an advisory lock serializes them.
 pub async fn migrate(database: &DatabaseConfig) -> Result<(), MigrateError> {
-    let endpoint = Endpoint::of(&database.pg);
+    let endpoint = Endpoint::find(database)
+        .await
+        .map_err(|e| MigrateError(e.to_string()))?;
     let mut options = PgConnectOptions::new()
         .host(&endpoint.host)
         .port(endpoint.port)

@@ -47,6 +47,11 @@ pub struct Settings {
     /// Logical mode: heartbeat interval that keeps an idle slot advancing.
     #[arg(long, env = "ROWCAST_HEARTBEAT", default_value = "10s")]
     pub heartbeat: String,
+    /// What to do when changes were lost before capture could read them (a
+    /// slot lost in a failover): `continue` (store a gap marker, go on) or
+    /// `stop` (exit non-zero).
+    #[arg(long, env = "ROWCAST_ON_CAPTURE_GAP", default_value = "continue")]
+    pub on_capture_gap: String,
 
     /// Delete stored events older than this.
     #[arg(long, env = "ROWCAST_RETENTION_AGE", default_value = "7d")]

@@ -40,6 +40,10 @@ pub enum CaptureError {
     /// Logical replication cannot run against this server: fatal.
     #[error("logical capture: {0}")]
     Logical(String),
+    /// Changes were lost before capture could read them, and the relay is
+    /// set to stop on that (`ROWCAST_ON_CAPTURE_GAP=stop`): fatal.
+    #[error("{0}")]
+    Gap(String),
 }
 
 impl CaptureError {
@@ -48,7 +52,7 @@ impl CaptureError {
         match self {
             Self::Db(e) => e.is_transient(),
             Self::Interrupted(_) => true,
-            Self::Logical(_) => false,
+            Self::Logical(_) | Self::Gap(_) => false,
         }
     }
 }

@@ -70,19 +70,16 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
 
 /// A printable description of where a config points, without the password.
 pub fn describe(pg: &tokio_postgres::Config) -> String {
-    let host = match pg.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        #[cfg(unix)]
-        Some(Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let endpoints = Endpoint::all(pg);
+    let hosts: Vec<String> = endpoints
+        .iter()
+        .map(|e| format!("{}:{}", e.host, e.port))
+        .collect();
     format!(
-        "postgres://{}@{}:{}/{}",
-        pg.get_user().unwrap_or("postgres"),
-        host,
-        port,
-        pg.get_dbname().unwrap_or("postgres")
+        "postgres://{}@{}/{}",
+        endpoints[0].user,
+        hosts.join(","),
+        endpoints[0].dbname
     )
 }
 
@@ -103,24 +100,94 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Reads the first host of a config.
-    pub fn of(pg: &tokio_postgres::Config) -> Self {
-        let host = match pg.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            #[cfg(unix)]
-            Some(Host::Unix(path)) => path.display().to_string(),
-            None => "localhost".into(),
+    /// Every host of a config, in order, each with its port (one port for
+    /// all of them, or one each, as libpq reads a multi-host URL).
+    pub fn all(pg: &tokio_postgres::Config) -> Vec<Self> {
+        let ports = pg.get_ports();
+        let port = |i: usize| match ports.len() {
+            0 => 5432,
+            1 => ports[0],
+            _ => ports.get(i).copied().unwrap_or(5432),
         };
-        Self {
-            host,
-            port: pg.get_ports().first().copied().unwrap_or(5432),
-            user: pg.get_user().unwrap_or("postgres").to_string(),
-            password: pg
-                .get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .unwrap_or_default(),
-            dbname: pg.get_dbname().unwrap_or("postgres").to_string(),
+        let host = |h: &Host| match h {
+            Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            Host::Unix(path) => path.display().to_string(),
+        };
+        let hosts: Vec<String> = match pg.get_hosts() {
+            [] => vec!["localhost".into()],
+            hosts => hosts.iter().map(host).collect(),
+        };
+        let user = pg.get_user().unwrap_or("postgres").to_string();
+        let password = pg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        let dbname = pg.get_dbname().unwrap_or("postgres").to_string();
+        hosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, host)| Self {
+                host,
+                port: port(i),
+                user: user.clone(),
+                password: password.clone(),
+                dbname: dbname.clone(),
+            })
+            .collect()
+    }
+
+    /// The host for a session no pool can hold (the replication stream,
+    /// migrations). With one host, that host. With several, the first that
+    /// accepts a session meeting `target_session_attrs`, tried in order as
+    /// libpq and the pool do, so every session of the relay follows the
+    /// primary through a failover.
+    pub async fn find(database: &DatabaseConfig) -> Result<Self, DbError> {
+        let mut endpoints = Self::all(&database.pg);
+        if endpoints.len() == 1 {
+            return Ok(endpoints.swap_remove(0));
         }
+        let tls = database.tls.connector().map_err(DbError::Tls)?;
+        let mut last = None;
+        for endpoint in endpoints {
+            let pg = endpoint.config(&database.pg);
+            match pg.connect(tls.clone()).await {
+                Ok((client, connection)) => {
+                    drop(client);
+                    drop(connection);
+                    return Ok(endpoint);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(
+            || DbError::Retry("no host to connect to".into()),
+            DbError::from,
+        ))
+    }
+
+    /// `pg` narrowed to this one host.
+    fn config(&self, pg: &tokio_postgres::Config) -> tokio_postgres::Config {
+        let mut one = tokio_postgres::Config::new();
+        one.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .ssl_mode(pg.get_ssl_mode())
+            .target_session_attrs(pg.get_target_session_attrs())
+            .connect_timeout(
+                pg.get_connect_timeout()
+                    .copied()
+                    .unwrap_or(Duration::from_secs(5)),
+            )
+            .application_name("rowcast probe");
+        if let Some(password) = pg.get_password() {
+            one.password(password);
+        }
+        if let Some(options) = pg.get_options() {
+            one.options(options);
+        }
+        one
     }
 }
 
@@ -360,6 +427,27 @@ mod tests {
         let text = describe(&pg);
         assert_eq!(text, "postgres://app@db.internal:6432/shop");
         assert!(!text.contains("s3cret"));
+        let (pg, _) = parse_url("postgres://app:s3cret@h1:5432,h2:5433/shop").unwrap();
+        assert_eq!(describe(&pg), "postgres://app@h1:5432,h2:5433/shop");
+    }
+
+    #[test]
+    fn every_host_of_a_multi_host_url_is_an_endpoint() {
+        let (pg, _) =
+            parse_url("postgres://app:pw@h1:5432,h2:5433/shop?target_session_attrs=primary")
+                .unwrap();
+        let endpoints: Vec<(String, u16)> = Endpoint::all(&pg)
+            .into_iter()
+            .map(|e| (e.host, e.port))
+            .collect();
+        assert_eq!(endpoints, [("h1".into(), 5432), ("h2".into(), 5433)]);
+        assert_eq!(
+            pg.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let (pg, _) = parse_url("host=h1,h2 port=6432 dbname=shop").unwrap();
+        let ports: Vec<u16> = Endpoint::all(&pg).iter().map(|e| e.port).collect();
+        assert_eq!(ports, [6432, 6432]);
     }
 
     #[test]

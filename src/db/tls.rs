@@ -271,29 +271,34 @@ fn install_provider() {
 }
 
 /// Splits `sslmode` and `sslrootcert` off a URL's query or a key=value
-/// string.
+/// string. libpq's `target_session_attrs=primary` becomes `read-write`,
+/// which is what tokio-postgres knows: both pick the host that accepts
+/// writes.
 fn strip_params(url: &str) -> (String, Option<String>, Option<String>) {
     let (mut mode, mut root) = (None, None);
-    let mut take = |key: &str, value: &str| match key {
-        "sslmode" => {
-            mode = Some(value.to_string());
-            true
+    let mut keep = |pair: &str, key: &str, value: &str| -> Option<String> {
+        match key {
+            "sslmode" => {
+                mode = Some(value.to_string());
+                None
+            }
+            "sslrootcert" => {
+                root = Some(percent_decode(value));
+                None
+            }
+            "target_session_attrs" if value == "primary" => Some(format!("{key}=read-write")),
+            _ => Some(pair.to_string()),
         }
-        "sslrootcert" => {
-            root = Some(percent_decode(value));
-            true
-        }
-        _ => false,
     };
     let trimmed = url.trim();
     let rest = if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
         match trimmed.split_once('?') {
             Some((base, query)) => {
-                let kept: Vec<&str> = query
+                let kept: Vec<String> = query
                     .split('&')
-                    .filter(|pair| {
+                    .filter_map(|pair| {
                         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                        !take(key, value)
+                        keep(pair, key, value)
                     })
                     .collect();
                 if kept.is_empty() {
@@ -307,9 +312,9 @@ fn strip_params(url: &str) -> (String, Option<String>, Option<String>) {
     } else {
         trimmed
             .split_whitespace()
-            .filter(|pair| {
+            .filter_map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                !take(key.trim(), value.trim_matches('\''))
+                keep(pair, key.trim(), value.trim_matches('\''))
             })
             .collect::<Vec<_>>()
             .join(" ")
@@ -463,6 +468,28 @@ mod tests {
         assert_eq!(rest, "host=db dbname=app");
         assert_eq!(tls.mode, SslMode::Require);
         assert!(Tls::extract("postgres://db/app?sslmode=sometimes", no_env).is_err());
+    }
+
+    #[test]
+    fn target_session_attrs_primary_means_read_write() {
+        let (rest, _) = Tls::extract(
+            "postgres://u@h1:5432,h2:5433/app?target_session_attrs=primary&sslmode=disable",
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            rest,
+            "postgres://u@h1:5432,h2:5433/app?target_session_attrs=read-write"
+        );
+        let (rest, _) = Tls::extract(
+            "host=h1,h2 target_session_attrs='primary' dbname=app",
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            rest,
+            "host=h1,h2 target_session_attrs=read-write dbname=app"
+        );
     }
 
     #[test]

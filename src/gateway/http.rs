@@ -300,7 +300,7 @@ pub(super) async fn healthz() -> Json<Health> {
 pub(super) struct Readiness {
     /// `ready` when all of the below hold and the relay is not stopping.
     status: ReadyStatus,
-    /// The database answers.
+    /// The database answers, as a primary.
     database: bool,
     /// Capture runs.
     capture: bool,
@@ -332,10 +332,15 @@ pub(super) async fn readyz(State(state): State<Arc<Shared>>) -> Response {
     // all busy answering them is proof enough that the database answers.
     let pool = state.pool.status();
     let all_busy = pool.available == 0 && pool.size >= pool.max_size;
+    // The database counts only as a primary: a standby takes no writes.
     let database = all_busy
         || tokio::time::timeout(Duration::from_secs(2), async {
             let client = state.pool.get().await.ok()?;
-            client.simple_query("SELECT 1").await.ok()
+            let row = client
+                .query_one("SELECT NOT pg_is_in_recovery()", &[])
+                .await
+                .ok()?;
+            row.get::<_, bool>(0).then_some(())
         })
         .await
         .ok()

@@ -18,8 +18,11 @@
 //! heartbeat message let the confirmed position follow the server's WAL even
 //! if no routed table changes.
 
+mod confirm;
+mod continuity;
 mod decode;
 mod pgoutput;
+mod session;
 mod slot;
 mod source;
 mod value;
@@ -55,7 +58,20 @@ pub async fn existing_slot(pool: &Pool, config: &CaptureConfig) -> Result<Option
     Ok(slot::slot_exists(pool, &name).await?.then_some(name))
 }
 
-/// Drops a slot that trigger capture read up to its switch.
+/// Drops a slot that trigger capture read up to its switch, and forgets
+/// it: a later switch back to logical starts a new slot, not a gap.
 pub async fn drop_retired(pool: &Pool, retiring: &Retiring) -> Result<(), DbError> {
-    slot::drop_slot(pool, &retiring.slot).await
+    slot::drop_slot(pool, &retiring.slot).await?;
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE realtime.state
+             SET slot_name = NULL, slot_confirmed = NULL,
+                 source_lsn = NULL, source_changes = 0, source_done = true
+             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots
+                               WHERE slot_name = $1 AND database = current_database())",
+            &[&retiring.slot],
+        )
+        .await?;
+    Ok(())
 }

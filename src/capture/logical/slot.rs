@@ -12,6 +12,7 @@ use crate::config::CaptureConfig;
 use crate::db::DbError;
 use crate::quote::{ident, literal};
 use crate::route::Router;
+use tokio_postgres::types::PgLsn;
 
 /// The slot's name: configured, or `rowcast_<database>`.
 pub(super) async fn slot_name(pool: &Pool, config: &CaptureConfig) -> Result<String, DbError> {
@@ -125,8 +126,11 @@ async fn ensure_publication(
     Ok(())
 }
 
-/// Creates the slot when it does not exist. A slot of the same name in
-/// another database, or with another plugin, is refused.
+/// Creates the slot when it does not exist and logical capture never
+/// streamed one here. A slot of the same name in another database, or
+/// with another plugin, is refused. A slot that was streamed before and is
+/// gone is left for the stream to find: that is a capture gap, reported
+/// when the stream opens ([`super::continuity`]).
 pub(super) async fn ensure_slot(pool: &Pool, slot: &str) -> Result<(), CaptureError> {
     let client = pool.get().await.map_err(DbError::from)?;
     let row = client
@@ -147,34 +151,51 @@ pub(super) async fn ensure_slot(pool: &Pool, slot: &str) -> Result<(), CaptureEr
             }
         }
         None => {
-            client
-                .query(
-                    "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                    &[&slot],
+            let streamed: bool = client
+                .query_one(
+                    "SELECT slot_name IS NOT NULL OR source_lsn IS NOT NULL FROM realtime.state",
+                    &[],
                 )
                 .await
-                .map_err(DbError::from)?;
-            mark_slot_start(&**client).await?;
-            tracing::info!(%slot, "created the logical replication slot");
+                .map_err(DbError::from)?
+                .get(0);
+            if !streamed {
+                create_slot(pool, slot).await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Called when the slot is created: capture rows written before it are not
-/// in its stream, so they are read once from the table; and whether capture
-/// triggers are active tells the stream where its changes are.
-async fn mark_slot_start(client: &impl tokio_postgres::GenericClient) -> Result<(), DbError> {
+/// Creates the slot (kept on standbys that synchronise slots, on 17+) and
+/// records it: capture rows written before it are not in its stream, so
+/// they are read once from the table; and whether capture triggers are
+/// active tells the stream where its changes are. Returns where it starts.
+pub(super) async fn create_slot(pool: &Pool, slot: &str) -> Result<u64, DbError> {
+    let client = pool.get().await?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    let create = if version >= 170_000 {
+        "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    let lsn: PgLsn = client.query_one(create, &[&slot]).await?.get(0);
     client
         .execute(
             "UPDATE realtime.state
              SET drain_before = (SELECT coalesce(max(id), 0) + 1 FROM realtime.capture),
                  drained = false,
-                 triggers_active = EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'rowcast_capture')",
-            &[],
+                 triggers_active = EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'rowcast_capture'),
+                 slot_name = $1,
+                 slot_confirmed = $2",
+            &[&slot, &lsn],
         )
         .await?;
-    Ok(())
+    tracing::info!(%slot, at = %lsn, "created the logical replication slot");
+    Ok(u64::from(lsn))
 }
 
 /// Whether a slot of this name exists in this database.

@@ -8,16 +8,20 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use futures_util::FutureExt;
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use time::OffsetDateTime;
+use tokio_postgres::types::PgLsn;
 
+use super::confirm::Confirmations;
+use super::continuity::{self, lsn, Record, Verdict};
 use super::decode::{ChangeItem, Decoder};
+use super::session::{self, Server};
 use super::{pgoutput, slot};
 use crate::capture::switch::{Retiring, Switch};
 use crate::capture::{table, CaptureError, Progress, Source, SourceKind, Written};
-use crate::config::CaptureConfig;
-use crate::db::{DatabaseConfig, DbError, Endpoint};
-use crate::event::{Captured, Change};
+use crate::config::{CaptureConfig, OnCaptureGap};
+use crate::db::{DatabaseConfig, DbError};
+use crate::event::{CaptureGap, Captured, Change};
 use crate::outbox::{OutboxTx, SourcePosition};
 use crate::route::Router;
 
@@ -57,11 +61,6 @@ struct Txn {
 /// Most bytes of change messages one batch holds before it is stored, so
 /// wide rows are stored in smaller batches than `batch_size` allows.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
-/// Most replication events read ahead of the one being handled. Each may
-/// be a whole row (up to the largest value Postgres stores), so this bounds
-/// the memory of read-ahead rows; the socket applies backpressure beyond it.
-const READ_AHEAD_EVENTS: usize = 64;
 
 /// Changes read but not stored yet.
 #[derive(Default)]
@@ -107,6 +106,28 @@ pub enum LogicalBatch {
     },
     /// Stores changes read from the stream.
     Stream(StreamBatch),
+    /// Records the slot streamed and the server streamed from (after a
+    /// first start, a promotion, or a capture gap, whose marker it stores).
+    Record(Recording),
+    /// Records a position handled without storing anything, so the slot
+    /// may confirm it.
+    Confirm(u64),
+}
+
+/// What the first outbox transaction of a session records about the slot.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// The slot streamed.
+    slot: String,
+    /// Where it stands.
+    confirmed: u64,
+    /// The system identifier streamed from.
+    system: String,
+    /// Its timeline.
+    timeline: u32,
+    /// The capture gap found, if any: its marker is stored, and the stored
+    /// position (which the lost changes made meaningless) is forgotten.
+    gap: Option<CaptureGap>,
 }
 
 /// Streams a slot into the ingest loop.
@@ -151,6 +172,10 @@ struct Stream {
     batch: StreamBatch,
     /// An event received by `wait`, not handled yet.
     next: Option<ReplicationEvent>,
+    /// When the slot may be told a position.
+    confirmations: Confirmations,
+    /// What the session's first transaction records, until it is stored.
+    recording: Option<Recording>,
 }
 
 impl LogicalSource {
@@ -180,6 +205,52 @@ impl LogicalSource {
         self
     }
 
+    /// Acts on the continuity verdict before streaming: creates a missing
+    /// slot, and reports a gap (exiting on it with
+    /// `ROWCAST_ON_CAPTURE_GAP=stop`). Returns the gap to record and
+    /// whether a slot was created.
+    async fn settle(
+        &self,
+        verdict: Verdict,
+        slot: &str,
+        record: &Record,
+        server: &Server,
+    ) -> Result<(Option<CaptureGap>, bool), CaptureError> {
+        let exists = server.observed.slot.is_some();
+        match verdict {
+            Verdict::Fresh if !exists => {
+                slot::create_slot(&self.pool, slot).await?;
+                Ok((None, true))
+            }
+            Verdict::Fresh => Ok((None, false)),
+            Verdict::Continuous => {
+                if let Some(was) = record.timeline.filter(|t| *t != server.observed.timeline) {
+                    tracing::info!(%slot, timeline = server.observed.timeline, was, "resuming the slot on a promoted server; what is stored already is skipped");
+                }
+                Ok((None, false))
+            }
+            Verdict::Gap { gap, recreate } => {
+                let last = gap.last_lsn.map_or_else(|| "none recorded".into(), lsn);
+                let line = format!(
+                    "capture gap on slot `{slot}` (last position {last}): {}; changes committed since may never be delivered",
+                    gap.reason
+                );
+                if self.config.on_gap == OnCaptureGap::Stop {
+                    tracing::error!("{line}; exiting (ROWCAST_ON_CAPTURE_GAP=stop)");
+                    return Err(CaptureError::Gap(line));
+                }
+                tracing::error!("{line}; a gap marker is stored (clients resuming from before it get gap: true) and capture goes on");
+                if recreate {
+                    if exists {
+                        slot::drop_slot(&self.pool, slot).await?;
+                    }
+                    slot::create_slot(&self.pool, slot).await?;
+                }
+                Ok((Some(gap), recreate))
+            }
+        }
+    }
+
     fn stream(&mut self) -> Result<&mut Stream, CaptureError> {
         self.stream
             .as_mut()
@@ -203,10 +274,36 @@ impl Source for LogicalSource {
     async fn open(&mut self) -> Result<(), CaptureError> {
         let slot = slot::slot_name(&self.pool, &self.config).await?;
         let state = read_state(&self.pool).await?;
+        let mut client = session::open(&self.database, &self.config, &slot).await?;
+        let server = session::observe(&mut client, &slot).await?;
+        let record = state.record(&slot);
+        let verdict = continuity::judge(&slot, &record, &server.observed);
+        let (gap, created) = self.settle(verdict, &slot, &record, &server).await?;
+        // A new slot changed what is to be read from the capture table.
+        let state = if created {
+            read_state(&self.pool).await?
+        } else {
+            state
+        };
+        if server.has_failover_slots() && !server.observed.slot.as_ref().is_some_and(|s| s.failover)
+        {
+            session::enable_failover(&mut client, &slot).await?;
+        }
         let confirmed = slot::confirmed_flush(&self.pool, &slot).await?;
-        let client = connect(&self.database, &self.config, &slot, confirmed).await?;
-        tracing::info!(%slot, confirmed = %Lsn(confirmed), "logical capture streaming");
+        let recording = needs_recording(&record, &server, gap.is_some()).then(|| Recording {
+            slot: slot.clone(),
+            confirmed,
+            system: server.observed.system.clone(),
+            timeline: server.observed.timeline,
+            gap,
+        });
+        warn_unless_kept_on_standbys(&slot, &server);
+        client.update_applied_lsn(Lsn(confirmed));
+        client.start().await?;
+        client.wait_started().await?;
+        tracing::info!(%slot, confirmed = %Lsn(confirmed), timeline = server.observed.timeline, "logical capture streaming");
         self.heartbeat = heartbeat(self.config.heartbeat);
+        let recorded = record.confirmed.unwrap_or(confirmed);
         self.stream = Some(Stream {
             slot,
             client,
@@ -218,6 +315,8 @@ impl Source for LogicalSource {
             txn: None,
             batch: StreamBatch::default(),
             next: None,
+            confirmations: Confirmations::new(recorded, server.standbys),
+            recording,
         });
         Ok(())
     }
@@ -226,6 +325,9 @@ impl Source for LogicalSource {
         let max = self.config.batch_size;
         let stop = self.retiring.as_ref().map(|r| r.token.clone());
         let stream = self.stream()?;
+        if let Some(recording) = stream.recording.clone() {
+            return Ok(Some(LogicalBatch::Record(recording)));
+        }
         if stream.draining {
             return Ok(Some(LogicalBatch::Drain {
                 bound: stream.drain_before,
@@ -241,12 +343,16 @@ impl Source for LogicalSource {
             let event = match stream.next.take() {
                 Some(event) => event,
                 None => match stream.client.recv().now_or_never() {
-                    // The stream paused: store what is complete.
+                    // The stream paused: store what is complete, or record
+                    // what was handled without storing.
                     None => {
-                        let ready = stream.ready_to_store();
-                        return Ok(
-                            ready.then(|| LogicalBatch::Stream(std::mem::take(&mut stream.batch)))
-                        );
+                        if stream.ready_to_store() {
+                            let batch = std::mem::take(&mut stream.batch);
+                            return Ok(Some(LogicalBatch::Stream(batch)));
+                        }
+                        let idle = stream.batch.is_empty() && stream.txn.is_none();
+                        let due = stream.confirmations.idle_due().filter(|_| idle);
+                        return Ok(due.map(LogicalBatch::Confirm));
                     }
                     Some(Ok(Some(event))) => event,
                     Some(Ok(None)) => {
@@ -269,6 +375,12 @@ impl Source for LogicalSource {
                 Ok(None) => return Err(CaptureError::Interrupted("replication stream ended".into())),
                 Err(e) => return Err(e.into()),
             },
+            released = stream.confirmations.poll_standbys(&self.pool),
+                if stream.confirmations.is_waiting() => {
+                if let Some(lsn) = released? {
+                    stream.client.update_applied_lsn(Lsn(lsn));
+                }
+            }
             _ = self.heartbeat.tick() => {
                 let (pool, slot) = (self.pool.clone(), stream.slot.clone());
                 tokio::spawn(async move {
@@ -308,7 +420,24 @@ impl Source for LogicalSource {
                     position: None,
                 })
             }
+            LogicalBatch::Record(recording) => {
+                record(tx, recording).await?;
+                Ok(Written {
+                    consumed: true,
+                    position: None,
+                })
+            }
+            LogicalBatch::Confirm(lsn) => {
+                tx.confirm_slot(*lsn);
+                Ok(Written {
+                    consumed: true,
+                    position: None,
+                })
+            }
             LogicalBatch::Stream(batch) => {
+                if let Some(end) = batch.confirm {
+                    tx.confirm_slot(stream.confirmations.to_record(end));
+                }
                 let ids: Vec<i64> = batch.items.iter().filter_map(|(id, _)| *id).collect();
                 let consumed = table::consume(tx.transaction(), &ids, stream.drain_before).await?;
                 for (id, change) in &batch.items {
@@ -333,26 +462,36 @@ impl Source for LogicalSource {
 
     async fn committed(&mut self, batch: LogicalBatch) -> Result<Progress, CaptureError> {
         let limit = self.config.batch_size;
+        let pool = self.pool.clone();
         let stream = self.stream()?;
         match batch {
             LogicalBatch::Drain { taken, .. } => {
                 stream.draining = taken >= limit;
-                Ok(Progress::Continue)
+            }
+            LogicalBatch::Record(recording) => {
+                if recording.gap.is_some() {
+                    stream.stored = None;
+                }
+                stream.confirmations.reset(recording.confirmed);
+                stream.recording = None;
+            }
+            LogicalBatch::Confirm(lsn) => {
+                stream.confirm(lsn, &pool).await?;
             }
             LogicalBatch::Stream(batch) => {
                 if batch.position.is_some() {
                     stream.stored = batch.position;
                 }
                 if let Some(end) = batch.confirm {
-                    stream.client.update_applied_lsn(Lsn(end));
+                    let lsn = stream.confirmations.to_record(end);
+                    stream.confirm(lsn, &pool).await?;
                 }
-                Ok(if batch.ends_stream {
-                    Progress::Finished
-                } else {
-                    Progress::Continue
-                })
+                if batch.ends_stream {
+                    return Ok(Progress::Finished);
+                }
             }
         }
+        Ok(Progress::Continue)
     }
 
     fn close(&mut self) {
@@ -363,6 +502,14 @@ impl Source for LogicalSource {
 }
 
 impl Stream {
+    /// `lsn` is recorded: tell the slot, now or once standbys have it.
+    async fn confirm(&mut self, lsn: u64, pool: &Pool) -> Result<(), CaptureError> {
+        self.confirmations
+            .recorded(lsn, &self.client, pool)
+            .await
+            .map_err(CaptureError::from)
+    }
+
     /// Whether the batch must be stored before reading on: it filled up,
     /// or it ends with the awaited switch.
     fn must_store(&self, max: usize) -> bool {
@@ -508,7 +655,7 @@ impl Stream {
         }
         if self.batch.is_empty() && triggers_after.is_none() {
             // Nothing of it is stored: nothing to remember either.
-            self.client.update_applied_lsn(Lsn(end_lsn));
+            self.confirmations.handled(end_lsn);
             return;
         }
         self.batch.position = Some(SourcePosition {
@@ -522,20 +669,22 @@ impl Stream {
         }
     }
 
-    /// Confirms `lsn` now if nothing is pending, else after the batch.
+    /// Confirms `lsn` with the next record if nothing is pending, else
+    /// after the batch.
     fn confirm_after_batch(&mut self, lsn: u64) {
         if self.batch.is_empty() {
-            self.client.update_applied_lsn(Lsn(lsn));
+            self.confirmations.handled(lsn);
         } else {
             self.batch.confirm = Some(lsn);
         }
     }
 
     /// Keepalives and heartbeats: with nothing pending, everything the
-    /// server sent up to `lsn` is handled, so the slot may move there.
+    /// server sent up to `lsn` is handled, so the slot may move there once
+    /// that is recorded.
     fn confirm_idle(&mut self, lsn: u64) {
         if self.txn.is_none() && self.batch.is_empty() && lsn > 0 {
-            self.client.update_applied_lsn(Lsn(lsn));
+            self.confirmations.handled(lsn);
             metrics::gauge!("rowcast_slot_lag_seconds").set(0.0);
         }
     }
@@ -543,6 +692,14 @@ impl Stream {
 
 /// What the outbox remembers of logical capture.
 struct State {
+    /// The slot last streamed.
+    slot: Option<String>,
+    /// The highest position that slot may have confirmed.
+    slot_confirmed: Option<u64>,
+    /// The system identifier streamed from.
+    system: Option<String>,
+    /// Its timeline.
+    timeline: Option<u32>,
     /// The stored position.
     stored: Option<SourcePosition>,
     /// Whether capture triggers were active at that position.
@@ -557,12 +714,18 @@ async fn read_state(pool: &Pool) -> Result<State, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_one(
-            "SELECT source_lsn, source_changes, source_done, triggers_active, drain_before, drained FROM realtime.state",
+            "SELECT source_lsn, source_changes, source_done, triggers_active, drain_before, drained,
+                    slot_name, slot_confirmed, system_id, timeline
+             FROM realtime.state",
             &[],
         )
         .await?;
-    let lsn: Option<tokio_postgres::types::PgLsn> = row.get(0);
+    let lsn: Option<PgLsn> = row.get(0);
     Ok(State {
+        slot: row.get(6),
+        slot_confirmed: row.get::<_, Option<PgLsn>>(7).map(u64::from),
+        system: row.get(8),
+        timeline: row.get::<_, Option<i32>>(9).map(|t| t as u32),
         stored: lsn.map(|lsn| SourcePosition {
             lsn: u64::from(lsn),
             changes: row.get(1),
@@ -574,42 +737,65 @@ async fn read_state(pool: &Pool) -> Result<State, DbError> {
     })
 }
 
-/// Opens the replication connection and starts streaming from the slot.
-async fn connect(
-    database: &DatabaseConfig,
-    config: &CaptureConfig,
-    slot: &str,
-    confirmed: u64,
-) -> Result<ReplicationClient, CaptureError> {
-    let endpoint = Endpoint::of(&database.pg);
-    let tls = database.tls.replication(&endpoint.host);
-    let publications = vec![
-        config.publication.clone(),
-        slot::publish_publication(config),
-    ];
-    let config = ReplicationConfig::new(
-        endpoint.host,
-        endpoint.user,
-        endpoint.password,
-        endpoint.dbname,
-        slot,
-        publications,
-    )
-    .with_port(endpoint.port)
-    .with_tls(tls)
-    .with_start_lsn(Lsn(confirmed))
-    .with_ack_lsn(Lsn(confirmed))
-    .with_status_interval(Duration::from_millis(500))
-    .with_wakeup_interval(Duration::from_secs(5))
-    .with_buffer_size(READ_AHEAD_EVENTS)
-    .with_options(format!(
-        "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=1 {}",
-        crate::db::SEARCH_PATH_OPTION
-    ))
-    .with_application_name("rowcast");
-    let mut client = ReplicationClient::connect(config).await?;
-    client.wait_started().await?;
-    Ok(client)
+impl State {
+    /// The continuity record. A position stored before slots were
+    /// recorded by name stands for the configured slot.
+    fn record(&self, configured: &str) -> Record {
+        let slot = self
+            .slot
+            .clone()
+            .or_else(|| self.stored.map(|_| configured.to_string()));
+        Record {
+            slot,
+            confirmed: self.slot_confirmed,
+            system: self.system.clone(),
+            timeline: self.timeline,
+        }
+    }
+}
+
+/// Whether the session's first transaction must record the slot: a gap,
+/// a first start, or a server that is not the one recorded (a promotion
+/// changes the timeline).
+fn needs_recording(record: &Record, server: &Server, gap: bool) -> bool {
+    gap || record.slot.is_none()
+        || record.confirmed.is_none()
+        || record.system.as_deref() != Some(server.observed.system.as_str())
+        || record.timeline != Some(server.observed.timeline)
+}
+
+/// Records the slot and server (and a gap's marker) in the transaction.
+async fn record(tx: &mut OutboxTx<'_>, recording: &Recording) -> Result<(), DbError> {
+    if let Some(gap) = &recording.gap {
+        tx.capture_gap(gap.clone());
+        tx.transaction()
+            .execute(
+                "UPDATE realtime.state SET source_lsn = NULL, source_changes = 0, source_done = true",
+                &[],
+            )
+            .await?;
+    }
+    tx.transaction()
+        .execute(
+            "UPDATE realtime.state
+             SET slot_name = $1, slot_confirmed = $2, system_id = $3, timeline = $4",
+            &[
+                &recording.slot,
+                &PgLsn::from(recording.confirmed),
+                &recording.system,
+                &(recording.timeline as i32),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// On 17+, a slot kept on standbys still loses its position in a failover
+/// if changes may reach the relay before a standby has them.
+fn warn_unless_kept_on_standbys(slot: &str, server: &Server) {
+    if server.has_failover_slots() && server.standbys.is_empty() {
+        tracing::warn!(%slot, "synchronized_standby_slots is not set on this server: a failover to a standby may lose the slot's position (a capture gap); see docs/capture.md");
+    }
 }
 
 /// Postgres timestamps count microseconds from 2000-01-01 UTC.
