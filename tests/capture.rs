@@ -11,12 +11,34 @@ use common::catalog::CASES;
 use common::*;
 use serde_json::json;
 
-in_both_modes! {
+in_versions! {
     every_catalog_event_reaches_exactly_its_rooms => catalog,
     rolled_back_transactions_store_nothing => rollback,
     publish_stores_only_on_commit => publish,
     bursts_of_views_coalesce_into_one_event => coalesce,
     concurrent_writers_are_stored_exactly_once_in_commit_order => concurrent_writers,
+}
+
+mod versions {
+    use super::*;
+    on_versions! {
+        each_version_of_the_matrix_runs_the_server_it_names => server_version,
+    }
+}
+
+async fn server_version(pg: Pg) {
+    let db = pg.demo_db().await;
+    let number: i32 = db
+        .client()
+        .await
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    match pg.major() {
+        Some(major) => assert_eq!(number / 10_000, major as i32, "server {number}"),
+        None => assert!(number >= 140_000, "server {number}"),
+    }
 }
 
 fn normalized(events: &[(String, Vec<String>)]) -> Vec<(String, Vec<String>)> {
@@ -25,8 +47,8 @@ fn normalized(events: &[(String, Vec<String>)]) -> Vec<(String, Vec<String>)> {
     events
 }
 
-async fn catalog(mode: &str) {
-    let (_db, client, relay) = basic_relay(mode).await;
+async fn catalog(pg: Pg, mode: &str) {
+    let (_db, client, relay) = basic_relay_on(pg, mode).await;
     let mut last = barrier(&client).await;
     for case in CASES {
         client
@@ -84,8 +106,8 @@ async fn catalog(mode: &str) {
     stop_relay(relay).await;
 }
 
-async fn rollback(mode: &str) {
-    let (_db, client, relay) = basic_relay(mode).await;
+async fn rollback(pg: Pg, mode: &str) {
+    let (_db, client, relay) = basic_relay_on(pg, mode).await;
     let before = barrier(&client).await;
     client
         .batch_execute(
@@ -107,8 +129,8 @@ async fn rollback(mode: &str) {
     stop_relay(relay).await;
 }
 
-async fn publish(mode: &str) {
-    let db = TestDb::demo().await;
+async fn publish(pg: Pg, mode: &str) {
+    let db = pg.demo_db().await;
     let client = db.client().await;
     let relay = start_relay(&db, mode).await;
     let before = barrier(&client).await;
@@ -141,8 +163,8 @@ async fn publish(mode: &str) {
     stop_relay(relay).await;
 }
 
-async fn coalesce(mode: &str) {
-    let db = TestDb::demo().await;
+async fn coalesce(pg: Pg, mode: &str) {
+    let db = pg.demo_db().await;
     let client = db.client().await;
     seed_basic(&client).await;
     client
@@ -202,8 +224,8 @@ async fn coalesce(mode: &str) {
     stop_relay(relay).await;
 }
 
-async fn concurrent_writers(mode: &str) {
-    let db = TestDb::demo().await;
+async fn concurrent_writers(pg: Pg, mode: &str) {
+    let db = pg.demo_db().await;
     let client = db.client().await;
     burst::setup(&client).await;
     let relay = start_relay(&db, mode).await;

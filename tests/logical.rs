@@ -15,10 +15,17 @@ use serde_json::json;
 use tokio_postgres::types::PgLsn;
 use tokio_postgres::Client;
 
-in_both_modes! {
+in_versions! {
     unchanged_toasted_columns_are_delivered_in_full => toast,
     schema_changes_mid_stream_lose_nothing => schema_changes,
     truncate_stores_nothing_and_capture_goes_on => truncate,
+}
+
+mod large_transactions {
+    use super::*;
+    on_versions! {
+        a_relay_killed_inside_a_large_transaction_resumes_it_exactly_once => killed_inside_a_large_transaction,
+    }
 }
 
 /// The only event of `name` in `events`.
@@ -41,8 +48,8 @@ fn assert_same_text(what: &str, got: &serde_json::Value, expected: &str) {
 /// An UPDATE that leaves a large out-of-line `body` alone still delivers
 /// `body` (the WAL carries it only in the old row), and a DELETE carries it
 /// too.
-async fn toast(mode: &str) {
-    let (_db, client, relay) = basic_relay(mode).await;
+async fn toast(pg: Pg, mode: &str) {
+    let (_db, client, relay) = basic_relay_on(pg, mode).await;
     let before = barrier(&client).await;
     // md5 hex digests do not compress: 224,000 bytes stored out of line.
     client
@@ -279,10 +286,9 @@ async fn a_transaction_of_wide_rows_is_stored_in_bounded_memory() {
 /// SIGKILL while a large transaction is half stored: the restarted relay
 /// resumes it after the changes already stored, so every row still has
 /// exactly one event of each kind.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_killed_inside_a_large_transaction_resumes_it_exactly_once() {
+async fn killed_inside_a_large_transaction(pg: Pg) {
     const ROWS: i64 = 100_000;
-    let db = TestDb::demo().await;
+    let db = pg.demo_db().await;
     let client = db.client().await;
     seed_basic(&client).await;
     let mut relay = spawn_capturing_relay(&db, &client, "logical").await;
@@ -426,9 +432,9 @@ async fn content_rows(client: &Client) -> i64 {
 /// inserting, an ALTER between two changes of one transaction, and (logical
 /// capture) a column type change: every change is stored once, with the
 /// exposed columns and their values as of the change.
-async fn schema_changes(mode: &str) {
+async fn schema_changes(pg: Pg, mode: &str) {
     const WRITES: i64 = 300;
-    let db = TestDb::demo().await;
+    let db = pg.demo_db().await;
     let client = db.client().await;
     seed_basic(&client).await;
     client
@@ -562,8 +568,8 @@ async fn schema_changes(mode: &str) {
 
 /// A TRUNCATE of a routed table is no event; capture keeps running and
 /// later changes are stored as usual.
-async fn truncate(mode: &str) {
-    let db = TestDb::demo().await;
+async fn truncate(pg: Pg, mode: &str) {
+    let db = pg.demo_db().await;
     let client = db.client().await;
     seed_basic(&client).await;
     client

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 
-in_both_modes! {
+in_versions! {
     sigkill_mid_burst_loses_and_repeats_nothing => sigkill_mid_burst,
     postgres_restart_under_load_loses_nothing => postgres_restart,
 }
@@ -23,8 +23,8 @@ async fn wait_for_head(client: &tokio_postgres::Client, at_least: i64) {
 
 /// Kills the relay binary with SIGKILL at several points of an 8-writer
 /// burst, restarting it each time.
-async fn sigkill_mid_burst(mode: &str) {
-    let db = TestDb::demo().await;
+async fn sigkill_mid_burst(pg: Pg, mode: &str) {
+    let db = pg.demo_db().await;
     let client = db.client().await;
     burst::setup(&client).await;
     let mut relay = spawn_capturing_relay(&db, &client, mode).await;
@@ -42,8 +42,8 @@ async fn sigkill_mid_burst(mode: &str) {
 }
 
 /// Restarts Postgres while writers and the relay are busy.
-async fn postgres_restart(mode: &str) {
-    let cluster = private_cluster();
+async fn postgres_restart(pg: Pg, mode: &str) {
+    let cluster = pg.private_cluster();
     let db = private_demo_db(&cluster).await;
     let client = db.client().await;
     burst::setup(&client).await;

@@ -17,6 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[cfg(feature = "testing")]
+mod standby;
+#[cfg(feature = "testing")]
+pub use standby::STANDBY_SLOT;
+
 /// Why a local cluster could not be provided.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -47,6 +52,11 @@ pub struct ClusterOptions {
     /// Serve TLS with this certificate and key, and refuse TCP connections
     /// without it (`hostnossl ... reject`); the Unix socket stays open.
     pub tls_only: Option<TlsFiles>,
+    /// The server binaries folder (see [`releases::binaries`] for another
+    /// major version); the system's newest Postgres when `None`.
+    ///
+    /// [`releases::binaries`]: crate::releases::binaries
+    pub bin: Option<PathBuf>,
 }
 
 /// A server certificate and its key (PEM files).
@@ -66,6 +76,7 @@ impl Default for ClusterOptions {
             keep: false,
             settings: Vec::new(),
             tls_only: None,
+            bin: None,
         }
     }
 }
@@ -87,7 +98,18 @@ pub struct Cluster {
 impl Cluster {
     /// Initializes and starts a new cluster.
     pub fn start(options: &ClusterOptions) -> Result<Self, ClusterError> {
-        let bin = binaries()?;
+        let bin = match &options.bin {
+            Some(bin) => bin.clone(),
+            None => binaries()?,
+        };
+        let cluster = Self::prepare(bin, options.keep)?;
+        cluster.init(options)?;
+        cluster.start_server()?;
+        Ok(cluster)
+    }
+
+    /// A root folder, a port and a watchdog for a cluster not yet made.
+    fn prepare(bin: PathBuf, keep: bool) -> Result<Self, ClusterError> {
         let run_as = server_user()?;
         let root = make_root(run_as)?;
         let port = free_port()?;
@@ -98,10 +120,20 @@ impl Cluster {
             run_as,
             watchdog: None,
         };
-        cluster.watchdog = Some(cluster.spawn_watchdog(options.keep)?);
-        cluster.init(options)?;
-        cluster.start_server()?;
+        cluster.watchdog = Some(cluster.spawn_watchdog(keep)?);
         Ok(cluster)
+    }
+
+    /// The server's major version (`PG_VERSION` of its data folder).
+    pub fn version(&self) -> u32 {
+        std::fs::read_to_string(self.data().join("PG_VERSION"))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
     }
 
     /// The loopback port the server listens on.

@@ -29,6 +29,12 @@ impl Server {
                 cluster: None,
             });
         }
+        Self::start(options)
+    }
+
+    /// A new throwaway cluster, whatever `DATABASE_URL` says (for a version
+    /// matrix; this blocks while the cluster starts).
+    pub fn start(options: &ClusterOptions) -> Result<Self, ClusterError> {
         let cluster = Cluster::start(options)?;
         Ok(Self {
             admin_url: cluster.url("postgres"),

@@ -1,5 +1,6 @@
 //! What rowcast's binary, tests and benchmarks share, and the library does
-//! not ship: a throwaway Postgres ([`cluster`]), the demo application's
+//! not ship: a throwaway Postgres ([`cluster`]) of any major version
+//! ([`releases`]), the demo application's
 //! schema ([`demo`]) and token minting ([`token`]), used by `rowcast dev`.
 //!
 //! With the `testing` feature, the parts only tests and the bench need: a
@@ -12,6 +13,7 @@
 
 pub mod cluster;
 pub mod demo;
+pub mod releases;
 pub mod token;
 
 #[cfg(feature = "testing")]

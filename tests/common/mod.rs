@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rowcast::config::Config;
@@ -43,6 +43,93 @@ macro_rules! in_both_modes {
     };
 }
 
+/// Declares one test per Postgres version of the matrix and capture mode
+/// for an `async fn(Pg, &str)` body: `default_pg` (the `DATABASE_URL` server
+/// or the system's), `pg17` and `pg18`.
+#[macro_export]
+macro_rules! in_versions {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        $crate::in_versions!(@at default_pg, $crate::common::Pg::DEFAULT, $($name => $body),*);
+        $crate::in_versions!(@at pg17, $crate::common::Pg::of(17), $($name => $body),*);
+        $crate::in_versions!(@at pg18, $crate::common::Pg::of(18), $($name => $body),*);
+    };
+    (@at $version:ident, $pg:expr, $($name:ident => $body:ident),*) => {
+        mod $version {
+            mod trigger_mode {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::super::$body($pg, "trigger").await })*
+            }
+            mod logical_mode {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::super::$body($pg, "logical").await })*
+            }
+        }
+    };
+}
+
+/// Declares one test per Postgres version of the matrix for an
+/// `async fn(Pg)` body.
+#[macro_export]
+macro_rules! on_versions {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod default_pg {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$body($crate::common::Pg::DEFAULT).await })*
+        }
+        mod pg17 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$body($crate::common::Pg::of(17)).await })*
+        }
+        mod pg18 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$body($crate::common::Pg::of(18)).await })*
+        }
+    };
+}
+
+/// The Postgres a test runs on: the default server (`DATABASE_URL`, or a
+/// throwaway cluster of the system's Postgres), or a throwaway cluster of
+/// another major version ([`rowcast_devkit::releases`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pg(Option<u32>);
+
+impl Pg {
+    /// The default server.
+    pub const DEFAULT: Pg = Pg(None);
+
+    /// A throwaway cluster of this major version.
+    pub const fn of(major: u32) -> Pg {
+        Pg(Some(major))
+    }
+
+    /// The major version it names, `None` for the default server.
+    pub fn major(self) -> Option<u32> {
+        self.0
+    }
+
+    /// Cluster options for this version.
+    pub fn options(self) -> ClusterOptions {
+        let bin = self.0.map(|major| {
+            rowcast_devkit::releases::binaries(major)
+                .unwrap_or_else(|e| panic!("Postgres {major}: {e}"))
+        });
+        ClusterOptions {
+            bin,
+            ..ClusterOptions::default()
+        }
+    }
+
+    /// A copy of the demo template on this version's shared server.
+    pub async fn demo_db(self) -> TestDb {
+        TestDb::create_on(shared_on(self), Some(&shared_on(self).template)).await
+    }
+
+    /// A private cluster of this version, for tests that stop or restart it.
+    pub fn private_cluster(self) -> Cluster {
+        Cluster::start(&self.options()).expect("start a private Postgres")
+    }
+}
+
 /// The server tests create their databases on, and the template they copy.
 struct Shared {
     /// The server (a throwaway cluster lives as long as the process).
@@ -52,23 +139,37 @@ struct Shared {
 }
 
 fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        std::thread::spawn(|| {
+    shared_on(Pg::DEFAULT)
+}
+
+/// The shared server of a version, started on first use.
+fn shared_on(pg: Pg) -> &'static Shared {
+    static SHARED: Mutex<Vec<(Pg, &'static Shared)>> = Mutex::new(Vec::new());
+    let mut started = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, shared)) = started.iter().find(|(at, _)| *at == pg) {
+        return shared;
+    }
+    let shared: &'static Shared = Box::leak(Box::new(
+        std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(start_shared())
+            runtime.block_on(start_shared(pg))
         })
         .join()
-        .expect("test server setup")
-    })
+        .expect("test server setup"),
+    ));
+    started.push((pg, shared));
+    shared
 }
 
-async fn start_shared() -> Shared {
-    let server =
-        Server::from_env_or_start(&ClusterOptions::default()).expect("start a throwaway Postgres");
+async fn start_shared(pg: Pg) -> Shared {
+    let server = match pg {
+        Pg::DEFAULT => Server::from_env_or_start(&pg.options()),
+        _ => Server::start(&pg.options()),
+    }
+    .expect("start a throwaway Postgres");
     let template = format!("rowcast_tpl_{}", std::process::id());
     let url = server
         .recreate(&template)
@@ -118,8 +219,12 @@ impl TestDb {
     }
 
     async fn create(template: Option<&str>) -> Self {
+        Self::create_on(shared(), template).await
+    }
+
+    async fn create_on(shared: &Shared, template: Option<&str>) -> Self {
         let name = database::unique_name("t");
-        let url = shared()
+        let url = shared
             .server
             .create(&name, template)
             .await
@@ -333,8 +438,16 @@ pub fn relay_binary(args: &[&str], env: &[(&str, &str)]) -> Command {
 
 /// Starts `rowcast serve` against a test database.
 pub fn spawn_relay_binary(db: &TestDb, capture: &str, extra: &[(&str, &str)]) -> RelayProcess {
+    let mut command = serve_command(&db.url, capture, extra);
+    command.stderr(Stdio::inherit());
+    RelayProcess::spawn(command).expect("spawn rowcast")
+}
+
+/// `rowcast serve` against the database at `url` (stdout discarded; the
+/// caller picks where stderr goes).
+pub fn serve_command(url: &str, capture: &str, extra: &[(&str, &str)]) -> Command {
     let mut env = vec![
-        ("DATABASE_URL", db.url.as_str()),
+        ("DATABASE_URL", url),
         ("ROWCAST_CAPTURE", capture),
         ("SOCKET_PORT", "0"),
         ("ROWCAST_BIND", "127.0.0.1"),
@@ -342,8 +455,8 @@ pub fn spawn_relay_binary(db: &TestDb, capture: &str, extra: &[(&str, &str)]) ->
     ];
     env.extend_from_slice(extra);
     let mut command = relay_binary(&["serve"], &env);
-    command.stdout(Stdio::null()).stderr(Stdio::inherit());
-    RelayProcess::spawn(command).expect("spawn rowcast")
+    command.stdout(Stdio::null());
+    command
 }
 
 /// Starts `rowcast serve` against a test database and waits until it has
@@ -438,7 +551,12 @@ pub async fn seed_basic(client: &Client) {
 }
 /// A test database with [`seed_basic`]'s rows and the relay running on it.
 pub async fn basic_relay(mode: &str) -> (TestDb, Client, Relay) {
-    let db = TestDb::demo().await;
+    basic_relay_on(Pg::DEFAULT, mode).await
+}
+
+/// [`basic_relay`] on a version of the matrix.
+pub async fn basic_relay_on(pg: Pg, mode: &str) -> (TestDb, Client, Relay) {
+    let db = pg.demo_db().await;
     let client = db.client().await;
     seed_basic(&client).await;
     let relay = start_relay(&db, mode).await;
