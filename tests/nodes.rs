@@ -25,6 +25,7 @@ in_both_modes! {
     a_killed_leader_is_replaced_and_nothing_is_lost => failover,
     over_nats_every_node_delivers_each_change_once_in_order => two_nodes_over_nats,
     over_nats_a_killed_leader_is_replaced_and_nothing_is_lost => failover_over_nats,
+    a_nats_server_killed_mid_stream_loses_nothing_on_a_follower => nats_server_killed,
 }
 
 /// Where the NATS variant finds its server.
@@ -75,6 +76,139 @@ impl NatsBus {
             .await
             .expect("the nodes made their stream");
     }
+}
+
+/// A NATS server of a test's own (JetStream on, on a free port), which the
+/// test kills with SIGKILL and starts again on the same port and store.
+struct PrivateNats {
+    binary: std::path::PathBuf,
+    port: u16,
+    store: std::path::PathBuf,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    /// Starts one, or `None` (saying the test is skipped) without a
+    /// `nats-server` binary.
+    async fn start(test: &str) -> Option<Self> {
+        let binary = [
+            "nats-server",
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+        ]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        let Some(binary) = binary else {
+            eprintln!("skipped {test}: no nats-server binary");
+            return None;
+        };
+        let port = rowcast_devkit::process::free_port();
+        let store =
+            std::env::temp_dir().join(format!("rowcast-nats-{}-{port}", std::process::id()));
+        let mut nats = Self {
+            binary,
+            port,
+            store,
+            process: None,
+        };
+        nats.run().await;
+        Some(nats)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn run(&mut self) {
+        let mut command = std::process::Command::new(&self.binary);
+        command
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        rowcast_devkit::process::dies_with_parent(&mut command);
+        self.process = Some(command.spawn().expect("start nats-server"));
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        wait_for("nats-server to listen", Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// The bus server dies (SIGKILL) in the middle of a burst and comes back:
+/// the follower's clients get every event exactly once, in order; the
+/// outbox covers the outage.
+async fn nats_server_killed(capture: &str) {
+    if !cfg!(feature = "nats") {
+        eprintln!("skipped nats_server_killed: built without the `nats` feature");
+        return;
+    }
+    let Some(mut nats) = PrivateNats::start("nats_server_killed").await else {
+        return;
+    };
+    let url = nats.url();
+    let bus = [
+        ("ROWCAST_BUS", url.as_str()),
+        ("ROWCAST_NATS_STREAM", "rowcast_kill"),
+    ];
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    burst::setup(&client).await;
+    let (_a, addr_a) = spawn_listening_relay(&db, capture, &bus).await;
+    let (_b, addr_b) = spawn_listening_relay(&db, capture, &bus).await;
+    assert!(is_leader(addr_a).await);
+    let mut wb = watcher(addr_b).await;
+
+    let writers = burst::start(&db.url, 4, 150);
+    let start = head(&client).await;
+    let under_way = |at_least: i64| {
+        let client = &client;
+        async move {
+            wait_for("the burst to go on", Duration::from_secs(30), || async {
+                (head(client).await >= at_least).then_some(())
+            })
+            .await
+        }
+    };
+    under_way(start + 40).await;
+    nats.kill();
+    // Writes go on while the bus is down, then it comes back.
+    let down = head(&client).await;
+    under_way(down + 40).await;
+    nats.run().await;
+    burst::join(writers).await;
+    let until = barrier(&client).await;
+    burst::verify(&client, until).await;
+    let expected = stored_per_room(&client, until).await;
+    receives_exactly(&mut wb, &expected, "b").await;
 }
 
 /// A suffix that keeps parallel tests' streams apart.
