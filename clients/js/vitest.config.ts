@@ -1,6 +1,7 @@
 import { defineConfig } from "vitest/config";
 
-// Three tiers: unit tests over a fake socket (fake timers, no I/O);
+// Three tiers: unit tests over a fake socket (fake timers, no I/O), with
+// the type-level tests beside them;
 // integration tests against the real relay and Postgres; one browser test
 // in real Chromium. `npm test` runs all three.
 export default defineConfig({
@@ -11,6 +12,8 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           environment: "node",
+          // The type-level tests (`*.test-d.ts`) are checked by tsc, never run.
+          typecheck: { enabled: true, include: ["test/unit/**/*.test-d.ts"], tsconfig: "./tsconfig.types.json" },
         },
       },
       {

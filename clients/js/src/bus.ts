@@ -1,8 +1,8 @@
 /**
- * Handlers by event name, for the seed's API where a handler listens to an
- * event (`content-created`) rather than to a room. The same stored event
- * reaches every joined room it was sent to (say `content_42` and
- * `user_7`), always with one seq; the bus hands it to each handler once.
+ * Handlers by event name, for listening to an event wherever it comes from
+ * rather than to one room. The same stored event reaches every joined room
+ * it was sent to (say a document's room and its author's), always with one
+ * seq; the bus hands it to each handler once.
  */
 
 import { callSafely } from "./listeners.js";
@@ -46,9 +46,14 @@ export class EventBus {
   }
 
   /** Hands an event frame to the handlers of its name, a stored event only the first time its seq is seen. */
-  dispatch(frame: EventFrame): void {
+  dispatch(frame: EventFrame<unknown, string, unknown>): void {
     if (typeof frame.seq === "number" && !this.recent.add(frame.seq)) return;
     this.emit(frame.event, frame);
+  }
+
+  /** Removes every handler. */
+  clear(): void {
+    this.handlers.clear();
   }
 
   /** Hands `payload` to the handlers of `name`. */

@@ -1,12 +1,16 @@
 /**
  * The client: one connection to the relay at a time, replaced after every
  * drop, with the rooms, cursors and token carried from one to the next.
+ * It is generic over the app's events map (`createClient<RowcastEvents>`),
+ * which types the frames it hands out; it knows no event names itself.
  */
 
 import { Backoff, reconnectOptions, type ReconnectOptions } from "./backoff.js";
+import { EventBus } from "./bus.js";
 import { memoryCursors, type CursorStore } from "./cursors.js";
+import type { EventMap, FrameOf, ListenedName, UntypedEvents } from "./events.js";
 import { Listeners } from "./listeners.js";
-import { CloseCode, RowcastError, type ClientFrame, type EventFrame, type OkReply, type ServerFrame, type Welcome } from "./protocol.js";
+import { CloseCode, RowcastError, type ClientFrame, type OkReply, type ServerFrame, type Welcome } from "./protocol.js";
 import { Requests } from "./requests.js";
 import { Rooms, type SubscribeOptions, type Subscription } from "./subscriptions.js";
 import { Connection, type Ended, type WebSocketConstructor } from "./socket.js";
@@ -38,15 +42,20 @@ export interface ClientOptions {
   tokenRefreshLeadMs?: number;
 }
 
-/** Notifications of `client.on`. */
-export interface ClientEvents {
+/** The client's own notifications, `client.on("status")` and `client.on("event")`. */
+export interface ClientEvents<Events extends EventMap<Events> = UntypedEvents> {
   status: Status;
   /** Every event frame delivered to a room's subscriptions, and those of rooms nobody subscribed (`broadcast`). */
-  event: EventFrame;
+  event: FrameOf<Events>;
 }
 
-export function createClient(options: ClientOptions): RowcastClient {
-  return new RowcastClient(options);
+/**
+ * A client, typed by the app's events map when one is given
+ * (`createClient<RowcastEvents>(...)`, the map `rowcast types` generates);
+ * without one, event names are strings and `data` a record of unknown values.
+ */
+export function createClient<Events extends EventMap<Events> = UntypedEvents>(options: ClientOptions): RowcastClient<Events> {
+  return new RowcastClient<Events>(options);
 }
 
 /**
@@ -62,9 +71,14 @@ export function createClient(options: ClientOptions): RowcastClient {
  *   still waits its backoff delay, which only grows until a connection has
  *   stayed open `stableAfterMs`: never a tight loop.
  * - `emit` sends only on an open connection and rejects otherwise: ephemeral
- *   events are never queued (stale typing is worse than none).
+ *   events are never queued (a stale typing indicator is worse than none).
+ * - A listener of one event name (`on(name, listener)`) gets each stored
+ *   event once, whichever of the joined rooms it came through.
+ *
+ * `Events` only types what the client hands out; frames are not checked
+ * against it at run time.
  */
-export class RowcastClient {
+export class RowcastClient<Events extends EventMap<Events> = UntypedEvents> {
   private readonly url: string;
   private readonly WebSocket: WebSocketConstructor;
   private readonly reconnect: ReconnectOptions;
@@ -77,6 +91,8 @@ export class RowcastClient {
     status: new Listeners(),
     event: new Listeners(),
   };
+  /** Listeners by event name. */
+  private readonly named = new EventBus();
   private connection: Connection | undefined;
   private currentStatus: Status = "connecting";
   private everOpened = false;
@@ -114,7 +130,7 @@ export class RowcastClient {
   }
 
   /** Receives a room's events (see `SubscribeOptions`); rooms are joined once however many subscribe. */
-  subscribe<Data = Record<string, unknown>>(room: string, options: SubscribeOptions<Data> = {}): Subscription {
+  subscribe(room: string, options: SubscribeOptions<Events> = {}): Subscription {
     if (this.closed) throw new Error("rowcast client is closed");
     return this.rooms.subscribe(room, options as SubscribeOptions);
   }
@@ -127,9 +143,19 @@ export class RowcastClient {
     return this.request({ type: "emit", room, event, data });
   }
 
-  /** Listens to `status` changes or to every delivered `event`; returns the function that stops it. */
-  on<K extends keyof ClientEvents>(name: K, callback: (value: ClientEvents[K]) => void): () => void {
-    return this.listeners[name].add(callback);
+  /** Listens to status changes; returns the function that stops it. */
+  on(name: "status", listener: (status: Status) => void): () => void;
+  /** Listens to every delivered event frame, once per room it reached; returns the function that stops it. */
+  on(name: "event", listener: (frame: FrameOf<Events>) => void): () => void;
+  /**
+   * Listens to one event of the map in every room this client is in, each
+   * stored event once even when it came through several rooms; returns the
+   * function that stops it.
+   */
+  on<Name extends ListenedName<Events>>(name: Name, listener: (frame: FrameOf<Events, Name>) => void): () => void;
+  on(name: string, listener: (value: any) => void): () => void {
+    if (name === "status" || name === "event") return this.listeners[name].add(listener);
+    return this.named.on(name, listener);
   }
 
   /** The last stored seq delivered for `room`, or its stored cursor. */
@@ -147,6 +173,7 @@ export class RowcastClient {
     this.setStatus("closed");
     this.listeners.status.clear();
     this.listeners.event.clear();
+    this.named.clear();
   }
 
   private async connect(refused: boolean): Promise<void> {
@@ -184,7 +211,9 @@ export class RowcastClient {
     switch (frame.type) {
       case "event":
         if (typeof frame.seq === "number") this.noteHead(frame.seq);
-        if (this.rooms.deliver(frame) !== "dropped") this.listeners.event.emit(frame);
+        if (this.rooms.deliver(frame) === "dropped") break;
+        this.listeners.event.emit(frame);
+        this.named.dispatch(frame);
         break;
       case "reply":
         if (frame.ok && typeof frame.head === "number") this.noteHead(frame.head);
@@ -235,6 +264,18 @@ export class RowcastClient {
 function wasRefused(ended: Ended): boolean {
   if (ended.code === CloseCode.TokenExpired || ended.httpStatus === 401) return true;
   return !ended.welcomed && !ended.explained && !ended.timedOut;
+}
+
+/**
+ * The WebSocket endpoint for a relay's base URL: `ws://host:3001` (or
+ * `http://`) becomes `ws://host:3001/v1/ws`; a URL with a path is kept.
+ */
+export function endpointUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.protocol === "http:") parsed.protocol = "ws:";
+  if (parsed.protocol === "https:") parsed.protocol = "wss:";
+  if (parsed.pathname === "" || parsed.pathname === "/") parsed.pathname = "/v1/ws";
+  return parsed.toString();
 }
 
 function checkedUrl(url: string): string {

@@ -36,17 +36,19 @@ export interface Welcome {
  * An event frame. Stored events carry `seq` (global, increasing in commit
  * order, the same in every room the event went to) and `at`; ephemeral
  * events (client emits, presence-free extras) carry `from` and no `seq`.
+ * A client typed with an events map hands out `FrameOf<Events, Name>`,
+ * this frame with `event`, `data` and `old` narrowed to that event.
  */
-export interface EventFrame<Data = Record<string, unknown>> {
+export interface EventFrame<Data = Record<string, unknown>, Name extends string = string, Old = Partial<Data>> {
   type: "event";
   room: string;
-  event: string;
+  event: Name;
   seq?: number;
   /** Commit time (RFC 3339, UTC) of a stored event. */
   at?: string;
   data: Data;
   /** On updates: the previous values of the exposed columns that changed. */
-  old?: Partial<Data>;
+  old?: Old;
   /** The sender's `sub`, on ephemeral events. */
   from?: string;
   /** How many changes or emits a coalesced frame stands for. */

@@ -1,57 +1,42 @@
 /**
- * React bindings: the seed's `useRealtime(token, serverUrl)` hook, and
- * `useRoom(room, handler)` for one room's events. Components share one
- * client per URL, closed when the last of them unmounts.
+ * React bindings: `useRealtime(token, serverUrl)`, one connection per URL
+ * shared by every component using it and closed when the last of them
+ * unmounts, and `useRoom(room, handler)` for one room's events. Both are
+ * typed by the app's events map (`useRealtime<RowcastEvents>(...)`) and
+ * know no event names; the demo schema's named functions
+ * (`@rowcast/client/demo/react`) are built on top of them.
  */
 
 import { createContext, createElement, useContext, useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 
 import { EventBus, type Handler } from "./bus.js";
-import {
-  CATALOG_EVENTS,
-  ROOM_KINDS,
-  endpointUrl,
-  joinerName,
-  registrarName,
-  roomOf,
-  sendMessage,
-  type CatalogEvent,
-  type JoinerName,
-  type RegistrarName,
-  type RoomKind,
-} from "./catalog.js";
-import { createClient, type ClientOptions, type RowcastClient, type Status } from "./client.js";
-import type { EventFrame } from "./protocol.js";
+import { createClient, endpointUrl, type ClientOptions, type RowcastClient, type Status } from "./client.js";
+import type { EventMap, EventName, FrameOf, UntypedEvents } from "./events.js";
+import { RowcastError, type OkReply } from "./protocol.js";
 import type { GapInfo, Subscription } from "./subscriptions.js";
 
-/** The seed's status object. */
+/** The connection's state, as the seed's hook reported it. */
 export interface ConnectionStatus {
   connected: boolean;
   status: Status;
 }
 
-/** `onContentCreated(handler)` and so on, one per catalog event; each returns its unsubscribe function. */
-export type EventRegistrars = {
-  [E in CatalogEvent as RegistrarName<E>]: (handler: (frame: EventFrame) => void) => () => void;
-};
-
-/** `joinContentRoom(id)` and so on; each returns the function that leaves again. */
-export type RoomJoiners = {
-  [K in RoomKind as JoinerName<K>]: (id: string | number) => () => void;
-};
-
-export type RealtimeApi = EventRegistrars &
-  RoomJoiners & {
-    connectionStatus: ConnectionStatus;
-    /** An ephemeral `message` (`{ text }`) to `user_{userId}`; resolves whether the relay accepted it. */
-    sendMessage(userId: string | number, text: string): Promise<boolean>;
-    /** A handler for any event name. */
-    on(event: string, handler: Handler): () => void;
-    /** Joins any room; returns the function that leaves again. */
-    joinRoom(room: string): () => void;
-    /** The shared client once connected (for `RealtimeProvider`), else `undefined`. */
-    client: RowcastClient | undefined;
-  };
+/** What `useRealtime` returns. Everything but `connectionStatus` and `client` is stable across renders. */
+export interface Realtime<Events extends EventMap<Events> = UntypedEvents> {
+  connectionStatus: ConnectionStatus;
+  /**
+   * Listens to one event in every room the shared connection joined, each
+   * stored event once even when it came through several rooms; returns the
+   * function that stops it.
+   */
+  on<Name extends EventName<Events>>(name: Name, handler: (frame: FrameOf<Events, Name>) => void): () => void;
+  /** Joins a room while this component wants it; returns the function that leaves again. */
+  joinRoom(room: string): () => void;
+  /** An ephemeral event to a joined room, as `client.emit`: rejects (`offline`) when not connected, never queued. */
+  emit(room: string, event: string, data?: Record<string, unknown>): Promise<OkReply>;
+  /** The shared client once connected (for `RealtimeProvider`), else `undefined`. */
+  client: RowcastClient<Events> | undefined;
+}
 
 /** Options of the shared client, taken from the first component that creates it. */
 export type HookOptions = Omit<ClientOptions, "url" | "token">;
@@ -99,6 +84,9 @@ interface Wanted {
   subscription: Subscription | undefined;
 }
 
+/** The stable part of `Realtime`. */
+type Stable<Events extends EventMap<Events>> = Pick<Realtime<Events>, "on" | "joinRoom" | "emit">;
+
 /**
  * What one mounted hook holds across renders: its handlers and the rooms it
  * joined. Both are kept while no client is attached (before the effect
@@ -132,28 +120,34 @@ class HookSession {
     };
   }
 
-  /** The stable part of the hook's result. */
-  api(): Omit<RealtimeApi, "connectionStatus" | "client"> {
-    const api: Record<string, unknown> = {
-      sendMessage: (userId: string | number, text: string) => sendMessage(this.client, userId, text),
-      on: (event: string, handler: Handler) => this.bus.on(event, handler),
-      joinRoom: (room: string) => this.join(room),
+  emit(room: string, event: string, data: Record<string, unknown> = {}): Promise<OkReply> {
+    if (!this.client) return Promise.reject(new RowcastError("offline", "not connected; ephemeral events are never queued"));
+    return this.client.emit(room, event, data);
+  }
+
+  api<Events extends EventMap<Events>>(): Stable<Events> {
+    return {
+      on: (name: string, handler: Handler) => this.bus.on(name, handler),
+      joinRoom: (room) => this.join(room),
+      emit: (room, event, data) => this.emit(room, event, data),
     };
-    for (const event of CATALOG_EVENTS) api[registrarName(event)] = (handler: Handler) => this.bus.on(event, handler);
-    for (const kind of ROOM_KINDS) api[joinerName(kind)] = (id: string | number) => this.join(roomOf(kind, id));
-    return api as Omit<RealtimeApi, "connectionStatus" | "client">;
   }
 }
 
 /**
- * The seed's hook. Connects when `token` is set (a base URL like
- * `ws://localhost:3001` gets `/v1/ws`), shares the connection with every
- * other component using the same URL, and cleans up on unmount: handlers
- * removed, rooms left (once no component wants them), the connection
- * closed with the last user. A new `token` does not reconnect: it is used
- * for the next connection and sent as `auth` before the current one expires.
+ * Connects when `token` is set (a base URL like `ws://localhost:3001` gets
+ * `/v1/ws`), shares the connection with every other component using the
+ * same URL, and cleans up on unmount: handlers removed, rooms left (once no
+ * component wants them), the connection closed with the last user. A new
+ * `token` does not reconnect: it is used for the next connection and sent
+ * as `auth` before the current one expires. `Events` types `on` and
+ * `client` (`useRealtime<RowcastEvents>(token, url)`).
  */
-export function useRealtime(token: string | null | undefined, serverUrl: string, options: HookOptions = {}): RealtimeApi {
+export function useRealtime<Events extends EventMap<Events> = UntypedEvents>(
+  token: string | null | undefined,
+  serverUrl: string,
+  options: HookOptions = {},
+): Realtime<Events> {
   const url = endpointUrl(serverUrl);
   const [session] = useState(() => new HookSession());
   const [client, setClient] = useState<RowcastClient>();
@@ -187,23 +181,30 @@ export function useRealtime(token: string | null | undefined, serverUrl: string,
     // Only the token's presence (re)connects; a new token is picked up by the effect above.
   }, [url, hasToken, session]);
 
-  const stable = useMemo(() => session.api(), [session]);
+  const stable = useMemo(() => session.api<Events>(), [session]);
   return useMemo(
-    () => ({ ...stable, client, connectionStatus: { connected: status === "open", status } }) as RealtimeApi,
+    () => ({
+      ...stable,
+      client: client as RowcastClient<Events> | undefined,
+      connectionStatus: { connected: status === "open", status },
+    }),
     [stable, client, status],
   );
 }
 
-const RealtimeContext = createContext<RowcastClient | undefined>(undefined);
+/** Any client: its type parameter only types what it hands out, so one context serves every map. */
+type AnyClient = RowcastClient<any>;
+
+const RealtimeContext = createContext<AnyClient | undefined>(undefined);
 
 /** Provides a client to `useRoom` below it. */
-export function RealtimeProvider(props: { client: RowcastClient | undefined; children?: ReactNode }): ReactNode {
+export function RealtimeProvider(props: { client: AnyClient | undefined; children?: ReactNode }): ReactNode {
   return createElement(RealtimeContext.Provider, { value: props.client }, props.children);
 }
 
-export interface UseRoomOptions {
-  /** The client to use instead of the `RealtimeProvider`'s. */
-  client?: RowcastClient;
+export interface UseRoomOptions<Events extends EventMap<Events> = UntypedEvents> {
+  /** The client to use instead of the `RealtimeProvider`'s; a typed one types the handler's frames. */
+  client?: RowcastClient<Events>;
   since?: number;
   onGap?(info: GapInfo): void;
   onLeft?(reason: string): void;
@@ -212,21 +213,22 @@ export interface UseRoomOptions {
 /**
  * Calls `handler` with each event of `room` (stored ones exactly once, in
  * seq order, across reconnects) while the component is mounted. Changing
- * `handler` does not rejoin; changing `room` leaves the old one.
+ * `handler` does not rejoin; changing `room` leaves the old one. The frames
+ * are typed by the `client` option's map, or by `useRoom<Events>(...)`.
  */
-export function useRoom<Data = Record<string, unknown>>(
+export function useRoom<Events extends EventMap<Events> = UntypedEvents>(
   room: string | null | undefined,
-  handler: (frame: EventFrame<Data>) => void,
-  options: UseRoomOptions = {},
+  handler: (frame: FrameOf<Events>) => void,
+  options: UseRoomOptions<Events> = {},
 ): void {
-  const provided = useContext(RealtimeContext);
+  const provided = useContext(RealtimeContext) as RowcastClient<Events> | undefined;
   const client = options.client ?? provided;
   const latest = useRef({ handler, options });
   latest.current = { handler, options };
 
   useEffect(() => {
     if (!client || !room) return;
-    const subscription = client.subscribe<Data>(room, {
+    const subscription = client.subscribe(room, {
       since: latest.current.options.since,
       onEvent: (frame) => latest.current.handler(frame),
       onGap: (info) => latest.current.options.onGap?.(info),

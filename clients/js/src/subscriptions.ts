@@ -7,6 +7,7 @@
 
 import { Backoff } from "./backoff.js";
 import type { CursorStore } from "./cursors.js";
+import type { EventMap, FrameOf, UntypedEvents } from "./events.js";
 import { callSafely } from "./listeners.js";
 import type { EventFrame, JoinReply, OkReply, RowcastError } from "./protocol.js";
 
@@ -19,7 +20,8 @@ export interface GapInfo {
   head: number;
 }
 
-export interface SubscribeOptions<Data = Record<string, unknown>> {
+/** How to follow one room; `Events` types the frames `onEvent` gets. */
+export interface SubscribeOptions<Events extends EventMap<Events> = UntypedEvents> {
   /**
    * Replay the stored events after this seq. Defaults to the room's stored
    * cursor; with neither, the subscription is live from now on. Used by the
@@ -28,7 +30,7 @@ export interface SubscribeOptions<Data = Record<string, unknown>> {
    */
   since?: number;
   /** Each stored event once, in seq order; ephemeral events as they come. */
-  onEvent?(frame: EventFrame<Data>): void;
+  onEvent?(frame: FrameOf<Events>): void;
   /** The relay no longer holds all events after the cursor: reload state. */
   onGap?(info: GapInfo): void;
   /** The relay removed this client from the room (protocol 1.1 `left`); it is not rejoined. */

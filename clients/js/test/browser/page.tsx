@@ -6,7 +6,7 @@
 import { StrictMode, useCallback, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 
-import useRealtime, { RealtimeProvider, useRoom } from "../../src/react.js";
+import useRealtime, { RealtimeProvider, useRoom } from "../../src/demo/react.js";
 
 interface Probe {
   sockets: WebSocket[];

@@ -1,8 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { EventBus } from "../../src/bus.js";
-import { CATALOG_EVENTS, endpointUrl, joinerName, registrarName, ROOM_KINDS } from "../../src/catalog.js";
-import { RealtimeClient } from "../../src/compat.js";
+import { endpointUrl } from "../../src/client.js";
+import { CATALOG_EVENTS, joinerName, registrarName, ROOM_KINDS } from "../../src/demo/catalog.js";
+import { RealtimeClient } from "../../src/demo/compat.js";
 import { fakeWebSocket, settle } from "./fake-socket.js";
 import { stored } from "./harness.js";
 

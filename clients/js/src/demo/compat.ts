@@ -4,14 +4,16 @@
  * `disconnect`, so code written against it only changes its import.
  * Handlers receive the protocol's event frame (`data`, `old`, `seq`,
  * `room`), as the relay's Socket.IO endpoint delivers it; `connect` and
- * `disconnect` are emitted like Socket.IO's.
+ * `disconnect` are emitted like Socket.IO's. This is the demo schema's API
+ * (`@rowcast/client/compat`); an app on its own schema uses the core client.
  */
 
-import { EventBus, type Handler } from "./bus.js";
-import { emitAccepted, endpointUrl, roomOf, sendMessage, type RoomKind } from "./catalog.js";
-import { createClient, type ClientOptions, type RowcastClient, type Status } from "./client.js";
-import type { Subscription } from "./subscriptions.js";
-import type { TokenSource } from "./token.js";
+import { EventBus, type Handler } from "../bus.js";
+import { createClient, endpointUrl, type ClientOptions, type RowcastClient, type Status } from "../client.js";
+import type { FrameOf } from "../events.js";
+import type { Subscription } from "../subscriptions.js";
+import type { TokenSource } from "../token.js";
+import { emitAccepted, roomOf, sendMessage, type CatalogEvent, type DemoEvents, type RoomKind } from "./catalog.js";
 
 /** Options of `connect` beyond the seed's two arguments. */
 export type ConnectOptions = Omit<ClientOptions, "url" | "token">;
@@ -23,16 +25,16 @@ export type ConnectOptions = Omit<ClientOptions, "url" | "token">;
  * through two joined rooms; `sendMessage` never queues and never throws.
  */
 export class RealtimeClient {
-  private client: RowcastClient | undefined;
+  private client: RowcastClient<DemoEvents> | undefined;
   private readonly bus = new EventBus();
   /** Joined rooms; kept from before `connect` too, as Socket.IO buffers early emits. */
   private readonly rooms = new Map<string, Subscription | undefined>();
   private wasOpen = false;
 
   /** Connects to `url` (`ws://host:3001` gets `/v1/ws`); a previous connection is closed. */
-  connect(url: string, token: TokenSource, options: ConnectOptions = {}): RowcastClient {
+  connect(url: string, token: TokenSource, options: ConnectOptions = {}): RowcastClient<DemoEvents> {
     this.close();
-    const client = createClient({ ...options, url: endpointUrl(url), token });
+    const client = createClient<DemoEvents>({ ...options, url: endpointUrl(url), token });
     this.client = client;
     client.on("event", (frame) => this.bus.dispatch(frame));
     client.on("status", (status) => this.onStatus(status));
@@ -40,7 +42,12 @@ export class RealtimeClient {
     return client;
   }
 
-  /** Listens to an event name (or `connect` / `disconnect`); returns the function that stops it. */
+  /** Listens to a catalog event; returns the function that stops it. */
+  on<E extends CatalogEvent>(event: E, handler: (frame: FrameOf<DemoEvents, E>) => void): () => void;
+  /** `connect` once a connection opens; `disconnect`, with the status, when it ends. */
+  on(event: "connect" | "disconnect", handler: (status?: Status) => void): () => void;
+  /** Listens to any other event name. */
+  on(event: string, handler: Handler): () => void;
   on(event: string, handler: Handler): () => void {
     return this.bus.on(event, handler);
   }
@@ -55,7 +62,7 @@ export class RealtimeClient {
   }
 
   /** The core client underneath, for what the seed's API lacks (cursors, `lastSeq`). */
-  get core(): RowcastClient | undefined {
+  get core(): RowcastClient<DemoEvents> | undefined {
     return this.client;
   }
 
