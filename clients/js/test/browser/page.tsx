@@ -1,12 +1,15 @@
 /**
- * The test page: the seed's hook under StrictMode, plus `useRoom` on the
- * same room, with a WebSocket that counts the frames the page sends.
+ * The test page: the demo's seed hook under StrictMode, plus `useRoom` on
+ * the same room and the core hook typed with the generated demo map on the
+ * same connection, with a WebSocket that counts the frames the page sends.
  */
 
 import { StrictMode, useCallback, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 
 import useRealtime, { RealtimeProvider, useRoom } from "../../src/demo/react.js";
+import type { RowcastEvents } from "../../src/demo/events.js";
+import { useRealtime as useCoreRealtime } from "../../src/react.js";
 
 interface Probe {
   sockets: WebSocket[];
@@ -54,6 +57,7 @@ function App() {
           <li key={i}>{title}</li>
         ))}
       </ul>
+      <CoreTitles />
       {/* Mounted once the connection is open, so StrictMode's double mount happens while joins go out at once. */}
       {connectionStatus.connected && (
         <RealtimeProvider client={client}>
@@ -61,6 +65,20 @@ function App() {
         </RealtimeProvider>
       )}
     </main>
+  );
+}
+
+/** The core hook on the same URL: the same connection, its `on` typed by the generated map. */
+function CoreTitles() {
+  const { on } = useCoreRealtime<RowcastEvents>(token, serverUrl);
+  const [titles, setTitles] = useState<string[]>([]);
+  useEffect(() => on("content-updated", (frame) => setTitles((seen) => [...seen, String(frame.data.title)])), [on]);
+  return (
+    <ul id="core-titles">
+      {titles.map((title, i) => (
+        <li key={i}>{title}</li>
+      ))}
+    </ul>
   );
 }
 

@@ -1,7 +1,8 @@
 /**
  * The React bindings in real Chromium against the real relay: under
  * StrictMode the room is joined exactly once, a row written in SQL shows up
- * on the page, and unmounting closes the connection.
+ * on the page (through the demo's named hook and the core hook sharing its
+ * connection), and unmounting closes the connection.
  */
 
 import { once } from "node:events";
@@ -81,12 +82,14 @@ it("joins once under StrictMode, shows a row written in SQL, and closes on unmou
   const title = `From SQL ${Date.now()}`;
   await db.query("UPDATE content SET title = $1 WHERE id = 1", [title]);
   await page.waitForSelector(`#titles li:text-is("${title}")`, { timeout: 20_000 });
+  await page.waitForSelector(`#core-titles li:text-is("${title}")`, { timeout: 20_000 });
   await page.waitForFunction(() => document.querySelector("#room-seq")?.textContent !== "none", undefined, { timeout: 10_000 });
 
   expect(await page.textContent("#status")).toBe("open");
   expect(await sentJoins(page, "content_1")).toBe(1);
   expect(await page.evaluate(() => (window as any).probe.sockets.length)).toBe(1);
   expect(await page.locator("#titles li").count()).toBe(1);
+  expect(await page.locator("#core-titles li").count()).toBe(1);
 
   await page.evaluate(() => (window as any).probe.unmount());
   await page.waitForFunction(() => (window as any).probe.sockets[0].readyState === WebSocket.CLOSED, undefined, { timeout: 10_000 });
