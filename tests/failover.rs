@@ -25,6 +25,10 @@ use tokio_postgres::Client;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+in_both_modes! {
+    an_outbox_that_went_back_is_a_gap_and_no_seq_is_reused => outbox_went_back,
+}
+
 /// A relay binary whose stderr goes to a file the test reads.
 struct LoggedRelay {
     process: RelayProcess,
@@ -575,4 +579,69 @@ async fn trigger_capture_keeps_every_change_across_a_promotion() {
     assert!(!after.gap, "{}", after.relay.text());
     assert_eq!(after.gaps, 0);
     assert_eq!(after.received, (11..=60).collect::<Vec<i64>>());
+}
+
+/// What an asynchronous failover does to the outbox: the newest events a
+/// running node delivered are not on the promoted standby. The node stores
+/// a gap marker above everything it delivered, so no seq is used twice and
+/// every resume from before the marker says gap.
+async fn outbox_went_back(mode: &str) {
+    let (_db, client, relay) = basic_relay(mode).await;
+    let (mut member, _) = join_since(relay.addr, "user_1", 0).await;
+    insert_content(&client, 100..=102).await;
+    assert_eq!(
+        content_frames_until(&mut member, 102).await,
+        vec![100, 101, 102]
+    );
+    let delivered = barrier_delivered(&client, &relay).await;
+    let lost: Vec<i64> = client
+        .query(
+            "SELECT seq FROM realtime.outbox WHERE event = 'content-created' AND (data->>'id')::int >= 101",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let kept = lost[0] - 1;
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             DELETE FROM realtime.outbox_rooms WHERE seq > {kept};
+             DELETE FROM realtime.outbox WHERE seq > {kept};
+             UPDATE realtime.state SET head = {kept};
+             COMMIT;"
+        ))
+        .await
+        .unwrap();
+
+    insert_content(&client, 103..=103).await;
+    assert_eq!(member.closed().await, 1001, "sent to resume");
+    let stored = wait_for("the gap marker", DEADLINE, || async {
+        let found = gaps(&client).await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    let marker = stored[0].0;
+    assert!(
+        marker > delivered,
+        "marker {marker} above delivered {delivered}"
+    );
+    barrier(&client).await;
+    let seq_103: i64 = client
+        .query_one(
+            "SELECT seq FROM realtime.outbox WHERE event = 'content-created' AND (data->>'id')::int = 103",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(seq_103 > marker, "no seq is reused");
+    let (_ws, reply) = join_since(relay.addr, "user_1", lost[0]).await;
+    assert_eq!(reply["gap"], true, "{reply}");
+    let (mut ws, reply) = join_since(relay.addr, "user_1", marker).await;
+    assert_ne!(reply["gap"], true, "{reply}");
+    assert_eq!(content_frames_until(&mut ws, 103).await, vec![103]);
+    stop_relay(relay).await;
 }
