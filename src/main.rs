@@ -70,6 +70,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if settings
+        .routes
+        .as_ref()
+        .is_none_or(|p| p.as_os_str().is_empty())
+    {
+        return Err(ConfigError::new(
+            "ROWCAST_ROUTES",
+            "not set: `rowcast serve` needs the routes file of your schema (--routes or ROWCAST_ROUTES; start from routes.toml and docs/routes.md); `rowcast dev` runs the demo with its routes built in",
+        )
+        .into());
+    }
     let config = Config::load(&settings)?;
     rowcast::telemetry::init_logs(config.debug);
     let shutdown = Shutdown::new();

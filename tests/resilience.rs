@@ -162,6 +162,23 @@ async fn bad_settings_fail_with_one_line() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The demo's routes are built into `rowcast dev` only: `serve` without a
+/// routes file exits 1 with one line that says what to do.
+#[tokio::test]
+async fn serve_without_a_routes_file_exits_with_one_line() {
+    let db = TestDb::demo().await;
+    let output = relay_binary(&["serve"], &[("DATABASE_URL", &db.url)])
+        .env_remove("ROWCAST_ROUTES")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run rowcast");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_one_clear_line(&stderr, "ROWCAST_ROUTES");
+    assert!(stderr.contains("rowcast dev"), "{stderr}");
+}
+
 #[tokio::test]
 async fn migrate_applies_the_schema_before_or_after_the_demo() {
     let db = TestDb::blank().await;

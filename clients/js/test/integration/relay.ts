@@ -11,6 +11,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
 import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
 
 import pg from "pg";
 
@@ -119,6 +120,9 @@ export class TestDatabase {
   }
 }
 
+/** The demo schema's routes file at the repository's root. */
+const DEMO_ROUTES = fileURLToPath(new URL("../../../../routes.toml", import.meta.url));
+
 /** `rowcast serve` (or another subcommand) on one port for the whole test, across kills and restarts. */
 export class Relay {
   private child: ChildProcess | undefined;
@@ -169,6 +173,7 @@ export class Relay {
         SOCKET_PORT: String(this.port),
         ROWCAST_BIND: "127.0.0.1",
         ROWCAST_CAPTURE: "trigger",
+        ROWCAST_ROUTES: DEMO_ROUTES,
         ROWCAST_POLL_INTERVAL: "200ms",
         ROWCAST_STARTUP_TIMEOUT: "5s",
         ROWCAST_DB_POOL: "4",
