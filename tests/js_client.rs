@@ -9,8 +9,7 @@ use common::node;
 
 #[test]
 fn js_client_suite() {
-    if let Some(why) = node::missing() {
-        println!("skipping the JS client tests: {why}");
+    if !common::required("node", node::missing().map(str::to_string)) {
         return;
     }
     // Another cargo run in this checkout would share node_modules and dist/.

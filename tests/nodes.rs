@@ -6,8 +6,8 @@
 //!
 //! Each scenario runs over the Postgres bus and over NATS
 //! (`ROWCAST_BUS=nats://127.0.0.1:4222`, a stream of its own per test);
-//! the NATS variant is skipped, with a message, when no server listens
-//! there.
+//! the NATS variant fails when no server listens there (unless
+//! `ROWCAST_TEST_SKIP=nats`).
 
 mod common;
 
@@ -43,15 +43,20 @@ impl NatsBus {
     /// A bus on the server at [`NATS`], or `None` (and a message saying
     /// the test is skipped) when none is reachable.
     fn reachable(test: &str) -> Option<Self> {
-        if !cfg!(feature = "nats") {
-            eprintln!("skipped {test} over NATS: built without the `nats` feature");
+        if !required(
+            "nats",
+            (!cfg!(feature = "nats")).then(|| format!("{test}: built without the `nats` feature")),
+        ) {
             return None;
         }
         let addr: SocketAddr = NATS.parse().unwrap();
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-            eprintln!(
-                "skipped {test} over NATS: no NATS server at {NATS} (start `nats-server -js` there to run it)"
-            );
+        let down = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err();
+        if !required(
+            "nats",
+            down.then(|| {
+                format!("{test}: no NATS server at {NATS} (start `nats-server -js` there)")
+            }),
+        ) {
             return None;
         }
         Some(Self {
@@ -104,10 +109,15 @@ impl PrivateNats {
                 .output()
                 .is_ok_and(|o| o.status.success())
         });
-        let Some(binary) = binary else {
-            eprintln!("skipped {test}: no nats-server binary");
+        if !required(
+            "nats",
+            binary
+                .is_none()
+                .then(|| format!("{test}: no nats-server binary")),
+        ) {
             return None;
-        };
+        }
+        let binary = binary?;
         let port = rowcast_devkit::process::free_port();
         let store =
             std::env::temp_dir().join(format!("rowcast-nats-{}-{port}", std::process::id()));
@@ -167,8 +177,10 @@ impl Drop for PrivateNats {
 /// the follower's clients get every event exactly once, in order; the
 /// outbox covers the outage.
 async fn nats_server_killed(capture: &str) {
-    if !cfg!(feature = "nats") {
-        eprintln!("skipped nats_server_killed: built without the `nats` feature");
+    if !required(
+        "nats",
+        (!cfg!(feature = "nats")).then(|| "built without the `nats` feature".to_string()),
+    ) {
         return;
     }
     let Some(mut nats) = PrivateNats::start("nats_server_killed").await else {

@@ -17,13 +17,7 @@ use serde_json::{json, Value};
 
 /// Whether the Node clients can run here (says why not when they cannot).
 fn node_available() -> bool {
-    match common::node::missing() {
-        Some(why) => {
-            println!("skipping the Socket.IO tests: {why}");
-            false
-        }
-        None => true,
-    }
+    common::required("node", common::node::missing().map(str::to_string))
 }
 
 /// A demo database with users and a public post 10 by user 1.

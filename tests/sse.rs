@@ -316,8 +316,7 @@ async fn a_room_taken_away_is_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_event_source_resumes_across_a_relay_restart() {
-    if let Some(why) = common::node::missing() {
-        println!("skipping the browser EventSource test: {why}");
+    if !common::required("node", common::node::missing().map(str::to_string)) {
         return;
     }
     let (db, client) = content_db().await;

@@ -58,8 +58,7 @@ export { created, wrong, orphan, old };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declarations_type_check_with_tsc() {
-    if let Some(why) = node::missing() {
-        println!("skipping the `rowcast types` tsc test: {why}");
+    if !common::required("node", node::missing().map(str::to_string)) {
         return;
     }
     let db = TestDb::demo().await;
