@@ -21,6 +21,7 @@ mod fanout;
 mod latency;
 mod node;
 mod nodes;
+mod promotion;
 mod relay;
 mod replay;
 mod report;
@@ -39,7 +40,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Benchmarks of rowcast: latency, capture cost, fan-out, replay, slow
-/// clients, memory over minutes, revocation, failover, the bus between nodes, connections over nodes.
+/// clients, memory over minutes, revocation, failover, the database's promotion, the bus between nodes, connections over nodes.
 #[derive(Debug, Parser)]
 #[command(name = "rowcast-bench", about, long_about = None)]
 struct Cli {
@@ -66,6 +67,8 @@ enum Command {
     Revocation(revocation::Args),
     /// Two nodes: SIGKILL of the leader → first event from the new leader.
     Failover(failover::Args),
+    /// A primary and a standby: promotion of the standby → first event from the new primary.
+    Promotion(promotion::Args),
     /// Two nodes: commit → client on the follower, per bus (Postgres, NATS).
     Bus(bus::Args),
     /// Idle connections spread over several relay nodes: memory per node.
@@ -156,6 +159,7 @@ async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
         Command::Soak(args) => (soak::run(env, &args).await?, args.out),
         Command::Revocation(args) => (revocation::run(env, &args).await?, args.common.out),
         Command::Failover(args) => (failover::run(env, &args).await?, args.common.out),
+        Command::Promotion(args) => (promotion::run(env, &args).await?, args.common.out),
         Command::Bus(args) => (bus::run(env, &args).await?, args.common.out),
         Command::Nodes(args) => (nodes::run(env, &args).await?, args.common.out),
         Command::Smoke(args) => {

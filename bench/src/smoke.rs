@@ -10,7 +10,8 @@ use serde_json::json;
 use crate::env::Env;
 use crate::report::Outcome;
 use crate::{
-    bus, capture, failover, fanout, latency, nodes, replay, revocation, slow, soak, Common,
+    bus, capture, failover, fanout, latency, nodes, promotion, replay, revocation, slow, soak,
+    Common,
 };
 
 /// Options of `smoke`.
@@ -146,6 +147,19 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_
                 capture: vec!["trigger".into()],
                 warmup: 0.5,
                 writers: 2,
+                common: common.clone(),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        promotion::run(
+            env,
+            &promotion::Args {
+                trials: 1,
+                capture: vec!["trigger".into()],
+                url: vec!["multi-host".into()],
+                postgres: None,
                 common: common.clone(),
             },
         )

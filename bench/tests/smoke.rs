@@ -154,6 +154,16 @@ fn the_benchmark_harness_runs_every_scenario() {
             "{run}"
         );
     }
+    for run in runs(&results, "promotion") {
+        assert!(
+            run["first_event_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+            "{run}"
+        );
+        assert!(
+            run["promote_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+            "{run}"
+        );
+    }
     for run in runs(&results, "bus") {
         assert!(count(run, &["samples"]) > 0, "{run}");
     }
