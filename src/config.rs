@@ -34,6 +34,12 @@ impl ConfigError {
     }
 }
 
+impl From<crate::db::UrlError> for ConfigError {
+    fn from(reason: crate::db::UrlError) -> Self {
+        Self::new("DATABASE_URL", reason.to_string())
+    }
+}
+
 /// Everything `rowcast serve` needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -94,16 +100,19 @@ pub enum CaptureMode {
     Auto,
 }
 
+/// A capture mode that is none of `trigger`, `logical` or `auto`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown capture mode `{0}` (expected trigger, logical or auto)")]
+pub struct UnknownCaptureMode(String);
+
 impl FromStr for CaptureMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownCaptureMode;
+    fn from_str(s: &str) -> Result<Self, UnknownCaptureMode> {
         match s.trim().to_ascii_lowercase().as_str() {
             "trigger" => Ok(Self::Trigger),
             "logical" => Ok(Self::Logical),
             "auto" | "" => Ok(Self::Auto),
-            other => Err(format!(
-                "unknown capture mode `{other}` (expected trigger, logical or auto)"
-            )),
+            other => Err(UnknownCaptureMode(other.to_string())),
         }
     }
 }
@@ -141,14 +150,19 @@ pub enum OnCaptureGap {
     Stop,
 }
 
+/// A value of `ROWCAST_ON_CAPTURE_GAP` that is neither `continue` nor `stop`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("must be continue or stop")]
+pub struct UnknownGapPolicy;
+
 impl std::str::FromStr for OnCaptureGap {
-    type Err = String;
+    type Err = UnknownGapPolicy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
             "continue" => Ok(Self::Continue),
             "stop" => Ok(Self::Stop),
-            _ => Err("must be continue or stop".into()),
+            _ => Err(UnknownGapPolicy),
         }
     }
 }
@@ -301,10 +315,9 @@ impl Config {
         Ok(Self {
             database: database(s)?,
             capture: CaptureConfig {
-                mode: s
-                    .capture
-                    .parse()
-                    .map_err(|e| ConfigError::new("ROWCAST_CAPTURE", e))?,
+                mode: s.capture.parse().map_err(|e: UnknownCaptureMode| {
+                    ConfigError::new("ROWCAST_CAPTURE", e.to_string())
+                })?,
                 batch_size: positive("ROWCAST_BATCH_SIZE", s.batch_size)?,
                 poll_interval: duration("ROWCAST_POLL_INTERVAL", &s.poll_interval)?,
                 slot: match s.slot.trim() {
@@ -313,10 +326,9 @@ impl Config {
                 },
                 publication: identifier("ROWCAST_PUBLICATION", &s.publication)?,
                 heartbeat: duration("ROWCAST_HEARTBEAT", &s.heartbeat)?,
-                on_gap: s
-                    .on_capture_gap
-                    .parse()
-                    .map_err(|e| ConfigError::new("ROWCAST_ON_CAPTURE_GAP", e))?,
+                on_gap: s.on_capture_gap.parse().map_err(|e: UnknownGapPolicy| {
+                    ConfigError::new("ROWCAST_ON_CAPTURE_GAP", e.to_string())
+                })?,
             },
             routes: match &s.routes {
                 Some(path) if !path.as_os_str().is_empty() => RoutesSource::File(path.clone()),
@@ -336,22 +348,11 @@ impl Config {
 
 fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
     let url = s.database_url.as_deref().unwrap_or_default();
-    if url.trim().is_empty() {
-        return Err(ConfigError::new(
-            "DATABASE_URL",
-            "not set (for example postgres://user:password@localhost:5432/app)",
-        ));
-    }
-    let (pg, tls) =
-        crate::db::parse_url(url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
-    // An unreadable root certificate is a setting problem: say so now.
-    tls.client_config()
-        .map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
+    let database = DatabaseConfig::from_url(url).map_err(ConfigError::from)?;
     Ok(DatabaseConfig {
-        pg,
-        tls,
         pool_size: positive("ROWCAST_DB_POOL", s.db_pool)?,
         startup_timeout: duration("ROWCAST_STARTUP_TIMEOUT", &s.startup_timeout)?,
+        ..database
     })
 }
 

@@ -97,17 +97,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     rowcast::telemetry::init_logs(args.debug);
     let url = args.database_url.unwrap_or_default();
-    if url.trim().is_empty() {
-        return Err(ConfigError::new("DATABASE_URL", "not set").into());
-    }
-    let (pg, tls) =
-        rowcast::db::parse_url(&url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
-    let database = rowcast::config::DatabaseConfig {
-        pg,
-        tls,
-        pool_size: 1,
-        startup_timeout: std::time::Duration::from_secs(10),
-    };
+    let database = rowcast::config::DatabaseConfig::from_url(&url).map_err(ConfigError::from)?;
     rowcast::schema::migrate(&database).await?;
     tracing::info!(database = %rowcast::db::describe(&database.pg), "schema is up to date");
     Ok(())

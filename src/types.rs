@@ -3,7 +3,6 @@
 //! [`rowcast::route::typescript`] makes of them.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use rowcast::config::{ConfigError, DatabaseConfig};
 use rowcast::route::typescript::{self, ColumnType, ColumnTypes};
@@ -41,18 +40,7 @@ pub async fn run(args: TypesArgs) -> anyhow::Result<()> {
 }
 
 fn database(url: Option<String>) -> Result<DatabaseConfig, ConfigError> {
-    let url = url.unwrap_or_default();
-    if url.trim().is_empty() {
-        return Err(ConfigError::new("DATABASE_URL", "not set"));
-    }
-    let (pg, tls) =
-        rowcast::db::parse_url(&url).map_err(|reason| ConfigError::new("DATABASE_URL", reason))?;
-    Ok(DatabaseConfig {
-        pg,
-        tls,
-        pool_size: 1,
-        startup_timeout: Duration::from_secs(10),
-    })
+    DatabaseConfig::from_url(url.as_deref().unwrap_or_default()).map_err(ConfigError::from)
 }
 
 async fn column_types(database: &DatabaseConfig, router: &Router) -> anyhow::Result<ColumnTypes> {

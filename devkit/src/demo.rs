@@ -1,5 +1,5 @@
 //! The demo application: a schema of users, content, messages, calendars,
-//! media and payments, its authorization and presence rules, and seed rows.
+//! media and payments, its authorization and presence rules, and demo rows.
 //! `rowcast dev` runs on it, and the tests and the bench build their
 //! template databases from it.
 
@@ -8,9 +8,9 @@ pub const SCHEMA: &str = include_str!("../../sql/demo.sql");
 /// The demo's authorization and presence rules.
 pub const AUTHORIZATION: &str = include_str!("../../sql/authorize.sql");
 /// Demo rows.
-pub const SEED: &str = include_str!("../../sql/seed.sql");
+pub const DEMO_ROWS: &str = include_str!("../../sql/demo_rows.sql");
 
-/// Applies the demo schema and its rules (not the seed) to a database.
+/// Applies the demo schema and its rules (not its rows) to a database.
 pub async fn apply_schema(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute("SET client_min_messages = warning")
@@ -20,6 +20,6 @@ pub async fn apply_schema(client: &tokio_postgres::Client) -> Result<(), tokio_p
 }
 
 /// Inserts the demo rows (re-runnable).
-pub async fn apply_seed(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute(SEED).await
+pub async fn insert_rows(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    client.batch_execute(DEMO_ROWS).await
 }

@@ -229,20 +229,15 @@ async fn publish_events(
     mut queue: mpsc::Receiver<Arc<StoredEvent>>,
     shutdown: Shutdown,
 ) {
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let first = tokio::select! {
-            event = queue.recv() => match event {
-                Some(event) => event,
-                None => return,
-            },
+        batch.clear();
+        let received = tokio::select! {
+            received = queue.recv_many(&mut batch, BATCH) => received,
             _ = shutdown.wait() => return,
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match queue.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
+        if received == 0 {
+            return;
         }
         let mut acks = Vec::with_capacity(batch.len());
         for event in &batch {

@@ -13,7 +13,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 
 use super::{node_name, Envelope, Received};
-use crate::db::{Backoff, DatabaseConfig, Session};
+use crate::db::{Backoff, DatabaseConfig, DbError, Session};
 use crate::fanout::{Bus, Hub};
 use crate::shutdown::Shutdown;
 
@@ -75,30 +75,25 @@ impl Bus for PgBus {
 
 /// Sends queued frames, a batch per statement.
 async fn send(pool: Pool, mut queue: mpsc::Receiver<String>, shutdown: Shutdown) {
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let first = tokio::select! {
-            payload = queue.recv() => match payload {
-                Some(payload) => payload,
-                None => return,
-            },
+        batch.clear();
+        let received = tokio::select! {
+            received = queue.recv_many(&mut batch, BATCH) => received,
             _ = shutdown.wait() => return,
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match queue.try_recv() {
-                Ok(payload) => batch.push(payload),
-                Err(_) => break,
-            }
+        if received == 0 {
+            return;
         }
         let sent = async {
-            let client = pool.get().await.map_err(|e| e.to_string())?;
+            let client = pool.get().await?;
             client
                 .execute(
                     "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
                     &[&EMIT_CHANNEL, &batch],
                 )
                 .await
-                .map_err(|e| crate::db::describe_pg_error(&e))
+                .map_err(DbError::from)
         }
         .await;
         if let Err(error) = sent {

@@ -15,7 +15,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
 pub use session::Session;
-pub use tls::{RootCert, SslMode, Tls};
+pub use tls::{RootCert, SslMode, Tls, TlsError};
 
 mod session;
 mod tls;
@@ -39,21 +39,41 @@ impl fmt::Debug for DatabaseConfig {
     }
 }
 
-/// Parses a `postgres://` URL (or a key=value connection string) without
-/// ever repeating it in an error, since it may hold a password.
-pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
-    let (url, tls) = Tls::extract(url, |name| std::env::var(name).ok())?;
+/// Why `DATABASE_URL` cannot be used. No variant repeats the URL, since
+/// it may hold a password.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Empty or unset.
+    #[error("not set (for example postgres://user:password@localhost:5432/app)")]
+    NotSet,
+    /// Neither a `postgres://` URL nor a key=value string.
+    #[error("not a Postgres URL (expected postgres://user:password@host:port/database)")]
+    NotPostgres,
+    /// A `postgres://` URL or key=value string that does not parse.
+    #[error("not a valid Postgres URL (expected postgres://user:password@host:port/database)")]
+    Invalid,
+    /// An `sslmode` libpq does not know.
+    #[error("sslmode `{0}` is not one of disable, prefer, require, verify-ca, verify-full")]
+    SslMode(String),
+    /// Root certificates that cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Parses a `postgres://` URL (or a key=value connection string) with
+/// `tokio_postgres::Config`, once `sslmode` and `sslrootcert` are taken
+/// out (see [`Tls::extract`]).
+pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, Tls), UrlError> {
+    if url.trim().is_empty() {
+        return Err(UrlError::NotSet);
+    }
     let trimmed = url.trim();
     let looks_like_url = trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://");
     if !looks_like_url && !trimmed.contains('=') {
-        return Err(
-            "not a Postgres URL (expected postgres://user:password@host:port/database)".into(),
-        );
+        return Err(UrlError::NotPostgres);
     }
-    let mut pg = tokio_postgres::Config::from_str(trimmed).map_err(|_| {
-        "not a valid Postgres URL (expected postgres://user:password@host:port/database)"
-            .to_string()
-    })?;
+    let (url, tls) = Tls::extract(trimmed, |name| std::env::var(name).ok())?;
+    let mut pg = tokio_postgres::Config::from_str(&url).map_err(|_| UrlError::Invalid)?;
     if pg.get_hosts().is_empty() {
         pg.host("localhost");
     }
@@ -66,6 +86,23 @@ pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
     }
     pg.ssl_mode(tls.pg_ssl_mode());
     Ok((pg, tls))
+}
+
+impl DatabaseConfig {
+    /// The config of a `DATABASE_URL`, with one pooled connection and a
+    /// 10 s startup timeout (what the one-shot commands use); `serve` sets
+    /// its own. An unreadable root certificate is refused here, as a
+    /// setting problem.
+    pub fn from_url(url: &str) -> Result<Self, UrlError> {
+        let (pg, tls) = parse_url(url)?;
+        tls.client_config()?;
+        Ok(Self {
+            pg,
+            tls,
+            pool_size: 1,
+            startup_timeout: Duration::from_secs(10),
+        })
+    }
 }
 
 /// A printable description of where a config points, without the password.
@@ -147,7 +184,7 @@ impl Endpoint {
         if endpoints.len() == 1 {
             return Ok(endpoints.swap_remove(0));
         }
-        let tls = database.tls.connector().map_err(DbError::Tls)?;
+        let tls = database.tls.connector()?;
         let mut last = None;
         for endpoint in endpoints {
             let pg = endpoint.config(&database.pg);
@@ -206,7 +243,7 @@ pub fn pool_of(config: &DatabaseConfig, size: usize, name: &str) -> Result<Pool,
     }
     let manager = Manager::from_config(
         pg,
-        config.tls.connector().map_err(DbError::Tls)?,
+        config.tls.connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -273,7 +310,7 @@ pub enum DbError {
     Retry(String),
     /// The TLS settings cannot be used (an unreadable root certificate).
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
 }
 
 impl From<PoolError> for DbError {
@@ -453,9 +490,20 @@ mod tests {
     #[test]
     fn bad_urls_do_not_echo_the_input() {
         let err = parse_url("mysql://root:topsecret@x/y").unwrap_err();
-        assert!(!err.contains("topsecret"));
+        assert_eq!(err, UrlError::NotPostgres);
         let err = parse_url("postgres://u:topsecret@host:notaport/db").unwrap_err();
-        assert!(!err.contains("topsecret"));
+        assert_eq!(err, UrlError::Invalid);
+        assert!(!err.to_string().contains("topsecret"));
+        assert_eq!(parse_url("  ").unwrap_err(), UrlError::NotSet);
+    }
+
+    #[test]
+    fn key_value_passwords_may_hold_spaces() {
+        let (pg, _) = parse_url("host=db user=app password='a b' dbname=shop").unwrap();
+        assert_eq!(pg.get_password(), Some(&b"a b"[..]));
+        assert_eq!(describe(&pg), "postgres://app@db:5432/shop");
+        let (pg, _) = parse_url("postgres://app:a%20b@db/shop?sslmode=require").unwrap();
+        assert_eq!(pg.get_password(), Some(&b"a b"[..]));
     }
 
     #[test]

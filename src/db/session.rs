@@ -27,7 +27,7 @@ impl Session {
     ) -> Result<Self, DbError> {
         let mut pg = pinned(&database.pg);
         pg.application_name(name);
-        let tls = database.tls.connector().map_err(DbError::Tls)?;
+        let tls = database.tls.connector()?;
         let (client, mut connection) = pg.connect(tls).await?;
         let task = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

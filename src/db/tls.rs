@@ -13,8 +13,9 @@
 //! `~/.postgresql/root.crt`; `sslrootcert=system` uses the Mozilla roots.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
+use percent_encoding::percent_decode_str;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -24,6 +25,8 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::UrlError;
 
 /// `sslmode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,19 +43,20 @@ pub enum SslMode {
     VerifyFull,
 }
 
+/// Root certificates that cannot be used: the file and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
 impl SslMode {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, UrlError> {
         Ok(match text {
             "disable" => Self::Disable,
             "allow" | "prefer" => Self::Prefer,
             "require" => Self::Require,
             "verify-ca" => Self::VerifyCa,
             "verify-full" => Self::VerifyFull,
-            other => {
-                return Err(format!(
-                "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
-            ))
-            }
+            other => return Err(UrlError::SslMode(other.to_string())),
         })
     }
 
@@ -104,8 +108,8 @@ impl Tls {
     pub fn extract(
         url: &str,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<(String, Self), String> {
-        let (rest, mut mode, mut root) = strip_params(url);
+    ) -> Result<(String, Self), UrlError> {
+        let (rest, mut mode, mut root) = strip_params(url)?;
         if mode.is_none() {
             mode = env("PGSSLMODE").filter(|m| !m.is_empty());
         }
@@ -139,17 +143,16 @@ impl Tls {
     }
 
     /// The connector for tokio-postgres sessions.
-    pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
+    pub fn connector(&self) -> Result<MakeRustlsConnect, TlsError> {
         Ok(MakeRustlsConnect::new(self.client_config()?))
     }
 
     /// The rustls configuration for this mode.
-    pub fn client_config(&self) -> Result<ClientConfig, String> {
-        install_provider();
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|e| TlsError(format!("TLS: {e}")))?;
         let verifier: Arc<dyn ServerCertVerifier> = match self.mode {
             SslMode::Disable | SslMode::Prefer | SslMode::Require => {
                 Arc::new(AnyCertificate(provider))
@@ -158,7 +161,7 @@ impl Tls {
                 let roots = Arc::new(self.roots()?);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                     .build()
-                    .map_err(|e| format!("TLS root certificates: {e}"))?;
+                    .map_err(|e| TlsError(format!("TLS root certificates: {e}")))?;
                 if self.mode == SslMode::VerifyCa {
                     Arc::new(ChainOnly(webpki))
                 } else {
@@ -175,7 +178,6 @@ impl Tls {
     /// The replication stream's setting for a connection to `host`.
     pub fn replication(&self, host: &str) -> pgwire_replication::TlsConfig {
         use pgwire_replication::{SslMode as Repl, TlsConfig};
-        install_provider();
         // No file: pgwire-replication verifies against the Mozilla roots.
         let ca = match &self.root_cert {
             Some(RootCert::File(path)) => Some(path.clone()),
@@ -221,7 +223,7 @@ impl Tls {
         }
     }
 
-    fn roots(&self) -> Result<RootCertStore, String> {
+    fn roots(&self) -> Result<RootCertStore, TlsError> {
         let mut roots = RootCertStore::empty();
         let path = match &self.root_cert {
             Some(RootCert::System) => {
@@ -230,19 +232,19 @@ impl Tls {
             }
             Some(RootCert::File(path)) => path.clone(),
             None => default_root_file().ok_or_else(|| {
-                format!(
+                TlsError(format!(
                     "sslmode={} needs sslrootcert (a CA file, or system)",
                     self.mode.name()
-                )
+                ))
             })?,
         };
         let certs = read_certificates(&path)?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(format!(
+            return Err(TlsError(format!(
                 "sslrootcert {}: no usable certificate",
                 path.display()
-            ));
+            )));
         }
         Ok(roots)
     }
@@ -253,96 +255,112 @@ fn default_root_file() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| Path::new(&home).join(".postgresql/root.crt"))
 }
 
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let unusable =
+        |e: rustls::pki_types::pem::Error| TlsError(format!("sslrootcert {}: {e}", path.display()));
+    CertificateDer::pem_file_iter(path)
+        .map_err(unusable)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
-    Ok(certs)
-}
-
-/// rustls cannot pick a provider when more than one is compiled in (the
-/// replication client's rustls brings another): ring is the process default.
-fn install_provider() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+        .map_err(unusable)
 }
 
 /// Splits `sslmode` and `sslrootcert` off a URL's query or a key=value
 /// string. libpq's `target_session_attrs=primary` becomes `read-write`,
 /// which is what tokio-postgres knows: both pick the host that accepts
-/// writes.
-fn strip_params(url: &str) -> (String, Option<String>, Option<String>) {
+/// writes. The rest is left for `tokio_postgres::Config` to parse.
+fn strip_params(conninfo: &str) -> Result<(String, Option<String>, Option<String>), UrlError> {
     let (mut mode, mut root) = (None, None);
-    let mut keep = |pair: &str, key: &str, value: &str| -> Option<String> {
+    // Whether a parameter is kept for tokio-postgres, and with which value.
+    let mut keep = |key: &str, value: &str| -> Option<String> {
         match key {
             "sslmode" => {
                 mode = Some(value.to_string());
                 None
             }
             "sslrootcert" => {
-                root = Some(percent_decode(value));
+                root = Some(value.to_string());
                 None
             }
-            "target_session_attrs" if value == "primary" => Some(format!("{key}=read-write")),
-            _ => Some(pair.to_string()),
+            "target_session_attrs" if value == "primary" => Some("read-write".into()),
+            _ => Some(value.to_string()),
         }
     };
-    let trimmed = url.trim();
+    let trimmed = conninfo.trim();
     let rest = if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        match trimmed.split_once('?') {
-            Some((base, query)) => {
-                let kept: Vec<String> = query
-                    .split('&')
-                    .filter_map(|pair| {
-                        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                        keep(pair, key, value)
-                    })
-                    .collect();
-                if kept.is_empty() {
-                    base.to_string()
-                } else {
-                    format!("{base}?{}", kept.join("&"))
-                }
-            }
-            None => trimmed.to_string(),
-        }
-    } else {
-        trimmed
-            .split_whitespace()
+        let Some((base, query)) = trimmed.split_once('?') else {
+            return Ok((trimmed.to_string(), None, None));
+        };
+        let decode = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+        let kept: Vec<String> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
             .filter_map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                keep(pair, key.trim(), value.trim_matches('\''))
+                let (key, value) = (decode(key), decode(value));
+                // A kept parameter keeps its own encoding, unless it changed.
+                keep(&key, &value).map(|kept| match kept == value {
+                    true => pair.to_string(),
+                    false => format!("{key}={kept}"),
+                })
+            })
+            .collect();
+        match kept.is_empty() {
+            true => base.to_string(),
+            false => format!("{base}?{}", kept.join("&")),
+        }
+    } else {
+        conninfo_pairs(trimmed)?
+            .into_iter()
+            .filter_map(|(key, value)| keep(&key, &value).map(|kept| (key, kept)))
+            .map(|(key, value)| {
+                format!(
+                    "{key}='{}'",
+                    value.replace('\\', "\\\\").replace('\'', "\\'")
+                )
             })
             .collect::<Vec<_>>()
             .join(" ")
     };
-    (rest, mode, root)
+    Ok((rest, mode, root))
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
+/// The pairs of a libpq key=value connection string: `key = value`, where
+/// a value is bare (up to whitespace) or single-quoted, with `\'` and `\\`
+/// as escapes in either.
+fn conninfo_pairs(text: &str) -> Result<Vec<(String, String)>, UrlError> {
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    let skip_space = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_space(&mut chars);
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        skip_space(&mut chars);
+        if chars.next() != Some('=') || key.is_empty() {
+            return Err(UrlError::Invalid);
+        }
+        skip_space(&mut chars);
+        let quoted = chars.next_if_eq(&'\'').is_some();
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                Some('\'') if quoted => break,
+                Some('\\') => value.push(chars.next().ok_or(UrlError::Invalid)?),
+                Some(c) if !quoted && c.is_whitespace() => break,
+                Some(c) => value.push(c),
+                None if quoted => return Err(UrlError::Invalid),
+                None => break,
             }
         }
+        pairs.push((key, value));
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `require` without a root certificate: encrypted, the certificate taken
@@ -465,7 +483,7 @@ mod tests {
         assert_eq!(tls.mode, SslMode::VerifyFull);
         assert_eq!(tls.root_cert, Some(RootCert::File("/etc/ca.pem".into())));
         let (rest, tls) = Tls::extract("host=db sslmode=require dbname=app", no_env).unwrap();
-        assert_eq!(rest, "host=db dbname=app");
+        assert_eq!(rest, "host='db' dbname='app'");
         assert_eq!(tls.mode, SslMode::Require);
         assert!(Tls::extract("postgres://db/app?sslmode=sometimes", no_env).is_err());
     }
@@ -488,8 +506,22 @@ mod tests {
         .unwrap();
         assert_eq!(
             rest,
-            "host=h1,h2 target_session_attrs=read-write dbname=app"
+            "host='h1,h2' target_session_attrs='read-write' dbname='app'"
         );
+    }
+
+    #[test]
+    fn key_value_strings_keep_quoted_values_whole() {
+        let (rest, tls) = Tls::extract(
+            r"host = db password='a b\'c' sslrootcert='/etc/my ca.pem' dbname=app",
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(rest, r"host='db' password='a b\'c' dbname='app'");
+        assert_eq!(tls.root_cert, Some(RootCert::File("/etc/my ca.pem".into())));
+        for broken in ["host=db password='open", "host", "=x", "host=db pass\\"] {
+            assert!(Tls::extract(broken, no_env).is_err(), "{broken}");
+        }
     }
 
     #[test]

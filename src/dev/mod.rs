@@ -1,5 +1,5 @@
 //! `rowcast dev`: the relay against a throwaway local Postgres with the demo
-//! schema, seeded data and a writer that changes demo rows every second, so
+//! schema, demo rows and a writer that changes demo rows every second, so
 //! events can be watched as they are stored, on stdout and in the live
 //! inspector page served at `/` ([`inspector`]). Ctrl-C stops everything and
 //! removes the cluster. With `DATABASE_URL` set, that database is used
@@ -101,7 +101,7 @@ async fn start_cluster(keep: bool) -> anyhow::Result<Cluster> {
     Ok(cluster)
 }
 
-/// Applies the demo schema, rules and seed.
+/// Applies the demo schema, rules and rows.
 async fn prepare(config: &Config) -> anyhow::Result<()> {
     let (client, connection) = config
         .database
@@ -119,9 +119,9 @@ async fn prepare(config: &Config) -> anyhow::Result<()> {
     demo::apply_schema(&client)
         .await
         .context("applying sql/demo.sql")?;
-    demo::apply_seed(&client)
+    demo::insert_rows(&client)
         .await
-        .context("applying sql/seed.sql")?;
+        .context("applying sql/demo_rows.sql")?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::connection::ConnState;
-use super::Shared;
+use super::GatewayState;
 use crate::event::AccessChange;
 use crate::fanout::ConnId;
 
@@ -57,7 +57,7 @@ type Membership = (Arc<ConnState>, Arc<str>);
 
 /// Re-checks memberships until shutdown: on every access change, and every
 /// `ROWCAST_AUTH_RECHECK_INTERVAL` for all of them.
-pub(crate) async fn run(shared: Arc<Shared>) {
+pub(crate) async fn run(shared: Arc<GatewayState>) {
     let mut changes = shared.hub.access_changes();
     let period = shared.config.limits.auth_recheck;
     let mut backstop = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -82,8 +82,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 
 /// The memberships a change concerns: every member of its rooms, and every
 /// room its users joined.
-fn concerned(shared: &Shared, change: &AccessChange) -> Vec<Membership> {
-    shared.database.forget(&change.rooms);
+fn concerned(shared: &GatewayState, change: &AccessChange) -> Vec<Membership> {
+    shared.reads.forget(&change.rooms);
     let mut memberships = Vec::new();
     for room in &change.rooms {
         for conn in shared.hub.members(room) {
@@ -99,7 +99,7 @@ fn concerned(shared: &Shared, change: &AccessChange) -> Vec<Membership> {
         for state in shared.connections.all() {
             if change.users.contains(&state.claims().sub) {
                 let rooms = state.rooms();
-                shared.database.forget(&rooms);
+                shared.reads.forget(&rooms);
                 memberships.extend(rooms.into_iter().map(|room| (state.clone(), room)));
             }
         }
@@ -107,7 +107,7 @@ fn concerned(shared: &Shared, change: &AccessChange) -> Vec<Membership> {
     memberships
 }
 
-fn everyone(shared: &Shared) -> Vec<Membership> {
+fn everyone(shared: &GatewayState) -> Vec<Membership> {
     shared
         .connections
         .all()
@@ -122,7 +122,7 @@ fn everyone(shared: &Shared) -> Vec<Membership> {
 /// Asks the rule again for each membership (fresh answers) and removes the
 /// members it refuses. A failed check keeps the member: the next change or
 /// the backstop asks again.
-async fn recheck(shared: &Shared, memberships: Vec<Membership>) {
+async fn recheck(shared: &GatewayState, memberships: Vec<Membership>) {
     if memberships.is_empty() {
         return;
     }
@@ -134,7 +134,7 @@ async fn recheck(shared: &Shared, memberships: Vec<Membership>) {
             if claims.service {
                 return;
             }
-            match shared.database.recheck(&claims, &room).await {
+            match shared.reads.recheck(&claims, &room).await {
                 Ok(true) => {}
                 Ok(false) => {
                     state.revoke(&shared.hub, &room);

@@ -20,9 +20,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{token_from, Claims};
 use super::connection::Authorize;
 use super::error::{ApiError, ErrorBody};
-use super::Shared;
+use super::GatewayState;
 use crate::event::{is_event_name, Published};
-use crate::ingest::PublishRequest;
+use crate::ingest::{PublishError, PublishRequest};
 use crate::outbox::RoomPage;
 use crate::protocol::frame::{self, EventFrame};
 use crate::protocol::Code;
@@ -32,7 +32,11 @@ use crate::room::{is_room_name, RoomName};
 const MAX_PAGE: i64 = 1000;
 
 /// Verifies the request's token (Bearer header or `?token=`).
-fn claims(state: &Shared, headers: &HeaderMap, query: Option<&str>) -> Result<Claims, ApiError> {
+fn claims(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Claims, ApiError> {
     let token =
         token_from(headers, query).ok_or_else(|| ApiError::unauthorized("missing token"))?;
     state
@@ -119,7 +123,7 @@ fn history_body(room: &str, page: &RoomPage) -> String {
     security(("bearer" = []), ("token" = [])),
 )]
 pub(super) async fn history(
-    State(state): State<Arc<Shared>>,
+    State(state): State<Arc<GatewayState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     room: Result<Path<String>, PathRejection>,
     page: Result<Query<Page>, QueryRejection>,
@@ -146,7 +150,7 @@ pub(super) async fn history(
         return Err(ApiError::bad_request("invalid room name"));
     }
     let allowed = state
-        .database
+        .reads
         .authorize(&claims, &room)
         .await
         .map_err(ApiError::internal)?;
@@ -156,7 +160,7 @@ pub(super) async fn history(
     let after = page.after.unwrap_or(0).max(0);
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let page = state
-        .database
+        .reads
         .room_page(&room, after, None, limit)
         .await
         .map_err(ApiError::internal)?;
@@ -209,7 +213,7 @@ pub(super) struct PublishReceipt {
     security(("bearer" = []), ("token" = [])),
 )]
 pub(super) async fn publish(
-    State(state): State<Arc<Shared>>,
+    State(state): State<Arc<GatewayState>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -263,7 +267,10 @@ pub(super) async fn publish(
         .await
         .map_err(|_| ApiError::internal("publish timed out"))?
         .map_err(|_| ApiError::internal("publish was dropped"))?
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            PublishError::InvalidRooms => ApiError::bad_request("invalid rooms"),
+            PublishError::NotStored => ApiError::internal(e),
+        })?;
     Ok(Json(PublishReceipt { seq }))
 }
 
@@ -327,7 +334,7 @@ pub(super) enum ReadyStatus {
             relay is stopping.", body = Readiness),
     ),
 )]
-pub(super) async fn readyz(State(state): State<Arc<Shared>>) -> Response {
+pub(super) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
     // Never wait behind requests for a session: a pool whose sessions are
     // all busy answering them is proof enough that the database answers.
     let pool = state.pool.status();
@@ -375,7 +382,7 @@ pub(super) async fn readyz(State(state): State<Arc<Shared>>) -> Response {
             content_type = "text/plain"),
     ),
 )]
-pub(super) async fn metrics(State(state): State<Arc<Shared>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<GatewayState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

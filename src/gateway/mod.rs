@@ -4,14 +4,14 @@
 mod access;
 pub mod auth;
 pub mod connection;
-mod database;
 mod error;
 mod http;
+mod lifecycle;
 pub mod limits;
 mod openapi;
 mod presence;
+mod reads;
 mod server;
-mod session;
 mod socketio;
 mod sse;
 mod ws;
@@ -35,9 +35,9 @@ use crate::ingest::PublishRequest;
 use crate::shutdown::Shutdown;
 use auth::Verifier;
 use connection::{close, ReaderConfig};
-use database::Database;
 use limits::{ConnectLimits, ConnectionCaps, HistoryLimits};
 use presence::Presence;
+use reads::RoomReads;
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum GatewayError {
 }
 
 /// What every handler and connection shares.
-pub(crate) struct Shared {
+pub(crate) struct GatewayState {
     /// Server settings and limits.
     config: GatewayConfig,
     /// Rooms and fanout.
@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     /// The runtime pool.
     pool: Pool,
     /// Authorization and history.
-    database: Arc<Database>,
+    reads: Arc<RoomReads>,
     /// Token verification.
     verifier: Arc<Verifier>,
     /// Settings for connection readers.
@@ -96,7 +96,7 @@ pub struct Gateway {
     /// The server; ends after shutdown, once clients are closed.
     task: JoinHandle<()>,
     /// State shared with the connections.
-    shared: Arc<Shared>,
+    shared: Arc<GatewayState>,
 }
 
 impl Gateway {
@@ -122,11 +122,11 @@ impl Gateway {
             addr: config.bind,
             reason: e.to_string(),
         })?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(GatewayState {
             config: config.clone(),
             hub: hub.clone(),
             pool: pool.clone(),
-            database: Arc::new(Database::new(pool.clone(), config.limits.auth_cache_ttl)),
+            reads: Arc::new(RoomReads::new(pool.clone(), config.limits.auth_cache_ttl)),
             verifier,
             reader: Arc::new(ReaderConfig {
                 limits: config.limits.clone(),
@@ -172,7 +172,7 @@ impl Gateway {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<GatewayState>) -> Router {
     let cors = match &shared.config.cors {
         CorsOrigins::Any => CorsLayer::new().allow_origin(AllowOrigin::any()),
         CorsOrigins::List(list) => CorsLayer::new().allow_origin(AllowOrigin::list(
@@ -213,14 +213,14 @@ async fn close_clients(hub: Arc<Hub>, shutdown: Shutdown) {
     }
 }
 
-async fn forget_idle_addresses(shared: Arc<Shared>) {
+async fn forget_idle_addresses(shared: Arc<GatewayState>) {
     let mut interval = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = interval.tick() => {
                 shared.connects.forget_idle();
                 shared.history_limits.forget_idle();
-                shared.database.prune();
+                shared.reads.prune();
             }
             _ = shared.shutdown.wait() => return,
         }
@@ -231,7 +231,7 @@ async fn forget_idle_addresses(shared: Arc<Shared>) {
 /// not pile up in memory when nobody scrapes `/metrics`.
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
-async fn metrics_upkeep(shared: Arc<Shared>) {
+async fn metrics_upkeep(shared: Arc<GatewayState>) {
     let mut interval = tokio::time::interval(METRICS_UPKEEP);
     loop {
         tokio::select! {

@@ -12,10 +12,11 @@ use tokio::sync::Semaphore;
 
 use super::auth::Claims;
 use super::connection::{Authorize, History};
+use crate::db::DbError;
 use crate::outbox::RoomPage;
 
 /// Authorization (with a short cache) and history, from the database.
-pub(crate) struct Database {
+pub(crate) struct RoomReads {
     /// The pool of client requests.
     pool: Pool,
     /// Replay and history pages read at once, at most: fewer than the
@@ -30,7 +31,7 @@ pub(crate) struct Database {
 /// Most cached authorization answers before the cache is emptied.
 const AUTH_CACHE_MAX: usize = 100_000;
 
-impl Database {
+impl RoomReads {
     pub(crate) fn new(pool: Pool, ttl: Duration) -> Self {
         let sessions = pool.status().max_size;
         Self {
@@ -57,9 +58,9 @@ impl Database {
     }
 }
 
-impl Database {
+impl RoomReads {
     /// Asks the rule, bypassing the cache, and caches the answer.
-    async fn ask(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+    async fn ask(&self, claims: &Claims, room: &str) -> Result<bool, DbError> {
         let answer = self.query(claims, room).await?;
         self.remember(claims, room, answer);
         Ok(answer)
@@ -69,7 +70,7 @@ impl Database {
     /// cache. Only a yes is cached: the no that removes the member must not
     /// outlive the commit that gives the right back, whose own re-check
     /// comes after the member's next join.
-    pub(crate) async fn recheck(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+    pub(crate) async fn recheck(&self, claims: &Claims, room: &str) -> Result<bool, DbError> {
         let answer = self.query(claims, room).await?;
         if answer {
             self.remember(claims, room, true);
@@ -77,16 +78,14 @@ impl Database {
         Ok(answer)
     }
 
-    async fn query(&self, claims: &Claims, room: &str) -> Result<bool, String> {
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+    async fn query(&self, claims: &Claims, room: &str) -> Result<bool, DbError> {
+        let client = self.pool.get().await?;
         let statement = client
             .prepare_cached("SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)")
-            .await
-            .map_err(|e| crate::db::describe_pg_error(&e))?;
+            .await?;
         Ok(client
             .query_one(&statement, &[&claims.sub, &room, &claims.all])
-            .await
-            .map_err(|e| crate::db::describe_pg_error(&e))?
+            .await?
             .get(0))
     }
 
@@ -122,8 +121,8 @@ impl Database {
     }
 }
 
-impl Authorize for Database {
-    async fn authorize(&self, claims: &Claims, room: &str) -> Result<bool, String> {
+impl Authorize for RoomReads {
+    async fn authorize(&self, claims: &Claims, room: &str) -> Result<bool, DbError> {
         let key = (Self::identity(claims), room.to_string());
         if let Some((answer, at)) = self.lock_cache().get(&key) {
             if at.elapsed() < self.ttl {
@@ -134,7 +133,7 @@ impl Authorize for Database {
     }
 }
 
-impl Database {
+impl RoomReads {
     /// A page of a room's history (`until`: `None` for the head), read
     /// under the pages semaphore.
     pub(crate) async fn room_page(
@@ -143,23 +142,25 @@ impl Database {
         after: i64,
         until: Option<i64>,
         limit: i64,
-    ) -> Result<RoomPage, String> {
-        let _permit = self.pages.acquire().await.map_err(|e| e.to_string())?;
-        let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        crate::outbox::room_events(&client, room, after, until, limit)
+    ) -> Result<RoomPage, DbError> {
+        let _permit = self
+            .pages
+            .acquire()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|_| DbError::Pool("history pages closed".into()))?;
+        let client = self.pool.get().await?;
+        crate::outbox::room_events(&client, room, after, until, limit).await
     }
 }
 
-impl History for Database {
+impl History for RoomReads {
     async fn page(
         &self,
         room: &str,
         after: i64,
         until: i64,
         limit: i64,
-    ) -> Result<RoomPage, String> {
+    ) -> Result<RoomPage, DbError> {
         self.room_page(room, after, Some(until), limit).await
     }
 }

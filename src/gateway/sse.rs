@@ -38,8 +38,9 @@ use super::auth::{percent_decode, token_from};
 use super::connection::reader::expiry;
 use super::connection::{Authorize, Control, History, Outgoing};
 use super::error::{ApiError, ErrorBody};
-use super::session::{self, Open, Transport};
-use super::Shared;
+use super::lifecycle::{self, Open, Transport};
+use super::GatewayState;
+use crate::db::DbError;
 use crate::event::StoredEvent;
 use crate::protocol::{frame, Code};
 use crate::room::is_room_name;
@@ -100,7 +101,7 @@ struct Request {
     security(("bearer" = []), ("token" = [])),
 )]
 pub(super) async fn stream(
-    State(state): State<Arc<Shared>>,
+    State(state): State<Arc<GatewayState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -120,16 +121,16 @@ pub(super) async fn stream(
 }
 
 async fn open(
-    state: Arc<Shared>,
+    state: Arc<GatewayState>,
     peer: SocketAddr,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>, ApiError> {
     let request = parse(query, headers, state.config.limits.max_rooms)?;
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    let admission = session::admit(&state, peer.ip(), origin, token_from(headers, query))?;
+    let admission = lifecycle::admit(&state, peer.ip(), origin, token_from(headers, query))?;
     for room in &request.rooms {
-        match state.database.authorize(&admission.claims, room).await {
+        match state.reads.authorize(&admission.claims, room).await {
             Ok(true) => {}
             Ok(false) => {
                 metrics::counter!("rowcast_joins_total", "result" => "forbidden").increment(1);
@@ -272,7 +273,7 @@ impl Replay {
     }
 
     /// The next step; `None` once every room is replayed.
-    async fn next<H: History>(&mut self, history: &H) -> Result<Option<Step>, String> {
+    async fn next<H: History>(&mut self, history: &H) -> Result<Option<Step>, DbError> {
         for cursor in &mut self.rooms {
             if cursor.read.is_empty() && !cursor.done {
                 let page = history
@@ -317,7 +318,7 @@ impl Replay {
 /// One open stream.
 struct SseStream {
     /// Everything shared.
-    state: Arc<Shared>,
+    state: Arc<GatewayState>,
     /// The connection (leaves its rooms when the stream is dropped).
     open: Open,
     /// Its send queue.
@@ -349,7 +350,7 @@ impl SseStream {
                 continue;
             }
             if let Some(replay) = &mut self.replay {
-                match replay.next(self.state.database.as_ref()).await {
+                match replay.next(self.state.reads.as_ref()).await {
                     Ok(Some(Step::Event(room, event))) => self.stored(&room, &event),
                     Ok(Some(Step::Gap(room))) => self.ready.push_back(
                         SseEvent::default()
@@ -457,6 +458,7 @@ fn message(seq: i64, name: &str, frame: &str) -> SseEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::RoomPage;
 
     fn request(query: &str, last_event_id: Option<&str>) -> Result<Request, ApiError> {
         let mut headers = HeaderMap::new();
@@ -481,6 +483,123 @@ mod tests {
             Some(9)
         );
         assert_eq!(request("rooms=a", Some(" ")).unwrap().since, None);
+    }
+
+    /// Rooms' stored seqs in memory; a room whose events from `oldest` on
+    /// are all that is kept answers `gap` to a position before it.
+    struct Rooms(Vec<(&'static str, Vec<i64>, i64)>);
+
+    impl History for Rooms {
+        async fn page(
+            &self,
+            room: &str,
+            after: i64,
+            until: i64,
+            limit: i64,
+        ) -> Result<RoomPage, DbError> {
+            let (_, seqs, oldest) = self.0.iter().find(|(name, ..)| *name == room).unwrap();
+            let matching: Vec<i64> = seqs
+                .iter()
+                .copied()
+                .filter(|seq| *seq > after && *seq <= until)
+                .collect();
+            let events: Vec<_> = matching
+                .iter()
+                .take(limit as usize)
+                .map(|seq| Arc::new(stored(*seq, room)))
+                .collect();
+            Ok(RoomPage {
+                more: matching.len() > events.len(),
+                events,
+                head: until,
+                gap: after + 1 < *oldest,
+            })
+        }
+    }
+
+    fn stored(seq: i64, room: &str) -> StoredEvent {
+        StoredEvent {
+            seq,
+            event: crate::event::Event {
+                name: Arc::from("tick"),
+                rooms: vec![room.to_string()],
+                data: "{}".into(),
+                old: None,
+                at: time::OffsetDateTime::UNIX_EPOCH,
+                count: None,
+                coalesce: None,
+            },
+        }
+    }
+
+    /// Every step of a replay: `(room, seq)`, with seq -1 for a gap.
+    async fn replayed(history: &Rooms, since: i64, until: i64) -> Vec<(String, i64)> {
+        let rooms: Vec<Arc<str>> = history
+            .0
+            .iter()
+            .map(|(name, ..)| Arc::from(*name))
+            .collect();
+        let mut replay = Replay::new(&rooms, since, until);
+        let mut steps = Vec::new();
+        while let Some(step) = replay.next(history).await.unwrap() {
+            steps.push(match step {
+                Step::Event(room, event) => (room.to_string(), event.seq),
+                Step::Gap(room) => (room.to_string(), -1),
+            });
+        }
+        steps
+    }
+
+    #[tokio::test]
+    async fn replay_merges_rooms_in_seq_order_and_sends_a_shared_event_once() {
+        let history = Rooms(vec![
+            ("content_1", vec![1, 3, 5, 7, 9], 0),
+            ("user_2", vec![2, 3, 6, 9, 10], 0),
+        ]);
+        let steps = replayed(&history, 0, 9).await;
+        let expected: Vec<(String, i64)> = [
+            ("content_1", 1),
+            ("user_2", 2),
+            ("content_1", 3),
+            ("content_1", 5),
+            ("user_2", 6),
+            ("content_1", 7),
+            ("content_1", 9),
+        ]
+        .iter()
+        .map(|(room, seq)| (room.to_string(), *seq))
+        .collect();
+        assert_eq!(steps, expected, "10 is after the head, 3 and 9 go once");
+        assert_eq!(replayed(&history, 5, 9).await.len(), 3, "from a position");
+        assert!(
+            replayed(&history, 9, 9).await.is_empty(),
+            "nothing to replay"
+        );
+    }
+
+    #[tokio::test]
+    async fn replay_crosses_pages_without_losing_or_repeating() {
+        let evens: Vec<i64> = (1..=1200).map(|n| n * 2).collect();
+        let odds: Vec<i64> = (0..700).map(|n| n * 2 + 1).collect();
+        let history = Rooms(vec![("a", evens, 0), ("b", odds, 0)]);
+        let seqs: Vec<i64> = replayed(&history, 0, 2400)
+            .await
+            .into_iter()
+            .map(|(_, seq)| seq)
+            .collect();
+        let mut expected: Vec<i64> = (1..=1400).collect();
+        expected.extend((701..=1200).map(|n| n * 2));
+        const { assert!(REPLAY_PAGE < 1200, "the rooms span several pages") };
+        assert_eq!(seqs, expected);
+    }
+
+    #[tokio::test]
+    async fn a_room_whose_events_are_gone_reports_a_gap_first() {
+        let history = Rooms(vec![("kept", vec![4, 8], 0), ("pruned", vec![6, 7], 6)]);
+        let steps = replayed(&history, 2, 8).await;
+        assert_eq!(steps[0], ("pruned".to_string(), -1), "{steps:?}");
+        let seqs: Vec<i64> = steps[1..].iter().map(|(_, seq)| *seq).collect();
+        assert_eq!(seqs, [4, 6, 7, 8]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `GET /v1/ws`: refusals before the upgrade (origin 403, per-IP connect
 //! rate 429, capacity 503, token 401, caps 429), then one connection run by
-//! [`session::run`] over the socket's two halves.
+//! [`lifecycle::run`] over the socket's two halves.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
 use super::auth::token_from;
-use super::session::{self, Transport};
-use super::Shared;
+use super::lifecycle::{self, Transport};
+use super::GatewayState;
 
 /// Bytes of the socket's read buffer (tungstenite allocates it up front;
 /// its default of 128 KiB per connection would dominate idle memory).
@@ -26,7 +26,7 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Checks an upgrade request and upgrades it.
 pub(super) async fn upgrade(
-    State(state): State<Arc<Shared>>,
+    State(state): State<Arc<GatewayState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -34,7 +34,7 @@ pub(super) async fn upgrade(
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     let token = token_from(&headers, query.as_deref());
-    match session::admit(&state, peer.ip(), origin, token) {
+    match lifecycle::admit(&state, peer.ip(), origin, token) {
         Ok(admission) => {
             let max = state.config.limits.max_frame_bytes;
             ws.read_buffer_size(READ_BUFFER)
@@ -44,7 +44,7 @@ pub(super) async fn upgrade(
                 .max_frame_size(max)
                 .on_upgrade(move |socket| {
                     let (sink, stream) = socket.split();
-                    session::run(state, admission, Transport::WebSocket, |_| sink, stream)
+                    lifecycle::run(state, admission, Transport::WebSocket, |_| sink, stream)
                 })
         }
         Err(error) => error.into_response(),

@@ -31,7 +31,7 @@ use crate::shutdown::Shutdown;
 
 use heads::Heads;
 pub use leader::{Leadership, ATTEMPT_EVERY};
-pub use publish::PublishRequest;
+pub use publish::{PublishError, PublishRequest};
 
 /// The single writer and what it serves.
 pub struct Ingest {

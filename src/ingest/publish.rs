@@ -15,7 +15,18 @@ pub struct PublishRequest {
     /// The event.
     pub event: Published,
     /// Receives the stored seq, or the failure.
-    pub reply: oneshot::Sender<Result<i64, String>>,
+    pub reply: oneshot::Sender<Result<i64, PublishError>>,
+}
+
+/// Why an explicit event was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No room, or a room name that is not one.
+    #[error("invalid rooms")]
+    InvalidRooms,
+    /// The outbox transaction failed (the cause is in the relay's log).
+    #[error("the event could not be stored")]
+    NotStored,
 }
 
 impl Ingest {
@@ -53,7 +64,7 @@ impl Ingest {
             !r.event.rooms.is_empty() && r.event.rooms.iter().all(|room| is_room_name(room))
         });
         for request in refused {
-            let _ = request.reply.send(Err("invalid rooms".into()));
+            let _ = request.reply.send(Err(PublishError::InvalidRooms));
         }
         if batch.is_empty() {
             return Ok(());
@@ -67,9 +78,7 @@ impl Ingest {
             }
             Err(e) => {
                 for request in batch {
-                    let _ = request
-                        .reply
-                        .send(Err("the event could not be stored".into()));
+                    let _ = request.reply.send(Err(PublishError::NotStored));
                 }
                 Err(e)
             }

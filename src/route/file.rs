@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::condition::{Condition, Side, Test};
+use super::template::Problem;
 use super::{AccessRule, RoomRule, Route, Router, TableRoutes, Template};
 use crate::event::{is_event_name, Op};
 
@@ -142,10 +143,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<Router, RouteError> {
     })?;
     let mut tables: BTreeMap<String, TableRoutes> = BTreeMap::new();
     for route in &file.route {
-        let invalid = |message: String| RouteError::Invalid {
+        let invalid = |problem: Problem| RouteError::Invalid {
             source_name: source_name.to_string(),
             event: route.event.clone(),
-            message,
+            message: problem.0,
         };
         let table_file = file.tables.get(&route.table);
         let (schema, name) = split_table(&route.table, table_file).map_err(invalid)?;
@@ -163,10 +164,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<Router, RouteError> {
         entry.routes.push(compiled);
     }
     for rule in &file.access {
-        let invalid = |message: String| RouteError::Invalid {
+        let invalid = |problem: Problem| RouteError::Invalid {
             source_name: source_name.to_string(),
             event: format!("access on {}", rule.table),
-            message,
+            message: problem.0,
         };
         let table_file = file.tables.get(&rule.table);
         let (schema, name) = split_table(&rule.table, table_file).map_err(invalid)?;
@@ -206,7 +207,7 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
-fn split_table(table: &str, table_file: Option<&TableFile>) -> Result<(String, String), String> {
+fn split_table(table: &str, table_file: Option<&TableFile>) -> Result<(String, String), Problem> {
     let (schema, name) = match table.split_once('.') {
         Some((schema, name)) => (schema.to_string(), name.to_string()),
         None => (
@@ -217,12 +218,12 @@ fn split_table(table: &str, table_file: Option<&TableFile>) -> Result<(String, S
         ),
     };
     if schema.is_empty() || name.is_empty() {
-        return Err(format!("`{table}` is not a table name"));
+        return Err(format!("`{table}` is not a table name").into());
     }
     Ok((schema, name))
 }
 
-fn compile(route: &RouteFile, table_file: Option<&TableFile>) -> Result<Route, String> {
+fn compile(route: &RouteFile, table_file: Option<&TableFile>) -> Result<Route, Problem> {
     if !is_event_name(&route.event) {
         return Err("event names use letters, digits, `-`, `_`, `.` and `:`".into());
     }
@@ -236,7 +237,8 @@ fn compile(route: &RouteFile, table_file: Option<&TableFile>) -> Result<Route, S
         return Err(format!(
             "no exposed columns (set `expose` on the route or under [tables.{}])",
             route.table
-        ));
+        )
+        .into());
     }
     let rooms = route
         .rooms
@@ -263,7 +265,7 @@ fn compile(route: &RouteFile, table_file: Option<&TableFile>) -> Result<Route, S
     })
 }
 
-fn room_rule(room: &RoomFile) -> Result<RoomRule, String> {
+fn room_rule(room: &RoomFile) -> Result<RoomRule, Problem> {
     let (template, when) = match room {
         RoomFile::Plain(template) => (template, None),
         RoomFile::Guarded(guarded) => (&guarded.room, Some(&guarded.when)),
@@ -278,14 +280,14 @@ fn room_rule(room: &RoomFile) -> Result<RoomRule, String> {
                 test: test_of(column, test)?,
             })
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, Problem>>()?;
     Ok(RoomRule {
         template: Template::parse(template)?,
         when,
     })
 }
 
-fn compile_access(rule: &AccessFile) -> Result<AccessRule, String> {
+fn compile_access(rule: &AccessFile) -> Result<AccessRule, Problem> {
     let templates = |list: &[String]| {
         list.iter()
             .map(|t| Template::parse(t))
@@ -304,7 +306,7 @@ fn compile_access(rule: &AccessFile) -> Result<AccessRule, String> {
     })
 }
 
-fn ops(on: &[String]) -> Result<Vec<Op>, String> {
+fn ops(on: &[String]) -> Result<Vec<Op>, Problem> {
     let mut ops = Vec::new();
     for name in on {
         let op = match name.to_ascii_lowercase().as_str() {
@@ -312,9 +314,9 @@ fn ops(on: &[String]) -> Result<Vec<Op>, String> {
             "update" => Op::Update,
             "delete" => Op::Delete,
             other => {
-                return Err(format!(
-                    "unknown operation `{other}` in `on` (insert, update, delete)"
-                ))
+                return Err(
+                    format!("unknown operation `{other}` in `on` (insert, update, delete)").into(),
+                )
             }
         };
         if !ops.contains(&op) {
@@ -327,7 +329,7 @@ fn ops(on: &[String]) -> Result<Vec<Op>, String> {
     Ok(ops)
 }
 
-fn conditions(when: &WhenFile, ops: &[Op]) -> Result<Vec<Condition>, String> {
+fn conditions(when: &WhenFile, ops: &[Op]) -> Result<Vec<Condition>, Problem> {
     let has_old = ops.iter().any(|o| matches!(o, Op::Update | Op::Delete));
     let has_new = ops.iter().any(|o| matches!(o, Op::Insert | Op::Update));
     if !when.old.is_empty() && !has_old {
@@ -350,7 +352,7 @@ fn conditions(when: &WhenFile, ops: &[Op]) -> Result<Vec<Condition>, String> {
     Ok(out)
 }
 
-fn test_of(column: &str, test: &TestFile) -> Result<Test, String> {
+fn test_of(column: &str, test: &TestFile) -> Result<Test, Problem> {
     let op = match test {
         TestFile::Literal(value) => return Ok(Test::Eq(scalar(column, value)?)),
         TestFile::Op(op) => op,
@@ -362,9 +364,9 @@ fn test_of(column: &str, test: &TestFile) -> Result<Test, String> {
         op.null.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
-        return Err(format!(
-            "condition on `{column}` needs exactly one of eq, not, in, null"
-        ));
+        return Err(
+            format!("condition on `{column}` needs exactly one of eq, not, in, null").into(),
+        );
     }
     Ok(match (&op.eq, &op.not, &op.one_of, op.null) {
         (Some(v), ..) => Test::Eq(scalar(column, v)?),
@@ -379,7 +381,7 @@ fn test_of(column: &str, test: &TestFile) -> Result<Test, String> {
     })
 }
 
-fn scalar(column: &str, value: &toml::Value) -> Result<Value, String> {
+fn scalar(column: &str, value: &toml::Value) -> Result<Value, Problem> {
     match value {
         toml::Value::String(s) => Ok(Value::String(s.clone())),
         toml::Value::Integer(i) => Ok(Value::from(*i)),
@@ -387,16 +389,15 @@ fn scalar(column: &str, value: &toml::Value) -> Result<Value, String> {
         toml::Value::Boolean(b) => Ok(Value::Bool(*b)),
         _ => Err(format!(
             "condition on `{column}`: use a string, number or boolean, or {{ null = true }}"
-        )),
+        )
+        .into()),
     }
 }
 
-fn window(text: &str) -> Result<Duration, String> {
+fn window(text: &str) -> Result<Duration, Problem> {
     match crate::duration::parse_duration(text) {
         Some(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(3600) => Ok(d),
-        _ => Err(format!(
-            "`coalesce = \"{text}\"` must be a duration between 1ms and 1h"
-        )),
+        _ => Err(format!("`coalesce = \"{text}\"` must be a duration between 1ms and 1h").into()),
     }
 }
 

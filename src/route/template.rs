@@ -7,6 +7,25 @@ use serde_json::Value;
 use crate::event::Row;
 use crate::room::is_room_name;
 
+/// Why one part of a routes file cannot be used: a sentence for the
+/// operator, which [`RouteError::Invalid`](super::RouteError::Invalid)
+/// places at its route.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Problem(pub String);
+
+impl From<String> for Problem {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(message: &str) -> Self {
+        Self(message.to_string())
+    }
+}
+
 /// One piece of a template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
@@ -28,7 +47,7 @@ pub struct Template {
 impl Template {
     /// Parses a template, refusing unbalanced braces, empty placeholders
     /// and literal text that could never be part of a room name.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    pub fn parse(source: &str) -> Result<Self, Problem> {
         let mut parts = Vec::new();
         let mut rest = source;
         while !rest.is_empty() {
@@ -39,7 +58,7 @@ impl Template {
                         .ok_or_else(|| format!("`{source}`: unclosed `{{`"))?;
                     let column = rest[1..end].trim();
                     if column.is_empty() || column.contains('{') {
-                        return Err(format!("`{source}`: empty or nested placeholder"));
+                        return Err(format!("`{source}`: empty or nested placeholder").into());
                     }
                     parts.push(Part::Column(column.to_string()));
                     rest = &rest[end + 1..];
@@ -50,7 +69,8 @@ impl Template {
                     if literal.contains('}') || !is_room_name(literal) {
                         return Err(format!(
                             "`{source}`: `{literal}` cannot be part of a room name"
-                        ));
+                        )
+                        .into());
                     }
                     parts.push(Part::Literal(literal.to_string()));
                     rest = &rest[end..];

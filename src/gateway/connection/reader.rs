@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::close;
 use super::{ConnQueue, ConnState, Control, Outgoing};
 use crate::config::Limits;
+use crate::db::DbError;
 use crate::duration::sleep_until;
 use crate::fanout::Hub;
 use crate::gateway::auth::{Claims, Verifier};
@@ -31,10 +32,10 @@ pub trait Authorize: Send + Sync + 'static {
         &self,
         claims: &Claims,
         room: &str,
-    ) -> impl Future<Output = Result<bool, String>> + Send;
+    ) -> impl Future<Output = Result<bool, DbError>> + Send;
 }
 
-/// Settings every session shares.
+/// Settings every connection shares.
 pub struct ReaderConfig {
     /// Per-connection limits.
     pub limits: Limits,
@@ -68,7 +69,7 @@ pub struct ConnReader<A> {
     authorizer: Arc<A>,
     /// Token verification for `auth`.
     verifier: Arc<Verifier>,
-    /// Shared settings.
+    /// GatewayState settings.
     config: Arc<ReaderConfig>,
     /// Rate limiters.
     limits: ConnectionLimits,
@@ -76,7 +77,7 @@ pub struct ConnReader<A> {
     throttles: HashMap<(Arc<str>, String), Throttle>,
 }
 
-/// How a session ended, for the connection to finish up.
+/// How reading ended, for the connection to finish up.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
     /// The client closed or went away.
@@ -437,7 +438,7 @@ impl<A: Authorize> ConnReader<A> {
 }
 
 impl<A> Drop for ConnReader<A> {
-    /// Leaves every room, however the session ended (also when the
+    /// Leaves every room, however the connection ended (also when the
     /// connection's writer failed first and the reader was dropped).
     fn drop(&mut self) {
         for room in self.conn.take_rooms() {

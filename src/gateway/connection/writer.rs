@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::{close, Closer, Control, Outgoing};
+use crate::db::DbError;
 use crate::fanout::RoomFrame;
 use crate::outbox::RoomPage;
 use crate::protocol::{self, frame};
@@ -33,7 +34,7 @@ pub trait History: Send + Sync + 'static {
         after: i64,
         until: i64,
         limit: i64,
-    ) -> impl Future<Output = Result<RoomPage, String>> + Send;
+    ) -> impl Future<Output = Result<RoomPage, DbError>> + Send;
 }
 
 /// Where a joined room stands.
@@ -44,7 +45,7 @@ enum Cursor {
     Live(i64),
 }
 
-fn replay_failed(room: &str, error: String) -> Stop {
+fn replay_failed(room: &str, error: impl std::fmt::Display) -> Stop {
     tracing::warn!(%error, %room, "replay failed");
     Stop::Close(close::INTERNAL)
 }
@@ -322,7 +323,7 @@ impl<H: History> ConnWriter<H> {
                 self.take_live_events(sink).await?;
                 let next = next
                     .await
-                    .map_err(|e| replay_failed(&room, e.to_string()))?
+                    .map_err(|e| replay_failed(&room, e))?
                     .map_err(|e| replay_failed(&room, e))?;
                 // Retention may have run between pages: never a silent hole.
                 gap |= next.gap;

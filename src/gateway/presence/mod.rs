@@ -189,7 +189,7 @@ async fn keep_lease(pool: &Pool, node: &str, counts: &Counts) {
     logged("sweep", store::sweep(pool).await);
 }
 
-fn logged(step: &str, result: Result<(), String>) {
+fn logged(step: &str, result: Result<(), crate::db::DbError>) {
     if let Err(e) = result {
         tracing::warn!(error = %e, step, "presence change not stored");
     }

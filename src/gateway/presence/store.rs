@@ -14,25 +14,22 @@ use serde_json::{json, Value};
 /// How long a node's lease lasts without renewal.
 pub(super) const LEASE: Duration = Duration::from_secs(10);
 
-/// The error text of a failed step (no secret in it).
-type StepError = String;
+use crate::db::DbError;
 
-fn describe(e: tokio_postgres::Error) -> StepError {
-    crate::db::describe_pg_error(&e)
-}
+/// A failed step.
+type StepError = DbError;
 
 /// Registers this node, or renews its lease; false when the node had been
 /// given up for dead (its users must be recorded again).
 pub(super) async fn renew(pool: &Pool, node: &str) -> Result<bool, StepError> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let client = pool.get().await?;
     let renewed = client
         .execute(
             "UPDATE realtime.nodes SET lease_until = now() + make_interval(secs => $2)
              WHERE node = $1 AND lease_until > now()",
             &[&node, &LEASE.as_secs_f64()],
         )
-        .await
-        .map_err(describe)?;
+        .await?;
     if renewed == 1 {
         return Ok(true);
     }
@@ -42,83 +39,75 @@ pub(super) async fn renew(pool: &Pool, node: &str) -> Result<bool, StepError> {
              ON CONFLICT (node) DO UPDATE SET lease_until = excluded.lease_until",
             &[&node, &LEASE.as_secs_f64()],
         )
-        .await
-        .map_err(describe)?;
+        .await?;
     Ok(false)
 }
 
 /// This node is gone (a clean stop): its row and its users' rows go.
 pub(super) async fn deregister(pool: &Pool, node: &str) -> Result<(), StepError> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(describe)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     tx.execute("DELETE FROM realtime.node_users WHERE node = $1", &[&node])
-        .await
-        .map_err(describe)?;
+        .await?;
     tx.execute("DELETE FROM realtime.nodes WHERE node = $1", &[&node])
-        .await
-        .map_err(describe)?;
-    tx.commit().await.map_err(describe)
+        .await?;
+    tx.commit().await.map_err(DbError::from)
 }
 
 /// `user` has a connection on `node`; announces `online` if they were not.
 pub(super) async fn opened(pool: &Pool, node: &str, user: &str) -> Result<(), StepError> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(describe)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     lock_user(&tx, user).await?;
     tx.execute(
         "INSERT INTO realtime.node_users (node, sub) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         &[&node, &user],
     )
-    .await
-    .map_err(describe)?;
+    .await?;
     let announced = tx
         .execute(
             "INSERT INTO realtime.online (sub) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&user],
         )
-        .await
-        .map_err(describe)?;
+        .await?;
     if announced == 1 {
         publish(&tx, user, "online").await?;
     }
-    tx.commit().await.map_err(describe)
+    tx.commit().await.map_err(DbError::from)
 }
 
 /// `user` has no connection left on `node`; announces `offline` if no live
 /// node has one either.
 pub(super) async fn closed(pool: &Pool, node: &str, user: &str) -> Result<(), StepError> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(describe)?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
     lock_user(&tx, user).await?;
     tx.execute(
         "DELETE FROM realtime.node_users WHERE node = $1 AND sub = $2",
         &[&node, &user],
     )
-    .await
-    .map_err(describe)?;
+    .await?;
     settle(&tx, user).await?;
-    tx.commit().await.map_err(describe)
+    tx.commit().await.map_err(DbError::from)
 }
 
 /// Users announced online whom no live node has a connection of (their
 /// node died, or a relay before node leases left them): each goes offline.
 pub(super) async fn sweep(pool: &Pool) -> Result<(), StepError> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let client = pool.get().await?;
     client
         .execute(
             "DELETE FROM realtime.node_users u WHERE NOT EXISTS (
                  SELECT 1 FROM realtime.nodes n WHERE n.node = u.node AND n.lease_until > now())",
             &[],
         )
-        .await
-        .map_err(describe)?;
+        .await?;
     client
         .execute(
             "DELETE FROM realtime.nodes WHERE lease_until < now() - interval '1 hour'",
             &[],
         )
-        .await
-        .map_err(describe)?;
+        .await?;
     let orphans: Vec<String> = client
         .query(
             "SELECT o.sub FROM realtime.online o WHERE NOT EXISTS (
@@ -127,18 +116,17 @@ pub(super) async fn sweep(pool: &Pool) -> Result<(), StepError> {
              ORDER BY o.since, o.sub LIMIT 1000",
             &[],
         )
-        .await
-        .map_err(describe)?
+        .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
     drop(client);
     for user in orphans {
-        let mut client = pool.get().await.map_err(|e| e.to_string())?;
-        let tx = client.transaction().await.map_err(describe)?;
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
         lock_user(&tx, &user).await?;
         settle(&tx, &user).await?;
-        tx.commit().await.map_err(describe)?;
+        tx.commit().await?;
     }
     Ok(())
 }
@@ -149,8 +137,7 @@ async fn lock_user(tx: &Transaction<'_>, user: &str) -> Result<(), StepError> {
         "SELECT pg_advisory_xact_lock(hashtext('rowcast presence'), hashtext($1))",
         &[&user],
     )
-    .await
-    .map_err(describe)?;
+    .await?;
     Ok(())
 }
 
@@ -164,8 +151,7 @@ async fn settle(tx: &Transaction<'_>, user: &str) -> Result<(), StepError> {
                  WHERE u.sub = $1 AND n.lease_until > now())",
             &[&user],
         )
-        .await
-        .map_err(describe)?;
+        .await?;
     if gone == 1 {
         publish(tx, user, "offline").await?;
     }
@@ -176,8 +162,7 @@ async fn settle(tx: &Transaction<'_>, user: &str) -> Result<(), StepError> {
 async fn publish(tx: &Transaction<'_>, user: &str, status: &str) -> Result<(), StepError> {
     let rooms: Vec<String> = tx
         .query_one("SELECT realtime.presence($1, $2)", &[&user, &status])
-        .await
-        .map_err(describe)?
+        .await?
         .get::<_, Option<Vec<String>>>(0)
         .unwrap_or_default();
     if rooms.is_empty() {
@@ -192,7 +177,6 @@ async fn publish(tx: &Transaction<'_>, user: &str, status: &str) -> Result<(), S
         "SELECT realtime.publish($1, 'user-status-changed', $2)",
         &[&rooms, &data],
     )
-    .await
-    .map_err(describe)?;
+    .await?;
     Ok(())
 }

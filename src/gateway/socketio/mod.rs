@@ -3,7 +3,7 @@
 //! `socket.io-client` 4.x is a rowcast connection.
 //!
 //! A Socket.IO connection is one rowcast connection, run by the same
-//! [`session::run`] as `/v1/ws`: the same admission (token from
+//! [`lifecycle::run`] as `/v1/ws`: the same admission (token from
 //! `auth: { token }`, a refusal being a `connect_error`), the same send
 //! queue bound and slow-client handling, the same reader and writer. Only
 //! the ends differ: client events are translated into protocol v1 frames
@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{self, Admission, Transport};
-use super::Shared;
+use super::lifecycle::{self, Admission, Transport};
+use super::GatewayState;
 use crate::protocol;
 use inbound::translate;
 use outbound::{Outbound, Pending};
@@ -47,7 +47,7 @@ const BUFFER: usize = 64;
 /// The Socket.IO service at `/socket.io/`, and shutdown for its
 /// connections (every transport is closed, so clients reconnect to
 /// another node).
-pub(super) fn router<S: Clone + Send + Sync + 'static>(state: Arc<Shared>) -> Router<S> {
+pub(super) fn router<S: Clone + Send + Sync + 'static>(state: Arc<GatewayState>) -> Router<S> {
     let limits = &state.config.limits;
     let (service, io) = SocketIo::builder()
         .transports([TransportType::Polling, TransportType::Websocket])
@@ -112,7 +112,7 @@ struct Prepared {
 }
 
 fn admit(
-    state: &Shared,
+    state: &GatewayState,
     socket: &SocketRef,
     peer: SocketAddr,
     auth: Option<Value>,
@@ -128,7 +128,7 @@ fn admit(
         .filter(|token| !token.is_empty())
         .map(str::to_string)
         .or_else(|| super::auth::token_from(headers, socket.req_parts().uri.query()));
-    let admission = session::admit(state, peer.ip(), origin, token)
+    let admission = lifecycle::admit(state, peer.ip(), origin, token)
         .map_err(|e| Refused(format!("{}: {}", e.code.as_str(), e.message)))?;
     let prepared = receive(socket, admission);
     socket
@@ -230,7 +230,7 @@ fn refuse(ack: Option<AckSender>, reply: axum::extract::ws::Utf8Bytes) {
 }
 
 /// Runs an admitted Socket.IO connection to its end.
-async fn connected(state: Arc<Shared>, socket: SocketRef) {
+async fn connected(state: Arc<GatewayState>, socket: SocketRef) {
     let prepared = socket
         .extensions
         .remove::<Admitted>()
@@ -251,7 +251,7 @@ async fn connected(state: Arc<Shared>, socket: SocketRef) {
             .map(Ok::<_, Infallible>)
             .take_until(gone.cancelled_owned()),
     );
-    session::run(
+    lifecycle::run(
         state,
         admission,
         Transport::SocketIo,

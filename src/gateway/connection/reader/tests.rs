@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::{JwtConfig, Secret};
+use crate::db::DbError;
 use crate::fanout::ConnId;
 use crate::gateway::connection::Closer;
 
@@ -15,7 +16,7 @@ use crate::gateway::connection::Closer;
 struct Rule;
 
 impl Authorize for Rule {
-    async fn authorize(&self, _claims: &Claims, room: &str) -> Result<bool, String> {
+    async fn authorize(&self, _claims: &Claims, room: &str) -> Result<bool, DbError> {
         Ok(room.starts_with("ok_"))
     }
 }
@@ -309,5 +310,9 @@ async fn room_limits_and_leaving() {
     assert_eq!(c.next().await["error"]["code"], "not_found");
     drop(c.input);
     assert_eq!(c.reader.await.unwrap(), Ended::ByClient);
-    assert_eq!(hub.room_count(), 0, "a finished session leaves every room");
+    assert_eq!(
+        hub.room_count(),
+        0,
+        "a finished connection leaves every room"
+    );
 }

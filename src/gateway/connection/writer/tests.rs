@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::*;
+use crate::db::DbError;
 use crate::event::{Event, StoredEvent};
 
 struct Memory(Vec<i64>);
@@ -19,7 +20,7 @@ impl History for Memory {
         after: i64,
         until: i64,
         limit: i64,
-    ) -> Result<RoomPage, String> {
+    ) -> Result<RoomPage, DbError> {
         let events: Vec<_> = self
             .0
             .iter()
