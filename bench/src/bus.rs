@@ -17,7 +17,7 @@ use crate::env::Env;
 use crate::failover::start_leader;
 use crate::latency::{window, Window};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
+use crate::report::{self, CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers};
 use crate::Common;
@@ -95,7 +95,7 @@ fn delete_stream(addr: SocketAddr, stream: &str) -> std::io::Result<()> {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut runs: Vec<Run> = Vec::new();
     let mut notes = Vec::new();
     let mut measured = Vec::new();
@@ -207,7 +207,7 @@ fn sys_suffix() -> u64 {
     crate::sys::mono_ns() % 1_000_000
 }
 
-fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<String>) -> Outcome {
+fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<String>) -> Report {
     let mut table = Table::new(
         format!(
             "bus: commit → client frame on the follower, ms (median (min–max) over {} runs; {} clients on the follower, {} capture, {} writer connections, {} s per rate)",
@@ -270,7 +270,7 @@ fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<St
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "bus".into(),
         tables: vec![table],
         notes,

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::env::{self, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
+use crate::report::{self, CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
 use crate::Common;
@@ -93,7 +93,7 @@ fn load(args: &Args) -> Load {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
     for run in 1..=args.common.runs {
         args.common.before_run().await;
@@ -249,7 +249,7 @@ async fn one_mode(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Mode>
     Ok(mode)
 }
 
-fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let pg = Spread::of(&runs.iter().map(|r| r.pg_rate).collect::<Vec<_>>());
     let mut table = Table::new(
         format!(
@@ -310,7 +310,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "capture".into(),
         tables: vec![table],
         notes,

@@ -44,7 +44,7 @@ const COMMANDS: usize = 4;
 const MAX_LEFTS: usize = 1_000_000;
 
 #[derive(Default)]
-struct Shared {
+struct ClientCounters {
     frames: AtomicU64,
     samples: Mutex<Vec<(u64, u64)>>,
     closes: Mutex<BTreeMap<u16, u64>>,
@@ -58,7 +58,7 @@ struct Shared {
     controls: Mutex<HashMap<usize, mpsc::Sender<()>>>,
 }
 
-impl Shared {
+impl ClientCounters {
     fn closed(&self, code: u16) {
         *self.closes.lock().unwrap().entry(code).or_default() += 1;
     }
@@ -90,7 +90,7 @@ async fn run() -> anyhow::Result<()> {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let line = stdin.next_line().await?.context("no plan on stdin")?;
     let plan: Arc<Plan> = Arc::new(serde_json::from_str(&line).context("bad plan")?);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(ClientCounters::default());
     let (drain_tx, drain_rx) = watch::channel(false);
     let (first_tx, mut first_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
@@ -175,7 +175,7 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn take_closes(shared: &Shared) -> Vec<(u16, u64)> {
+fn take_closes(shared: &ClientCounters) -> Vec<(u16, u64)> {
     std::mem::take(&mut *shared.closes.lock().unwrap())
         .into_iter()
         .collect()
@@ -192,7 +192,7 @@ fn say(message: &Message) {
 async fn connection(
     plan: Arc<Plan>,
     index: usize,
-    shared: Arc<Shared>,
+    shared: Arc<ClientCounters>,
     permits: Arc<Semaphore>,
     first: mpsc::UnboundedSender<Result<(), String>>,
     done: mpsc::UnboundedSender<()>,
@@ -266,7 +266,7 @@ async fn sse_connection(
     plan: &Plan,
     token: &str,
     rooms: &[String],
-    shared: &Shared,
+    shared: &ClientCounters,
     permits: &Semaphore,
     first: mpsc::UnboundedSender<Result<(), String>>,
 ) {
@@ -334,7 +334,7 @@ async fn open_sse(plan: &Plan, path: &str) -> anyhow::Result<SseStream> {
 /// returns the close code, or [`STILL_OPEN`].
 async fn read(
     mut ws: WebSocketStream<TcpStream>,
-    shared: &Shared,
+    shared: &ClientCounters,
     frames: &AtomicU64,
     latency: bool,
     idle: Option<Duration>,
@@ -376,7 +376,7 @@ async fn controlled(
     ws: WebSocketStream<TcpStream>,
     index: usize,
     rooms: &[String],
-    shared: &Shared,
+    shared: &ClientCounters,
     mut commands: mpsc::Receiver<()>,
 ) -> u16 {
     let (mut sink, mut stream) = ws.split();

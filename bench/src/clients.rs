@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::env::Env;
-use crate::{node, sys};
+use crate::{nodejs, sys};
 
 /// What one client process does.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -400,8 +400,8 @@ impl Clients {
 
 async fn spawn(env: &Env, plan: &Plan) -> anyhow::Result<Proc> {
     let mut command = if plan.transport.in_node() {
-        let dir = node::client_dir();
-        node::install(&dir).await?;
+        let dir = nodejs::client_dir();
+        nodejs::install(&dir).await?;
         let mut command = std::process::Command::new("node");
         command.arg(dir.join("client.js"));
         command

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clients::{Clients, Plan};
 use crate::env::{Db, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, Outcome, Table};
+use crate::report::{self, Report, Table};
 use crate::stats::{nearest_rank, Spread};
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers};
@@ -87,7 +87,7 @@ pub async fn start_leader(
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut trials = Vec::new();
     for capture in &args.capture {
         args.common.before_run().await;
@@ -211,7 +211,7 @@ fn percentiles(values: &[f64]) -> (f64, f64, f64, f64) {
     )
 }
 
-fn summarize(args: &Args, trials: Vec<Trial>) -> Outcome {
+fn summarize(args: &Args, trials: Vec<Trial>) -> Report {
     let mut table = Table::new(
         format!(
             "failover: SIGKILL of the leader → ..., ms ({} trials per mode; {} rows/s into the client's room; the client is on the follower)",
@@ -265,7 +265,7 @@ fn summarize(args: &Args, trials: Vec<Trial>) -> Outcome {
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(trials);
-    Outcome {
+    Report {
         name: "failover".into(),
         tables: vec![table],
         notes,

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::clients::{self, Clients, Plan, Transport};
 use crate::env::{self, Env, USERS};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
+use crate::report::{self, CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
@@ -111,7 +111,7 @@ struct Run {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let most = sys::nofile_hard().saturating_sub(RELAY_FILES) as usize;
     let mut notes = vec![format!(
         "one relay process may open {} files here (RLIMIT_NOFILE hard limit), so at most {most} connections are measured; 50,000 needs a higher limit",
@@ -349,7 +349,7 @@ async fn relay_queries(admin: &tokio_postgres::Client) -> Vec<String> {
     rows.iter().map(|row| row.get(0)).collect()
 }
 
-fn summarize(args: &Args, counts: &[usize], runs: Vec<Run>, mut notes: Vec<String>) -> Outcome {
+fn summarize(args: &Args, counts: &[usize], runs: Vec<Run>, mut notes: Vec<String>) -> Report {
     let mut table = Table::new(
         format!(
             "fanout: {} offered frames/s, {} s per layout, rooms of {} (median (min–max) over {} runs)",
@@ -428,7 +428,7 @@ fn summarize(args: &Args, counts: &[usize], runs: Vec<Run>, mut notes: Vec<Strin
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "fanout".into(),
         tables: vec![table],
         notes,

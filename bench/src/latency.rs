@@ -24,7 +24,7 @@ use crate::chart::{self, Series};
 use crate::clients::{self, Clients, Plan, Totals, Transport};
 use crate::env::Env;
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
+use crate::report::{self, CpuMeter, CpuShare, Report, Table};
 use crate::seed::SeedProc;
 use crate::stats::{Percentiles, Spread};
 use crate::writers::{self, Load, Pairs, Writers};
@@ -133,7 +133,7 @@ struct Run {
 const SEED_CAPTURE: &str = "pg_notify";
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let paths = args
         .path
         .iter()
@@ -298,7 +298,7 @@ async fn rates(
     Ok(results)
 }
 
-fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Report {
     let mut table = Table::new(
         format!(
             "latency: commit → client frame, ms (median (min–max) over {} runs; {} clients{}, {} writer connections, {} s per rate)",
@@ -416,7 +416,7 @@ fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Outcome {
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "latency".into(),
         tables: vec![table],
         notes,

@@ -19,7 +19,7 @@ mod env;
 mod failover;
 mod fanout;
 mod latency;
-mod node;
+mod nodejs;
 mod nodes;
 mod promotion;
 mod relay;

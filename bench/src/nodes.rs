@@ -17,7 +17,7 @@ use crate::clients::{Clients, Plan, Transport};
 use crate::env::Env;
 use crate::failover::start_leader;
 use crate::relay::RelayProc;
-use crate::report::{self, Outcome, Table};
+use crate::report::{self, Report, Table};
 use crate::stats::Spread;
 use crate::Common;
 
@@ -65,7 +65,7 @@ struct Run {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
     let share = args.connections.div_ceil(args.nodes);
     anyhow::ensure!(
@@ -157,7 +157,7 @@ async fn one_run(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     })
 }
 
-fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let mut table = Table::new(
         format!(
             "nodes: {} idle connections over {} nodes, one room each (median (min–max) over {} runs)",
@@ -211,7 +211,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "nodes".into(),
         tables: vec![table],
         notes: vec![format!(

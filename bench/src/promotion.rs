@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::env::{self, Db, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, Outcome, Table};
+use crate::report::{self, Report, Table};
 use crate::stats::{nearest_rank, Spread};
 use crate::sys;
 use crate::Common;
@@ -87,7 +87,7 @@ struct Trial {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let bin = match args.postgres {
         Some(major) => Some(
             tokio::task::spawn_blocking(move || releases::binaries(major))
@@ -453,7 +453,7 @@ fn percentiles(values: &[f64]) -> (f64, f64, f64) {
     )
 }
 
-fn summarize(args: &Args, version: u32, trials: Vec<Trial>) -> Outcome {
+fn summarize(args: &Args, version: u32, trials: Vec<Trial>) -> Report {
     let mut table = Table::new(
         format!(
             "promotion: promotion of the standby → first event from the new primary, ms (Postgres {version}; {} promotions per mode and URL)",
@@ -512,7 +512,7 @@ fn summarize(args: &Args, version: u32, trials: Vec<Trial>) -> Outcome {
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(trials);
-    Outcome {
+    Report {
         name: "promotion".into(),
         tables: vec![table],
         notes,

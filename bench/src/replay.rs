@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 
 use crate::env::{self, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
+use crate::report::{self, CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::Common;
 
@@ -54,7 +54,7 @@ struct Run {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
     for run in 1..=args.common.runs {
         args.common.before_run().await;
@@ -167,7 +167,7 @@ async fn next(ws: &mut Socket) -> anyhow::Result<Ws> {
     }
 }
 
-fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let rate = Spread::of(&runs.iter().map(|r| r.events_per_sec).collect::<Vec<_>>());
     let seconds = Spread::of(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>());
     let store = Spread::of(&runs.iter().map(|r| r.store_rate).collect::<Vec<_>>());
@@ -211,7 +211,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
     );
     json["summary"] = json!({"events_per_sec": rate, "seconds": seconds, "store_rate": store, "replayed_min": replayed});
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "replay".into(),
         tables: vec![table],
         notes,

@@ -73,7 +73,7 @@ impl fmt::Display for Table {
 
 /// A scenario's results.
 #[derive(Clone, Debug, Default)]
-pub struct Outcome {
+pub struct Report {
     /// The scenario's name (the JSON file's name).
     pub name: String,
     /// Printed at the end.
@@ -86,7 +86,7 @@ pub struct Outcome {
     pub svg: Option<String>,
 }
 
-impl Outcome {
+impl Report {
     /// Prints the tables and notes.
     pub fn print(&self) {
         println!();

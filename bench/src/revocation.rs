@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 use crate::clients::{Clients, Plan, Transport};
 use crate::env::{self, Env, USERS};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Outcome, Table};
+use crate::report::{self, CpuMeter, CpuShare, Report, Table};
 use crate::stats::{Percentiles, Spread};
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers};
@@ -106,7 +106,7 @@ struct Run {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     anyhow::ensure!(args.rooms >= 1, "--rooms must be at least 1");
     anyhow::ensure!(
         args.clients >= args.rooms,
@@ -332,7 +332,7 @@ async fn rejoin(group: &mut Clients, conn: usize) -> anyhow::Result<u64> {
 /// One phase of a run.
 type PickPhase = fn(&Run) -> Option<&Phase>;
 
-fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let mut table = Table::new(
         format!(
             "revocation: commit → left frame, ms ({} trials per phase, {} clients in {} content rooms, {} capture; median (min–max) over {} runs)",
@@ -405,7 +405,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
     );
     json["summary"] = json!(summary);
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "revocation".into(),
         tables: vec![table],
         notes,

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::env::{self, Db, Env};
-use crate::node;
+use crate::nodejs;
 
 /// The seed's triggers.
 const TRIGGERS: &str = include_str!("../seed/triggers.sql");
@@ -42,8 +42,8 @@ impl SeedProc {
             .await
             .context("installing the seed's triggers")?;
         drop(client);
-        let dir = node::seed_dir();
-        node::install(&dir).await?;
+        let dir = nodejs::seed_dir();
+        nodejs::install(&dir).await?;
         let port = process::free_port();
         let mut command = std::process::Command::new("node");
         command

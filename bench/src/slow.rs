@@ -17,7 +17,7 @@ use crate::clients::{self, Clients, Message, Plan};
 use crate::env::Env;
 use crate::latency::{self, Window};
 use crate::relay::RelayProc;
-use crate::report::{self, Outcome, Table};
+use crate::report::{self, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers};
 use crate::Common;
@@ -88,7 +88,7 @@ struct Run {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
     for run in 1..=args.common.runs {
         args.common.before_run().await;
@@ -224,7 +224,7 @@ fn ends(runs: &[Run]) -> String {
     parts.join(" ")
 }
 
-fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let spread = |f: &dyn Fn(&Run) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
     let mib = |kib: u64| kib as f64 / 1024.0;
     let mut latency = Table::new(
@@ -310,7 +310,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
         "rss_growth_mib": growth,
     });
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "slow".into(),
         tables: vec![latency, memory],
         notes,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::env::Env;
-use crate::report::Outcome;
+use crate::report::Report;
 use crate::{
     bus, capture, failover, fanout, latency, nodes, promotion, replay, revocation, slow, soak,
     Common,
@@ -24,7 +24,7 @@ pub struct Args {
 
 /// Runs every scenario at a tiny size; returns their outcomes and the
 /// combined results (`{"scenarios": {name: results}}`).
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Outcome>, serde_json::Value)> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_json::Value)> {
     let common = Common {
         runs: 1,
         out: args.out.clone(),

@@ -18,7 +18,7 @@ use crate::clients::{self, Clients, Plan, Totals};
 use crate::env::Env;
 use crate::latency::{self, Window};
 use crate::relay::RelayProc;
-use crate::report::{self, Outcome, Table};
+use crate::report::{self, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
 use crate::Common;
@@ -108,7 +108,7 @@ struct Run {
 }
 
 /// Runs the scenario.
-pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Outcome> {
+pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let common = args.common();
     let mut runs = Vec::new();
     for run in 1..=args.runs.max(1) {
@@ -238,7 +238,7 @@ pub fn slope(samples: &[Sample]) -> f64 {
     }
 }
 
-fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
+fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let spread = |f: &dyn Fn(&Run) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
     let mib = |kib: u64| kib as f64 / 1024.0;
     let mut table = Table::new(
@@ -333,7 +333,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Outcome {
         "delivered": delivered, "expected": expected, "lost": lost,
     });
     json["runs"] = json!(runs);
-    Outcome {
+    Report {
         name: "soak".into(),
         tables,
         notes,

@@ -63,7 +63,7 @@ pub struct Load {
 
 /// What a load did.
 #[derive(Clone, Debug, Default)]
-pub struct Outcome {
+pub struct Written {
     /// Rows committed.
     pub rows: u64,
     /// Statements that failed (their rows are not counted).
@@ -109,13 +109,13 @@ impl Writers {
     }
 
     /// Applies a load with every connection; returns when it is over.
-    pub async fn run(&self, load: &Load) -> Outcome {
+    pub async fn run(&self, load: &Load) -> Written {
         self.run_until(load, &CancellationToken::new()).await
     }
 
     /// Applies a load until it is over or `stop` is cancelled, whichever
     /// comes first (a statement under way is finished).
-    pub async fn run_until(&self, load: &Load, stop: &CancellationToken) -> Outcome {
+    pub async fn run_until(&self, load: &Load, stop: &CancellationToken) -> Written {
         let start = tokio::time::Instant::now();
         let start_ns = sys::mono_ns();
         let deadline = start + load.duration;
@@ -126,7 +126,7 @@ impl Writers {
             let seq = self.seq.clone();
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
-                let mut done = Outcome::default();
+                let mut done = Written::default();
                 let batch = load.batch.max(1);
                 // Statement k of this connection is due at (index + k * total) / rate.
                 let period = load
@@ -199,9 +199,9 @@ impl Writers {
                 done
             }));
         }
-        let mut outcome = Outcome {
+        let mut outcome = Written {
             start_ns,
-            ..Outcome::default()
+            ..Written::default()
         };
         for task in tasks {
             if let Ok(done) = task.await {

@@ -3,7 +3,7 @@
 //! stored, rollbacks storing nothing, coalescing, and exactly-once under 8
 //! concurrent writers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -166,7 +166,7 @@ async fn publish(pg: Pg, mode: &str) {
 async fn coalesce(pg: Pg, mode: &str) {
     let db = pg.demo_db().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     client
         .batch_execute("INSERT INTO content (id, author_id, title) VALUES (5, 1, 'x'), (6, 1, 'y')")
         .await
@@ -243,7 +243,7 @@ async fn concurrent_writers(pg: Pg, mode: &str) {
 async fn writers_wake_a_sleeping_relay_without_losing_a_change() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     let mut config = config_for(&db.url, "trigger");
     config.capture.poll_interval = Duration::from_secs(600);
     let relay = start_relay_with(config).await;

@@ -8,7 +8,7 @@
 //! capture and Postgres 17+ failover slots deliver every change exactly
 //! once; on 15 a logical relay reports the gap instead of a silent hole.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -159,6 +159,16 @@ async fn gaps(client: &Client) -> Vec<(i64, Option<String>, bool)> {
         .collect()
 }
 
+/// The stored gaps once there is at least one: the relay logs its line
+/// before the marker's transaction commits.
+async fn stored_gaps(client: &Client) -> Vec<(i64, Option<String>, bool)> {
+    wait_for("the gap marker to be stored", DEADLINE, || async {
+        let found = gaps(client).await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await
+}
+
 async fn join_since(addr: SocketAddr, room: &str, since: i64) -> (Ws, Value) {
     let mut ws = open(addr, &token("1")).await;
     let reply = ws
@@ -211,10 +221,10 @@ async fn sse_first_message(addr: SocketAddr, room: &str, since: i64) -> String {
         .event
 }
 
-/// A demo database with the seed, and a logical relay that streamed from
+/// A demo database with the basic rows, and a logical relay that streamed from
 /// its slot; returns the seq a client had when the relay stopped.
 async fn streamed_then_stopped(db: &TestDb, client: &Client, log: &PathBuf) -> (i64, String) {
-    seed_basic(client).await;
+    insert_basic_rows(client).await;
     let relay = LoggedRelay::start(&db.url, "logical", log, &[]).await;
     insert_content(client, 100..=101).await;
     let since = barrier(client).await;
@@ -244,7 +254,7 @@ async fn a_dropped_slot_is_a_reported_capture_gap_and_capture_goes_on() {
     );
     assert!(line.contains("last position"), "{line}");
     assert!(line.contains("missing"), "says what happened: {line}");
-    let stored = gaps(&client).await;
+    let stored = stored_gaps(&client).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     let (marker, gap_slot, has_position) = stored[0].clone();
     assert_eq!(gap_slot.as_deref(), Some(slot.as_str()));
@@ -349,7 +359,7 @@ async fn a_slot_consumed_by_someone_else_is_a_capture_gap() {
     let relay = LoggedRelay::start(&db.url, "logical", &log, &[]).await;
     let line = relay.gap_line().await;
     assert!(line.contains("consumed"), "{line}");
-    assert_eq!(gaps(&client).await.len(), 1);
+    assert_eq!(stored_gaps(&client).await.len(), 1);
     insert_content(&client, 103..=103).await;
     barrier(&client).await;
     assert_eq!(stored_content(&client).await, vec![100, 101, 103]);
@@ -372,7 +382,7 @@ async fn a_slot_consumed_by_someone_else_is_a_capture_gap() {
 async fn a_slot_lost_while_streaming_sends_members_to_resume_into_a_gap() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     let log = log_path("lost-live");
     let relay = LoggedRelay::start(&db.url, "logical", &log, &[]).await;
     let slot = recorded_slot(&client).await;
@@ -417,7 +427,7 @@ impl Pair {
             .await
             .unwrap();
         let db = private_demo_db(&primary).await;
-        seed_basic(&db.client().await).await;
+        insert_basic_rows(&db.client().await).await;
         let standby = primary.standby().await.expect("a standby");
         let url = format!(
             "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/demo?target_session_attrs=read-write",
@@ -618,12 +628,7 @@ async fn outbox_went_back(mode: &str) {
 
     insert_content(&client, 103..=103).await;
     assert_eq!(member.closed().await, 1001, "sent to resume");
-    let stored = wait_for("the gap marker", DEADLINE, || async {
-        let found = gaps(&client).await;
-        (!found.is_empty()).then_some(found)
-    })
-    .await;
-    let marker = stored[0].0;
+    let marker = stored_gaps(&client).await[0].0;
     assert!(
         marker > delivered,
         "marker {marker} above delivered {delivered}"

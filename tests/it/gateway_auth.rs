@@ -2,7 +2,7 @@
 //! tokens refused before the upgrade, the SQL authorization rule applied to
 //! every room kind, and tokens that expire on an open connection.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 
@@ -170,7 +170,7 @@ async fn a_user_past_the_connection_cap_gets_429_while_others_connect() {
 async fn the_authorization_matrix_matches_the_rule() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     let relay = start_relay(&db, "trigger").await;
     let all = ["1", "2", "3", "4", "service"];
     let matrix: &[(&str, &[&str])] = &[

@@ -1,7 +1,7 @@
 //! The HTTP API end to end: publishing and room history with service and
 //! user tokens, and health, readiness and metrics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

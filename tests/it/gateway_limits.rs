@@ -2,7 +2,7 @@
 //! a client that stops reading (closed with 4008 while the relay's memory
 //! stays flat).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ async fn floods_are_rate_limited_and_others_stay_served() {
 async fn a_client_that_stops_reading_is_closed_with_4008_and_memory_stays_flat() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     // Small outbox batches, so the relay's own working set stays small and
     // what is measured is how memory follows the stalled client's backlog.
     let (mut relay, addr) = spawn_listening_relay(

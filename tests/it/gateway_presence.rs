@@ -2,7 +2,7 @@
 //! open, and users left online by a crashed relay go offline when the next
 //! one starts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ async fn presence_changes_once_per_user_not_per_tab() {
 async fn users_left_online_by_a_crash_go_offline_when_the_relay_restarts() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     let (mut relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let _alice = open(addr, &token("1")).await;
     wait_for("alice online", Duration::from_secs(20), || async {
@@ -90,7 +90,7 @@ async fn users_left_online_by_a_crash_go_offline_when_the_relay_restarts() {
 async fn a_flapping_connection_stores_no_presence_change() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     let mut config = config_for(&db.url, "trigger");
     config.gateway.presence_grace = Duration::from_millis(500);
     let relay = start_relay_with(config).await;

@@ -3,7 +3,7 @@
 //! exactly what it missed (also under concurrent writers), and emits reach
 //! the other members of a room only.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

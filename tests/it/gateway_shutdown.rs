@@ -2,7 +2,7 @@
 //! stores the presence changes of the users it disconnects before the relay
 //! exits cleanly.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use common::*;
 async fn sigterm_closes_every_client_with_1001() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     let (mut relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let mut clients = Vec::new();
     for user in ["1", "2", "3"] {

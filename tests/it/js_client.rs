@@ -3,7 +3,7 @@
 //! the test Postgres, and its browser tests, all through `npm test`.
 //! Skipped, with a message, where node or npm is not installed.
 
-mod common;
+use crate::common;
 
 use common::node;
 

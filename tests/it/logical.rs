@@ -5,7 +5,7 @@
 //! changes in the middle of the stream; and TRUNCATE. Where trigger capture
 //! has the same contract, the test runs in both modes as a parity check.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -197,7 +197,7 @@ async fn a_100k_row_transaction_is_stored_completely_in_bounded_memory() {
     const ROWS: i64 = 100_000;
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     let relay = spawn_capturing_relay(&db, &client, "logical").await;
     let pid = relay.id();
     let before = barrier(&client).await;
@@ -235,7 +235,7 @@ async fn a_transaction_of_wide_rows_is_stored_in_bounded_memory() {
     const WIDTH: i64 = 100_000;
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     let relay = spawn_capturing_relay(&db, &client, "logical").await;
     let pid = relay.id();
     let before = barrier(&client).await;
@@ -290,7 +290,7 @@ async fn killed_inside_a_large_transaction(pg: Pg) {
     const ROWS: i64 = 100_000;
     let db = pg.demo_db().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     let mut relay = spawn_capturing_relay(&db, &client, "logical").await;
     let before = barrier(&client).await;
     insert_messages(&client, ROWS).await;
@@ -354,7 +354,7 @@ async fn wait_confirmed(client: &Client, target: u64, what: &str) {
 async fn the_slot_keeps_up_when_no_routed_change_happens() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     client
         .batch_execute("CREATE TABLE scratch (id bigserial PRIMARY KEY, note text)")
         .await
@@ -436,7 +436,7 @@ async fn schema_changes(pg: Pg, mode: &str) {
     const WRITES: i64 = 300;
     let db = pg.demo_db().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     client
         .batch_execute(
             "INSERT INTO content (id, author_id, title) VALUES (1, 1, 'c');
@@ -571,7 +571,7 @@ async fn schema_changes(pg: Pg, mode: &str) {
 async fn truncate(pg: Pg, mode: &str) {
     let db = pg.demo_db().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     client
         .batch_execute(
             "INSERT INTO messages (id, sender_id, recipient_id, body) VALUES (1, 1, 2, 'a'), (2, 2, 1, 'b');

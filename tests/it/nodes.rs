@@ -9,7 +9,7 @@
 //! the NATS variant fails when no server listens there (unless
 //! `ROWCAST_TEST_SKIP=nats`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -469,7 +469,7 @@ async fn failover_over(capture: &str, bus: &[(&str, &str)]) {
 async fn presence_counts_connections_on_every_node() {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     let grace = [("ROWCAST_PRESENCE_GRACE", "100ms")];
     let (_a, addr_a) = spawn_listening_relay(&db, "trigger", &grace).await;
     let (mut b, addr_b) = spawn_listening_relay(&db, "trigger", &grace).await;
@@ -528,7 +528,7 @@ async fn over_nats_typing_on_one_node_reaches_members_on_another() {
 async fn typing_across(bus: &[(&str, &str)]) {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     let (_a, addr_a) = spawn_listening_relay(&db, "trigger", bus).await;
     let (_b, addr_b) = spawn_listening_relay(&db, "trigger", bus).await;
     let mut alice = open(addr_a, &token("1")).await;

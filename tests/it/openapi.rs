@@ -9,7 +9,7 @@
 //! `tests/openapi/schemathesis.toml`). Skipped, saying so, only where python3
 //! or the schemathesis install is unavailable.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;
@@ -48,7 +48,7 @@ async fn responses_match_the_openapi_document() {
         ],
     )
     .await;
-    seed_history(&client).await;
+    insert_history_rows(&client).await;
 
     let (status, document) = http(addr, "GET", "/v1/openapi.json", None, None).await;
     assert_eq!(status, 200, "{document}");
@@ -134,8 +134,8 @@ async fn validate(validator: &Schemathesis, addr: std::net::SocketAddr, who: &st
 /// A public content row with a few events of its room (an insert, an
 /// update with `old`, coalesced views with `count`), for the document's
 /// example room `content_42`, which every user may read.
-async fn seed_history(client: &tokio_postgres::Client) {
-    seed_basic(client).await;
+async fn insert_history_rows(client: &tokio_postgres::Client) {
+    insert_basic_rows(client).await;
     client
         .batch_execute(
             "INSERT INTO content (id, author_id, title, visibility) VALUES (42, 1, 'first', 'public');

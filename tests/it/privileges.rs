@@ -3,7 +3,7 @@
 //! touch rowcast's schema, and can publish only once it is a member of
 //! `rowcast_publisher`.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -43,7 +43,7 @@ fn url_as(url: &str, role: &str) -> String {
 async fn an_app_role_writes_routed_tables_but_not_realtime(capture: &str) {
     let db = TestDb::demo().await;
     let admin = db.client().await;
-    seed_basic(&admin).await;
+    insert_basic_rows(&admin).await;
     let relay = start_relay(&db, capture).await;
     let role = app_role(&admin, &db).await;
     let app = connect(&url_as(&db.url, &role)).await;

@@ -2,7 +2,7 @@
 //! Postgres restart under load, bad settings at startup, schema order, and
 //! retention bookkeeping.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! removed from the room and told so, and receives nothing more of it,
 //! while members who keep the right go on receiving.
 
-mod common;
+use crate::common;
 
 use common::ws::*;
 use common::*;
@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 async fn setup(client: &Client) {
-    seed_basic(client).await;
+    insert_basic_rows(client).await;
     client
         .batch_execute(
             "INSERT INTO content (id, author_id, title, body, visibility) VALUES

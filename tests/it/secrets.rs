@@ -2,7 +2,7 @@
 //! in `DATABASE_URL` and a JWT secret, serves connections, refuses bad
 //! tokens and stops; neither secret appears in anything it printed.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::Stdio;
@@ -18,7 +18,7 @@ async fn debug_logs_never_print_a_secret() {
     const JWT: &str = "jwt-d0-not-print-me-0123456789";
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     let url = with_password(&db.url, PASSWORD);
     let port = rowcast_devkit::process::free_port();
     let mut command = relay_binary(&["serve"], &[]);

@@ -5,7 +5,7 @@
 //! events relayed between Socket.IO and `/v1/ws` clients, and the seed's
 //! own event names. Skipped, with a message, where node is not installed.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -24,7 +24,7 @@ fn node_available() -> bool {
 async fn content_db() -> (TestDb, tokio_postgres::Client) {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     client
         .batch_execute(
             "INSERT INTO content (id, author_id, title, visibility) VALUES (10, 1, 'hello', 'public')",

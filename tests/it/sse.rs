@@ -5,7 +5,7 @@
 //! when the token expires, and a browser's own `EventSource` resuming
 //! across a relay restart.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,7 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 async fn content_db() -> (TestDb, tokio_postgres::Client) {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     client
         .batch_execute(
             "INSERT INTO content (id, author_id, title, visibility) VALUES

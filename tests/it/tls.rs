@@ -3,7 +3,7 @@
 //! over `sslmode=require`; `verify-full` works with the right authority and
 //! refuses a wrong one with one clear line and a non-zero exit.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

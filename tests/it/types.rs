@@ -3,7 +3,7 @@
 //! it should (right shapes accepted, wrong ones and unexposed columns
 //! refused). Skipped, with a message, where node or npm is not installed.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -6,7 +6,7 @@
  */
 
 import { Backoff, reconnectOptions, type ReconnectOptions } from "./backoff.js";
-import { EventBus } from "./bus.js";
+import { EventHandlers } from "./handlers.js";
 import { memoryCursors, type CursorStore } from "./cursors.js";
 import type { EventMap, FrameOf, ListenedName, UntypedEvents } from "./events.js";
 import { Listeners } from "./listeners.js";
@@ -92,7 +92,7 @@ export class RowcastClient<Events extends EventMap<Events> = UntypedEvents> {
     event: new Listeners(),
   };
   /** Listeners by event name. */
-  private readonly named = new EventBus();
+  private readonly named = new EventHandlers();
   private connection: Connection | undefined;
   private currentStatus: Status = "connecting";
   private everOpened = false;

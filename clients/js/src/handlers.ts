@@ -2,7 +2,7 @@
  * Handlers by event name, for listening to an event wherever it comes from
  * rather than to one room. The same stored event reaches every joined room
  * it was sent to (say a document's room and its author's), always with one
- * seq; the bus hands it to each handler once.
+ * seq; it reaches each handler once.
  */
 
 import { callSafely } from "./listeners.js";
@@ -29,7 +29,7 @@ class RecentSeqs {
   }
 }
 
-export class EventBus {
+export class EventHandlers {
   private readonly handlers = new Map<string, Set<Handler>>();
   private readonly recent = new RecentSeqs();
 

@@ -9,7 +9,7 @@
 
 import { createContext, createElement, useContext, useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 
-import { EventBus, type Handler } from "./bus.js";
+import { EventHandlers, type Handler } from "./handlers.js";
 import { createClient, endpointUrl, type ClientOptions, type RowcastClient, type Status } from "./client.js";
 import type { EventMap, EventName, FrameOf, UntypedEvents } from "./events.js";
 import { RowcastError, type OkReply } from "./protocol.js";
@@ -93,14 +93,14 @@ type Stable<Events extends EventMap<Events>> = Pick<Realtime<Events>, "on" | "jo
  * runs, or between StrictMode's unmount and remount) and applied on attach.
  */
 class HookSession {
-  readonly bus = new EventBus();
+  readonly handlers = new EventHandlers();
   private readonly wanted = new Set<Wanted>();
   private client: RowcastClient | undefined;
   private stopEvents: (() => void) | undefined;
 
   attach(client: RowcastClient): void {
     this.client = client;
-    this.stopEvents = client.on("event", (frame) => this.bus.dispatch(frame));
+    this.stopEvents = client.on("event", (frame) => this.handlers.dispatch(frame));
     for (const wanted of this.wanted) wanted.subscription = client.subscribe(wanted.room);
   }
 
@@ -127,7 +127,7 @@ class HookSession {
 
   api<Events extends EventMap<Events>>(): Stable<Events> {
     return {
-      on: (name: string, handler: Handler) => this.bus.on(name, handler),
+      on: (name: string, handler: Handler) => this.handlers.on(name, handler),
       joinRoom: (room) => this.join(room),
       emit: (room, event, data) => this.emit(room, event, data),
     };

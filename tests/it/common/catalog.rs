@@ -1,6 +1,6 @@
 //! The event catalog as plain SQL writes on the demo schema and the events
 //! (name, rooms) each must produce. Applied in order on a database seeded
-//! with [`super::seed_basic`].
+//! with [`super::insert_basic_rows`].
 
 /// One write and the events it must produce (event, rooms), in any order.
 pub struct Case {

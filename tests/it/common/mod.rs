@@ -150,25 +150,25 @@ impl Pg {
 }
 
 /// The server tests create their databases on, and the template they copy.
-struct Shared {
+struct TestServer {
     /// The server (a throwaway cluster lives as long as the process).
     server: Server,
     /// Name of the template database holding the demo schema and migrations.
     template: String,
 }
 
-fn shared() -> &'static Shared {
+fn shared() -> &'static TestServer {
     shared_on(Pg::DEFAULT)
 }
 
 /// The shared server of a version, started on first use.
-fn shared_on(pg: Pg) -> &'static Shared {
-    static SHARED: Mutex<Vec<(Pg, &'static Shared)>> = Mutex::new(Vec::new());
+fn shared_on(pg: Pg) -> &'static TestServer {
+    static SHARED: Mutex<Vec<(Pg, &'static TestServer)>> = Mutex::new(Vec::new());
     let mut started = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, shared)) = started.iter().find(|(at, _)| *at == pg) {
         return shared;
     }
-    let shared: &'static Shared = Box::leak(Box::new(
+    let shared: &'static TestServer = Box::leak(Box::new(
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -183,7 +183,7 @@ fn shared_on(pg: Pg) -> &'static Shared {
     shared
 }
 
-async fn start_shared(pg: Pg) -> Shared {
+async fn start_shared(pg: Pg) -> TestServer {
     let server = match pg {
         Pg::DEFAULT => Server::from_env_or_start(&pg.options()),
         _ => Server::start(&pg.options()),
@@ -201,7 +201,7 @@ async fn start_shared(pg: Pg) -> Shared {
     rowcast::schema::migrate(&config.database)
         .await
         .expect("migrations");
-    Shared { server, template }
+    TestServer { server, template }
 }
 
 /// The admin URL and the template database's name of the test Postgres,
@@ -241,7 +241,7 @@ impl TestDb {
         Self::create_on(shared(), template).await
     }
 
-    async fn create_on(shared: &Shared, template: Option<&str>) -> Self {
+    async fn create_on(shared: &TestServer, template: Option<&str>) -> Self {
         let name = database::unique_name("t");
         let url = shared
             .server
@@ -558,7 +558,7 @@ pub async fn private_demo_db(cluster: &Cluster) -> TestDb {
 }
 
 /// Seeds a few users, content and friendships used by most tests.
-pub async fn seed_basic(client: &Client) {
+pub async fn insert_basic_rows(client: &Client) {
     client
         .batch_execute(
             "INSERT INTO users (id, username, email, password_hash) VALUES
@@ -570,9 +570,9 @@ pub async fn seed_basic(client: &Client) {
              SELECT setval(pg_get_serial_sequence('users', 'id'), 100);",
         )
         .await
-        .expect("seed");
+        .expect("basic rows");
 }
-/// A test database with [`seed_basic`]'s rows and the relay running on it.
+/// A test database with [`insert_basic_rows`]'s rows and the relay running on it.
 pub async fn basic_relay(mode: &str) -> (TestDb, Client, Relay) {
     basic_relay_on(Pg::DEFAULT, mode).await
 }
@@ -581,14 +581,14 @@ pub async fn basic_relay(mode: &str) -> (TestDb, Client, Relay) {
 pub async fn basic_relay_on(pg: Pg, mode: &str) -> (TestDb, Client, Relay) {
     let db = pg.demo_db().await;
     let client = db.client().await;
-    seed_basic(&client).await;
+    insert_basic_rows(&client).await;
     let relay = start_relay(&db, mode).await;
     (db, client, relay)
 }
 
 /// Users, a friendship, and content, calendars, albums, media and a diary
 /// of every visibility: the rows the authorization matrix is about.
-pub const MATRIX_SEED: &str = "
+pub const MATRIX_ROWS: &str = "
     INSERT INTO users (id, username, email, password_hash) VALUES
         (1, 'alice', 'a@secret.example', 'hash-a'), (2, 'bob', 'b@secret.example', 'hash-b'),
         (3, 'carol', 'c@secret.example', 'hash-c'), (4, 'dave', 'd@secret.example', 'hash-d');
@@ -602,11 +602,11 @@ pub const MATRIX_SEED: &str = "
     INSERT INTO media (id, owner_id, url, visibility) VALUES (40, 1, 'u', 'public'), (41, 1, 'u', 'private');
     INSERT INTO diaries (id, owner_id, title) VALUES (50, 1, 'd');";
 
-/// A test database with [`MATRIX_SEED`] and the relay running on it.
+/// A test database with [`MATRIX_ROWS`] and the relay running on it.
 pub async fn seeded_relay(mode: &str) -> (TestDb, Client, Relay) {
     let db = TestDb::demo().await;
     let client = db.client().await;
-    client.batch_execute(MATRIX_SEED).await.unwrap();
+    client.batch_execute(MATRIX_ROWS).await.unwrap();
     let relay = start_relay(&db, mode).await;
     (db, client, relay)
 }

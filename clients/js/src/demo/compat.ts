@@ -8,7 +8,7 @@
  * (`@rowcast/client/compat`); an app on its own schema uses the core client.
  */
 
-import { EventBus, type Handler } from "../bus.js";
+import { EventHandlers, type Handler } from "../handlers.js";
 import { createClient, endpointUrl, type ClientOptions, type RowcastClient, type Status } from "../client.js";
 import type { FrameOf } from "../events.js";
 import type { Subscription } from "../subscriptions.js";
@@ -26,7 +26,7 @@ export type ConnectOptions = Omit<ClientOptions, "url" | "token">;
  */
 export class RealtimeClient {
   private client: RowcastClient<DemoEvents> | undefined;
-  private readonly bus = new EventBus();
+  private readonly handlers = new EventHandlers();
   /** Joined rooms; kept from before `connect` too, as Socket.IO buffers early emits. */
   private readonly rooms = new Map<string, Subscription | undefined>();
   private wasOpen = false;
@@ -36,7 +36,7 @@ export class RealtimeClient {
     this.close();
     const client = createClient<DemoEvents>({ ...options, url: endpointUrl(url), token });
     this.client = client;
-    client.on("event", (frame) => this.bus.dispatch(frame));
+    client.on("event", (frame) => this.handlers.dispatch(frame));
     client.on("status", (status) => this.onStatus(status));
     for (const room of this.rooms.keys()) this.rooms.set(room, client.subscribe(room));
     return client;
@@ -49,11 +49,11 @@ export class RealtimeClient {
   /** Listens to any other event name. */
   on(event: string, handler: Handler): () => void;
   on(event: string, handler: Handler): () => void {
-    return this.bus.on(event, handler);
+    return this.handlers.on(event, handler);
   }
 
   off(event: string, handler: Handler): void {
-    this.bus.off(event, handler);
+    this.handlers.off(event, handler);
   }
 
   /** Whether the connection is open now. */
@@ -133,10 +133,10 @@ export class RealtimeClient {
   private onStatus(status: Status): void {
     if (status === "open") {
       this.wasOpen = true;
-      this.bus.emit("connect", undefined);
+      this.handlers.emit("connect", undefined);
     } else if (this.wasOpen) {
       this.wasOpen = false;
-      this.bus.emit("disconnect", status);
+      this.handlers.emit("disconnect", status);
     }
   }
 }

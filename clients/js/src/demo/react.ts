@@ -7,7 +7,7 @@
 
 import { useMemo } from "react";
 
-import type { Handler } from "../bus.js";
+import type { Handler } from "../handlers.js";
 import type { FrameOf } from "../events.js";
 import { useRealtime as useCoreRealtime, type HookOptions, type Realtime } from "../react.js";
 import {

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import { EventBus } from "../../src/bus.js";
+import { EventHandlers } from "../../src/handlers.js";
 import { endpointUrl } from "../../src/client.js";
 import { CATALOG_EVENTS, joinerName, registrarName, ROOM_KINDS } from "../../src/demo/catalog.js";
 import { RealtimeClient } from "../../src/demo/compat.js";
@@ -32,17 +32,17 @@ describe("the catalog's names", () => {
   });
 });
 
-describe("EventBus", () => {
+describe("EventHandlers", () => {
   it("hands a stored event to each handler once, whichever rooms it came through", () => {
-    const bus = new EventBus();
+    const handlers = new EventHandlers();
     const got: unknown[] = [];
-    bus.on("content-updated", (frame) => got.push(frame.room));
-    const off = bus.on("content-updated", (frame) => got.push(`second:${frame.room}`));
-    bus.dispatch(stored("content_1", 7));
-    bus.dispatch(stored("user_1", 7));
+    handlers.on("content-updated", (frame) => got.push(frame.room));
+    const off = handlers.on("content-updated", (frame) => got.push(`second:${frame.room}`));
+    handlers.dispatch(stored("content_1", 7));
+    handlers.dispatch(stored("user_1", 7));
     off();
-    bus.dispatch(stored("content_1", 8));
-    bus.dispatch({ type: "event", room: "content_1", event: "user-typing", data: {} });
+    handlers.dispatch(stored("content_1", 8));
+    handlers.dispatch({ type: "event", room: "content_1", event: "user-typing", data: {} });
     expect(got).toEqual(["content_1", "second:content_1", "content_1"]);
   });
 });
