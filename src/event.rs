@@ -160,6 +160,26 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+impl StoredEvent {
+    /// A `tick` event with empty data in one room, for tests of what
+    /// reads and sends stored events.
+    #[cfg(test)]
+    pub(crate) fn tick(seq: i64, room: &str) -> Self {
+        Self {
+            seq,
+            event: Event {
+                name: Arc::from("tick"),
+                rooms: vec![room.to_string()],
+                data: "{}".into(),
+                old: None,
+                at: OffsetDateTime::UNIX_EPOCH,
+                count: None,
+                coalesce: None,
+            },
+        }
+    }
+}
+
 impl Deref for StoredEvent {
     type Target = Event;
 

@@ -506,7 +506,7 @@ mod tests {
             let events: Vec<_> = matching
                 .iter()
                 .take(limit as usize)
-                .map(|seq| Arc::new(stored(*seq, room)))
+                .map(|seq| Arc::new(StoredEvent::tick(*seq, room)))
                 .collect();
             Ok(RoomPage {
                 more: matching.len() > events.len(),
@@ -514,21 +514,6 @@ mod tests {
                 head: until,
                 gap: after + 1 < *oldest,
             })
-        }
-    }
-
-    fn stored(seq: i64, room: &str) -> StoredEvent {
-        StoredEvent {
-            seq,
-            event: crate::event::Event {
-                name: Arc::from("tick"),
-                rooms: vec![room.to_string()],
-                data: "{}".into(),
-                old: None,
-                at: time::OffsetDateTime::UNIX_EPOCH,
-                count: None,
-                coalesce: None,
-            },
         }
     }
 

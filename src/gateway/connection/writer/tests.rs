@@ -5,11 +5,10 @@ use std::sync::Arc;
 use axum::extract::ws::Message;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use super::*;
 use crate::db::DbError;
-use crate::event::{Event, StoredEvent};
+use crate::event::StoredEvent;
 
 struct Memory(Vec<i64>);
 
@@ -26,7 +25,7 @@ impl History for Memory {
             .iter()
             .filter(|seq| **seq > after && **seq <= until)
             .take(limit as usize)
-            .map(|seq| Arc::new(event(*seq, room)))
+            .map(|seq| Arc::new(StoredEvent::tick(*seq, room)))
             .collect();
         Ok(RoomPage {
             more: events.len() as i64 == limit,
@@ -37,27 +36,12 @@ impl History for Memory {
     }
 }
 
-fn event(seq: i64, room: &str) -> StoredEvent {
-    StoredEvent {
-        seq,
-        event: Event {
-            name: Arc::from("tick"),
-            rooms: vec![room.to_string()],
-            data: "{}".into(),
-            old: None,
-            at: OffsetDateTime::UNIX_EPOCH,
-            count: None,
-            coalesce: None,
-        },
-    }
-}
-
 fn live(room: &Arc<str>, seq: i64) -> Outgoing {
     Outgoing::Event(Arc::new(RoomFrame {
         room: room.clone(),
         seq,
         event: Arc::from("test-event"),
-        frame: frame::stored_frame(room, &event(seq, room)),
+        frame: frame::stored_frame(room, &StoredEvent::tick(seq, room)),
     }))
 }
 
