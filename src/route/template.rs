@@ -94,6 +94,11 @@ impl Template {
         })
     }
 
+    /// The template as written (`content_{id}`).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// The room for a row, or `None` when a column is null or missing, or
     /// its value would not make a valid room name.
     pub fn render(&self, row: &Row) -> Option<String> {

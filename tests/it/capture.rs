@@ -41,6 +41,32 @@ async fn server_version(pg: Pg) {
     }
 }
 
+/// The cases are the catalog's spec; the event names come from
+/// `routes.toml`, so a route added there without a case fails here.
+#[test]
+fn the_cases_produce_every_event_of_the_routes_file() {
+    // Coalesced views are checked by `bursts_of_views_coalesce_into_one_event`;
+    // `realtime.publish` names an event no route makes.
+    let elsewhere = ["content-viewed"];
+    let produced: std::collections::BTreeSet<String> = CASES
+        .iter()
+        .filter(|case| !case.sql.starts_with("SELECT realtime.publish"))
+        .flat_map(|case| case.expect.iter().map(|(event, _)| event.to_string()))
+        .chain(elsewhere.iter().map(|event| event.to_string()))
+        .collect();
+    let routed = common::catalog::routed_events();
+    let missing: Vec<&String> = routed.difference(&produced).collect();
+    let unknown: Vec<&String> = produced.difference(&routed).collect();
+    assert!(
+        missing.is_empty(),
+        "routed events no case produces: {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "cases expect events no route makes: {unknown:?}"
+    );
+}
+
 fn normalized(events: &[(String, Vec<String>)]) -> Vec<(String, Vec<String>)> {
     let mut events = events.to_vec();
     events.sort();

@@ -106,3 +106,14 @@ pub const CASES: &[Case] = &[
     Case { sql: "DELETE FROM content WHERE id = 10",
            expect: &[("content-deleted", &["content_10", "user_1"])] },
 ];
+
+/// Every event the repository's `routes.toml` can store, read from the
+/// file itself (the cases above must produce each of them).
+pub fn routed_events() -> std::collections::BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
+    let router = rowcast::route::Router::from_path(&path).expect("routes.toml compiles");
+    router
+        .tables()
+        .flat_map(|table| table.routes.iter().map(|route| route.event.to_string()))
+        .collect()
+}
