@@ -2,7 +2,7 @@
 //! arguments. The relay's own settings are the library's [`Settings`].
 
 use clap::{Args, Parser, Subcommand};
-use rowcast::settings::Settings;
+use rowcast::settings::{env, Settings};
 
 /// rowcast: committed Postgres row changes as realtime WebSocket events.
 #[derive(Debug, Parser)]
@@ -32,10 +32,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TypesArgs {
     /// Postgres connection URL (the database whose tables the routes name).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Path of the routes file (default: the built-in demo routes).
-    #[arg(long, env = "ROWCAST_ROUTES")]
+    #[arg(long, env = env::ROWCAST_ROUTES)]
     pub routes: Option<std::path::PathBuf>,
 }
 
@@ -43,10 +43,10 @@ pub struct TypesArgs {
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: Option<String>,
     /// `REALTIME_DEBUG=true` turns on debug logs.
-    #[arg(long = "debug", env = "REALTIME_DEBUG", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long = "debug", env = env::REALTIME_DEBUG, default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub debug: bool,
 }
 
@@ -54,7 +54,7 @@ pub struct MigrateArgs {
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Seconds between two demo writes (0 turns the demo writer off).
-    #[arg(long, env = "ROWCAST_DEMO_INTERVAL", default_value = "1s")]
+    #[arg(long, env = env::ROWCAST_DEMO_INTERVAL, default_value = "1s")]
     pub demo_interval: String,
     /// Keep the throwaway cluster's files after exit (for inspection).
     #[arg(long)]

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use crate::db::DatabaseConfig;
-use crate::settings::Settings;
+use crate::settings::{env, Settings};
 
 /// A setting that could not be used, named by its environment variable.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ impl ConfigError {
 
 impl From<crate::db::UrlError> for ConfigError {
     fn from(reason: crate::db::UrlError) -> Self {
-        Self::new("DATABASE_URL", reason.to_string())
+        Self::new(env::DATABASE_URL, reason.to_string())
     }
 }
 
@@ -316,18 +316,18 @@ impl Config {
             database: database(s)?,
             capture: CaptureConfig {
                 mode: s.capture.parse().map_err(|e: UnknownCaptureMode| {
-                    ConfigError::new("ROWCAST_CAPTURE", e.to_string())
+                    ConfigError::new(env::ROWCAST_CAPTURE, e.to_string())
                 })?,
-                batch_size: positive("ROWCAST_BATCH_SIZE", s.batch_size)?,
-                poll_interval: duration("ROWCAST_POLL_INTERVAL", &s.poll_interval)?,
+                batch_size: positive(env::ROWCAST_BATCH_SIZE, s.batch_size)?,
+                poll_interval: duration(env::ROWCAST_POLL_INTERVAL, &s.poll_interval)?,
                 slot: match s.slot.trim() {
                     "" => None,
-                    slot => Some(identifier("ROWCAST_SLOT", slot)?),
+                    slot => Some(identifier(env::ROWCAST_SLOT, slot)?),
                 },
-                publication: identifier("ROWCAST_PUBLICATION", &s.publication)?,
-                heartbeat: duration("ROWCAST_HEARTBEAT", &s.heartbeat)?,
+                publication: identifier(env::ROWCAST_PUBLICATION, &s.publication)?,
+                heartbeat: duration(env::ROWCAST_HEARTBEAT, &s.heartbeat)?,
                 on_gap: s.on_capture_gap.parse().map_err(|e: UnknownGapPolicy| {
-                    ConfigError::new("ROWCAST_ON_CAPTURE_GAP", e.to_string())
+                    ConfigError::new(env::ROWCAST_ON_CAPTURE_GAP, e.to_string())
                 })?,
             },
             routes: match &s.routes {
@@ -335,9 +335,9 @@ impl Config {
                 _ => RoutesSource::Builtin,
             },
             retention: Retention {
-                max_age: duration("ROWCAST_RETENTION_AGE", &s.retention_age)?,
+                max_age: duration(env::ROWCAST_RETENTION_AGE, &s.retention_age)?,
                 max_events: s.retention_events,
-                interval: duration("ROWCAST_RETENTION_INTERVAL", &s.retention_interval)?,
+                interval: duration(env::ROWCAST_RETENTION_INTERVAL, &s.retention_interval)?,
             },
             gateway: gateway(s)?,
             bus: bus(s)?,
@@ -350,8 +350,8 @@ fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
     let url = s.database_url.as_deref().unwrap_or_default();
     let database = DatabaseConfig::from_url(url).map_err(ConfigError::from)?;
     Ok(DatabaseConfig {
-        pool_size: positive("ROWCAST_DB_POOL", s.db_pool)?,
-        startup_timeout: duration("ROWCAST_STARTUP_TIMEOUT", &s.startup_timeout)?,
+        pool_size: positive(env::ROWCAST_DB_POOL, s.db_pool)?,
+        startup_timeout: duration(env::ROWCAST_STARTUP_TIMEOUT, &s.startup_timeout)?,
         ..database
     })
 }
@@ -364,19 +364,19 @@ fn bus(s: &Settings) -> Result<BusConfig, ConfigError> {
     let Some(server) = value.strip_prefix("nats://") else {
         // The value may hold credentials: it is not echoed.
         return Err(ConfigError::new(
-            "ROWCAST_BUS",
+            env::ROWCAST_BUS,
             "must be `postgres` or a NATS server URL (nats://host:port)",
         ));
     };
     if !cfg!(feature = "nats") {
         return Err(ConfigError::new(
-            "ROWCAST_BUS",
+            env::ROWCAST_BUS,
             "this build of rowcast has no NATS bus (build it with the `nats` feature)",
         ));
     }
     if server.is_empty() || server.starts_with('/') {
         return Err(ConfigError::new(
-            "ROWCAST_BUS",
+            env::ROWCAST_BUS,
             "the NATS URL names no host",
         ));
     }
@@ -387,7 +387,7 @@ fn bus(s: &Settings) -> Result<BusConfig, ConfigError> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !valid {
         return Err(ConfigError::new(
-            "ROWCAST_NATS_STREAM",
+            env::ROWCAST_NATS_STREAM,
             format!("`{stream}` must be 1 to 64 letters, digits, `_` or `-`"),
         ));
     }
@@ -399,11 +399,14 @@ fn bus(s: &Settings) -> Result<BusConfig, ConfigError> {
 
 fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
     let host: IpAddr = s.bind.parse().map_err(|_| {
-        ConfigError::new("ROWCAST_BIND", format!("`{}` is not an IP address", s.bind))
+        ConfigError::new(
+            env::ROWCAST_BIND,
+            format!("`{}` is not an IP address", s.bind),
+        )
     })?;
     let port: u16 = s.port.trim().parse().map_err(|_| {
         ConfigError::new(
-            "SOCKET_PORT",
+            env::SOCKET_PORT,
             format!("`{}` is not a port number (0-65535)", s.port),
         )
     })?;
@@ -411,38 +414,38 @@ fn gateway(s: &Settings) -> Result<GatewayConfig, ConfigError> {
         bind: SocketAddr::new(host, port),
         cors: cors(&s.cors_origin)?,
         jwt: jwt(s)?,
-        heartbeat: duration("ROWCAST_HEARTBEAT_INTERVAL", &s.heartbeat_interval)?,
-        presence_grace: duration("ROWCAST_PRESENCE_GRACE", &s.presence_grace)?,
+        heartbeat: duration(env::ROWCAST_HEARTBEAT_INTERVAL, &s.heartbeat_interval)?,
+        presence_grace: duration(env::ROWCAST_PRESENCE_GRACE, &s.presence_grace)?,
         header_timeout: positive(
-            "ROWCAST_HEADER_TIMEOUT",
-            duration("ROWCAST_HEADER_TIMEOUT", &s.header_timeout)?,
+            env::ROWCAST_HEADER_TIMEOUT,
+            duration(env::ROWCAST_HEADER_TIMEOUT, &s.header_timeout)?,
         )?,
-        client_events: client_events("ROWCAST_CLIENT_EVENTS", &s.client_events)?,
-        throttled_events: client_events("ROWCAST_THROTTLED_EVENTS", &s.throttled_events)?,
+        client_events: client_events(env::ROWCAST_CLIENT_EVENTS, &s.client_events)?,
+        throttled_events: client_events(env::ROWCAST_THROTTLED_EVENTS, &s.throttled_events)?,
         limits: Limits {
-            send_queue: positive("ROWCAST_SEND_QUEUE", s.send_queue)?,
-            max_frame_bytes: positive("ROWCAST_MAX_FRAME_BYTES", s.max_frame_bytes)?,
-            frames_per_sec: positive("ROWCAST_FRAME_RATE", s.frame_rate)?,
-            joins_per_sec: positive("ROWCAST_JOIN_RATE", s.join_rate)?,
-            emits_per_sec: positive("ROWCAST_EMIT_RATE", s.emit_rate)?,
-            connects_per_sec: positive("ROWCAST_CONNECT_RATE", s.connect_rate)?,
-            history_per_sec: positive("ROWCAST_HISTORY_RATE", s.history_rate)?,
-            abuse_strikes: positive("ROWCAST_ABUSE_STRIKES", s.abuse_strikes)?,
-            max_rooms: positive("ROWCAST_MAX_ROOMS", s.max_rooms)?,
-            max_connections: positive("ROWCAST_MAX_CONNECTIONS", s.max_connections)?,
+            send_queue: positive(env::ROWCAST_SEND_QUEUE, s.send_queue)?,
+            max_frame_bytes: positive(env::ROWCAST_MAX_FRAME_BYTES, s.max_frame_bytes)?,
+            frames_per_sec: positive(env::ROWCAST_FRAME_RATE, s.frame_rate)?,
+            joins_per_sec: positive(env::ROWCAST_JOIN_RATE, s.join_rate)?,
+            emits_per_sec: positive(env::ROWCAST_EMIT_RATE, s.emit_rate)?,
+            connects_per_sec: positive(env::ROWCAST_CONNECT_RATE, s.connect_rate)?,
+            history_per_sec: positive(env::ROWCAST_HISTORY_RATE, s.history_rate)?,
+            abuse_strikes: positive(env::ROWCAST_ABUSE_STRIKES, s.abuse_strikes)?,
+            max_rooms: positive(env::ROWCAST_MAX_ROOMS, s.max_rooms)?,
+            max_connections: positive(env::ROWCAST_MAX_CONNECTIONS, s.max_connections)?,
             max_connections_per_user: positive(
-                "ROWCAST_MAX_CONNECTIONS_PER_USER",
+                env::ROWCAST_MAX_CONNECTIONS_PER_USER,
                 s.max_connections_per_user,
             )?,
             max_connections_per_ip: positive(
-                "ROWCAST_MAX_CONNECTIONS_PER_IP",
+                env::ROWCAST_MAX_CONNECTIONS_PER_IP,
                 s.max_connections_per_ip,
             )?,
-            typing_throttle: duration("ROWCAST_TYPING_THROTTLE", &s.typing_throttle)?,
-            auth_cache_ttl: duration("ROWCAST_AUTH_CACHE_TTL", &s.auth_cache_ttl)?,
+            typing_throttle: duration(env::ROWCAST_TYPING_THROTTLE, &s.typing_throttle)?,
+            auth_cache_ttl: duration(env::ROWCAST_AUTH_CACHE_TTL, &s.auth_cache_ttl)?,
             auth_recheck: positive(
-                "ROWCAST_AUTH_RECHECK_INTERVAL",
-                duration("ROWCAST_AUTH_RECHECK_INTERVAL", &s.auth_recheck_interval)?,
+                env::ROWCAST_AUTH_RECHECK_INTERVAL,
+                duration(env::ROWCAST_AUTH_RECHECK_INTERVAL, &s.auth_recheck_interval)?,
             )?,
         },
     })
@@ -459,7 +462,7 @@ fn cors(value: &str) -> Result<CorsOrigins, ConfigError> {
     }
     if let Some(bad) = origins.iter().find(|o| !o.contains("://")) {
         return Err(ConfigError::new(
-            "SOCKET_CORS_ORIGIN",
+            env::SOCKET_CORS_ORIGIN,
             format!("`{bad}` is not an origin (expected scheme://host[:port] or *)"),
         ));
     }
@@ -470,7 +473,7 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
     use jsonwebtoken::Algorithm;
     let algorithm = Algorithm::from_str(s.jwt_algorithm.trim()).map_err(|_| {
         ConfigError::new(
-            "JWT_ALGORITHM",
+            env::JWT_ALGORITHM,
             format!(
                 "unsupported algorithm `{}` (HS256, RS256, ES256, ...)",
                 s.jwt_algorithm
@@ -489,13 +492,13 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
     let public_key_pem = match (&s.jwt_public_key_file, is_hmac) {
         (Some(path), false) => Some(std::fs::read(path).map_err(|e| {
             ConfigError::new(
-                "JWT_PUBLIC_KEY_FILE",
+                env::JWT_PUBLIC_KEY_FILE,
                 format!("cannot read {}: {e}", path.display()),
             )
         })?),
         (None, false) => {
             return Err(ConfigError::new(
-                "JWT_PUBLIC_KEY_FILE",
+                env::JWT_PUBLIC_KEY_FILE,
                 format!("required for {algorithm:?} (a PEM public key)"),
             ))
         }
@@ -504,13 +507,13 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
     match &secret {
         None if is_hmac => {
             return Err(ConfigError::new(
-                "JWT_SECRET",
+                env::JWT_SECRET,
                 "not set (required for HS256 tokens)",
             ))
         }
         Some(secret) if is_hmac && secret.expose().len() < 16 => {
             return Err(ConfigError::new(
-                "JWT_SECRET",
+                env::JWT_SECRET,
                 "too short (use at least 16 bytes)",
             ))
         }
@@ -522,7 +525,7 @@ fn jwt(s: &Settings) -> Result<JwtConfig, ConfigError> {
         public_key_pem,
         audience: s.jwt_audience.clone().filter(|v| !v.is_empty()),
         issuer: s.jwt_issuer.clone().filter(|v| !v.is_empty()),
-        leeway: duration("JWT_LEEWAY", &s.jwt_leeway)?,
+        leeway: duration(env::JWT_LEEWAY, &s.jwt_leeway)?,
     })
 }
 

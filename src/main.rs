@@ -76,7 +76,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .is_none_or(|p| p.as_os_str().is_empty())
     {
         return Err(ConfigError::new(
-            "ROWCAST_ROUTES",
+            rowcast::settings::env::ROWCAST_ROUTES,
             "not set: `rowcast serve` needs the routes file of your schema (--routes or ROWCAST_ROUTES; start from routes.toml and docs/routes.md); `rowcast dev` runs the demo with its routes built in",
         )
         .into());

@@ -28,7 +28,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = args.settings.clone();
     rowcast::telemetry::init_logs(settings.debug);
     let interval = parse_duration(&args.demo_interval).ok_or_else(|| {
-        ConfigError::new("ROWCAST_DEMO_INTERVAL", "not a duration (for example 1s)")
+        ConfigError::new(
+            rowcast::settings::env::ROWCAST_DEMO_INTERVAL,
+            "not a duration (for example 1s)",
+        )
     })?;
     let cluster = match settings
         .database_url

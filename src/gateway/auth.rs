@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use crate::config::{ConfigError, JwtConfig};
+use crate::settings::env;
 
 /// The verified claims of a token.
 #[derive(Clone, Debug)]
@@ -61,19 +62,19 @@ impl Verifier {
                 Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
                 _ => {
                     return Err(ConfigError::new(
-                        "JWT_ALGORITHM",
+                        env::JWT_ALGORITHM,
                         "a public key needs RS*, PS*, ES* or EdDSA",
                     ))
                 }
             }
             .map_err(|_| {
                 ConfigError::new(
-                    "JWT_PUBLIC_KEY_FILE",
+                    env::JWT_PUBLIC_KEY_FILE,
                     "not a PEM public key for the configured algorithm",
                 )
             })?,
             (Some(secret), None) => DecodingKey::from_secret(secret.expose().as_bytes()),
-            (None, None) => return Err(ConfigError::new("JWT_SECRET", "not set")),
+            (None, None) => return Err(ConfigError::new(env::JWT_SECRET, "not set")),
         };
         let mut validation = Validation::new(config.algorithm);
         validation.leeway = config.leeway.as_secs();

@@ -138,7 +138,7 @@ pub struct ConnQueue {
     pub conn: ConnId,
     /// The writer's queue.
     queue: mpsc::Sender<Outgoing>,
-    /// GatewayState with both halves.
+    /// Shared with both halves.
     pub closer: Arc<Closer>,
 }
 

@@ -69,7 +69,7 @@ pub struct ConnReader<A> {
     authorizer: Arc<A>,
     /// Token verification for `auth`.
     verifier: Arc<Verifier>,
-    /// GatewayState settings.
+    /// Shared settings.
     config: Arc<ReaderConfig>,
     /// Rate limiters.
     limits: ConnectionLimits,
