@@ -2,32 +2,48 @@
 //! WebSocket clients.
 //!
 //! The flow, one module per stage, one typed value between stages
-//! ([`event`]):
-//! [`capture`] (a [`capture::Source`]: triggers or a logical replication
-//! slot, yielding `Change`s) → [`ingest`] (the single writer: one loop
-//! routes each change through [`route`] into `Event`s and stores them in
-//! the [`outbox`] as `StoredEvent`s under a global `seq`) → [`fanout`]
-//! (rooms and their members) → [`gateway`] (the WebSocket [`protocol`] and
-//! the HTTP API). [`relay`] wires the stages together.
+//! (`event`):
+//! `capture` (a `capture::Source`: triggers or a logical replication
+//! slot, yielding `Change`s) → `ingest` (the single writer: one loop
+//! routes each change through `route` into `Event`s and stores them in
+//! the `outbox` as `StoredEvent`s under a global `seq`) → `fanout`
+//! (rooms and their members) → `gateway` (the WebSocket `protocol` and
+//! the HTTP API). `relay` wires the stages together.
 //! [`config::Config`] is loaded from [`settings::Settings`] (flags and
 //! environment).
+//!
+//! The boundary: the stages are private modules, so rustc reports what
+//! nothing uses. The public surface is what the `rowcast` binary, the
+//! benchmarks and the integration tests need: the settings and the
+//! [`config`] they load into, [`Relay`], [`shutdown`], [`migrate`], the
+//! database helpers, and the routes compiler for `rowcast types`.
 
-pub mod bus;
-pub mod capture;
+mod bus;
+mod capture;
 pub mod config;
-pub mod db;
-pub mod duration;
-pub mod event;
-pub mod fanout;
-pub mod gateway;
-pub mod ingest;
-pub mod outbox;
-pub mod protocol;
-pub mod quote;
-pub mod relay;
-pub mod room;
-pub mod route;
-pub mod schema;
+mod db;
+mod duration;
+mod event;
+mod fanout;
+mod gateway;
+mod ingest;
+mod outbox;
+mod protocol;
+mod quote;
+mod relay;
+mod room;
+mod route;
+mod schema;
 pub mod settings;
 pub mod shutdown;
-pub mod telemetry;
+mod telemetry;
+
+// The public surface, re-exported from the stages.
+pub use db::{describe, describe_pg_error, parse_url, pool_of};
+pub use duration::parse_duration;
+pub use fanout::Hub;
+pub use outbox::room_events;
+pub use relay::Relay;
+pub use route::{typescript, Catalog, Router};
+pub use schema::migrate;
+pub use telemetry::init_logs;

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command, MigrateArgs};
 use rowcast::config::{Config, ConfigError};
-use rowcast::relay::Relay;
 use rowcast::settings::Settings;
 use rowcast::shutdown::{self, Shutdown};
+use rowcast::Relay;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -82,7 +82,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .into());
     }
     let config = Config::load(&settings)?;
-    rowcast::telemetry::init_logs(config.debug);
+    rowcast::init_logs(config.debug);
     let shutdown = Shutdown::new();
     let relay = Relay::start(config, shutdown.clone()).await?;
     tokio::spawn(async move {
@@ -95,10 +95,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    rowcast::telemetry::init_logs(args.debug);
+    rowcast::init_logs(args.debug);
     let url = args.database_url.unwrap_or_default();
     let database = rowcast::config::DatabaseConfig::from_url(&url).map_err(ConfigError::from)?;
-    rowcast::schema::migrate(&database).await?;
-    tracing::info!(database = %rowcast::db::describe(&database.pg), "schema is up to date");
+    rowcast::migrate(&database).await?;
+    tracing::info!(database = %rowcast::describe(&database.pg), "schema is up to date");
     Ok(())
 }

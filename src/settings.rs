@@ -92,7 +92,7 @@ pub struct Settings {
     /// Trigger mode: poll the capture table this often without a NOTIFY.
     #[arg(long, env = env::ROWCAST_POLL_INTERVAL, default_value = "1s")]
     pub poll_interval: String,
-    /// Logical mode: replication slot name (default: rowcast_<database>).
+    /// Logical mode: replication slot name (default: `rowcast_<database>`).
     #[arg(long, env = env::ROWCAST_SLOT, default_value = "")]
     pub slot: String,
     /// Logical mode: publication name.

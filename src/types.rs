@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use rowcast::config::{ConfigError, DatabaseConfig};
-use rowcast::route::typescript::{self, ColumnType, ColumnTypes};
-use rowcast::route::{Catalog, Router};
+use rowcast::typescript::{self, ColumnType, ColumnTypes};
+use rowcast::{Catalog, Router};
 
 use crate::cli::TypesArgs;
 
@@ -44,16 +44,17 @@ fn database(url: Option<String>) -> Result<DatabaseConfig, ConfigError> {
 }
 
 async fn column_types(database: &DatabaseConfig, router: &Router) -> anyhow::Result<ColumnTypes> {
-    let target = rowcast::db::describe(&database.pg);
-    let pool = rowcast::db::pool_of(database, 1, "rowcast types")?;
+    let target = rowcast::describe(&database.pg);
+    let pool = rowcast::pool_of(database, 1, "rowcast types")?;
     let client = pool
         .get()
         .await
         .map_err(|e| anyhow::anyhow!("database {target}: {e}"))?;
     let tables: Vec<String> = router.tables().map(|t| t.qualified()).collect();
-    let rows = client.query(COLUMNS, &[&tables]).await.map_err(|e| {
-        anyhow::anyhow!("database {target}: {}", rowcast::db::describe_pg_error(&e))
-    })?;
+    let rows = client
+        .query(COLUMNS, &[&tables])
+        .await
+        .map_err(|e| anyhow::anyhow!("database {target}: {}", rowcast::describe_pg_error(&e)))?;
     let mut types: ColumnTypes = HashMap::new();
     for row in rows {
         let column = ColumnType {

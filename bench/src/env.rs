@@ -175,7 +175,7 @@ pub async fn head(client: &Client) -> anyhow::Result<i64> {
 
 /// A URL without its password, for messages.
 fn redact(url: &str) -> String {
-    rowcast::db::parse_url(url)
-        .map(|(config, _)| rowcast::db::describe(&config))
+    rowcast::parse_url(url)
+        .map(|(config, _)| rowcast::describe(&config))
         .unwrap_or_else(|_| "the database".into())
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rowcast::config::Config;
-use rowcast::relay::Relay;
 use rowcast::settings::Settings;
 use rowcast::shutdown::{self, Shutdown};
+use rowcast::Relay;
 use rowcast_devkit::http;
 use rowcast_devkit::process::{self, RelayProcess};
 
@@ -127,7 +127,7 @@ pub fn main(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rowcast::telemetry::init_logs(config.debug);
+    rowcast::init_logs(config.debug);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -15,7 +15,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
 pub use session::Session;
-pub use tls::{RootCert, SslMode, Tls, TlsError};
+pub use tls::{Tls, TlsError};
 
 mod session;
 mod tls;
@@ -62,7 +62,7 @@ pub enum UrlError {
 
 /// Parses a `postgres://` URL (or a key=value connection string) with
 /// `tokio_postgres::Config`, once `sslmode` and `sslrootcert` are taken
-/// out (see [`Tls::extract`]).
+/// out (see `Tls::extract`).
 pub fn parse_url(url: &str) -> Result<(tokio_postgres::Config, Tls), UrlError> {
     if url.trim().is_empty() {
         return Err(UrlError::NotSet);

@@ -14,10 +14,10 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use rowcast::config::{Config, ConfigError};
-use rowcast::duration::parse_duration;
-use rowcast::fanout::Hub;
-use rowcast::relay::Relay;
+use rowcast::parse_duration;
 use rowcast::shutdown::{self, Shutdown};
+use rowcast::Hub;
+use rowcast::Relay;
 use rowcast_devkit::cluster::{Cluster, ClusterOptions};
 use rowcast_devkit::{demo, token};
 
@@ -26,7 +26,7 @@ use crate::cli::DevArgs;
 /// Runs the dev environment until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut settings = args.settings.clone();
-    rowcast::telemetry::init_logs(settings.debug);
+    rowcast::init_logs(settings.debug);
     let interval = parse_duration(&args.demo_interval).ok_or_else(|| {
         ConfigError::new(
             rowcast::settings::env::ROWCAST_DEMO_INTERVAL,
@@ -114,8 +114,8 @@ async fn prepare(config: &Config) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!(
                 "database {}: {}",
-                rowcast::db::describe(&config.database.pg),
-                rowcast::db::describe_pg_error(&e)
+                rowcast::describe(&config.database.pg),
+                rowcast::describe_pg_error(&e)
             )
         })?;
     tokio::spawn(connection);
@@ -151,10 +151,7 @@ fn banner(config: &Config, relay: &Relay) {
     let port = relay.addr.port();
     eprintln!();
     eprintln!("rowcast dev is running ({} capture)", relay.mode.name());
-    eprintln!(
-        "  database   {}",
-        rowcast::db::describe(&config.database.pg)
-    );
+    eprintln!("  database   {}", rowcast::describe(&config.database.pg));
     eprintln!("  inspector  http://localhost:{port}/");
     eprintln!("  websocket  ws://localhost:{port}/v1/ws?token={token}");
     eprintln!("             (a token for demo user 2, \"bob\", valid for 24 hours)");

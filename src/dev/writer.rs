@@ -41,7 +41,7 @@ pub(super) async fn run(pool: Pool, interval: Duration, shutdown: Shutdown) {
         let action = ACTIONS[(next + jitter) % ACTIONS.len()];
         next = next.wrapping_add(1);
         if let Err(e) = client.batch_execute(action).await {
-            tracing::debug!(error = %rowcast::db::describe_pg_error(&e), "demo write failed");
+            tracing::debug!(error = %rowcast::describe_pg_error(&e), "demo write failed");
         }
     }
 }

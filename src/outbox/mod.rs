@@ -131,20 +131,12 @@ impl Outbox {
     ) -> Result<OutboxTx<'a>, DbError> {
         let tx = client.transaction().await?;
         let lock = tx
-            .prepare_cached(
-                "SELECT head, source_lsn, source_changes, source_done FROM realtime.state FOR UPDATE",
-            )
+            .prepare_cached("SELECT head FROM realtime.state FOR UPDATE")
             .await?;
         let row = tx.query_one(&lock, &[]).await?;
-        let lsn: Option<PgLsn> = row.get(1);
         let mut outbox_tx = OutboxTx {
             tx,
             head: row.get(0),
-            source: lsn.map(|lsn| SourcePosition {
-                lsn: u64::from(lsn),
-                changes: row.get(2),
-                done: row.get(3),
-            }),
             events: Vec::new(),
             held: Vec::new(),
             access: Vec::new(),
@@ -268,8 +260,6 @@ pub struct OutboxTx<'a> {
     tx: Transaction<'a>,
     /// Head at the start of the transaction.
     head: i64,
-    /// The logical capture's stored position.
-    source: Option<SourcePosition>,
     /// Events to store, in order.
     events: Vec<Event>,
     /// Events of coalescing routes, to hold.
@@ -290,11 +280,6 @@ impl<'a> OutboxTx<'a> {
     /// The open transaction, for capture to consume its input in it.
     pub fn transaction(&self) -> &Transaction<'a> {
         &self.tx
-    }
-
-    /// The logical capture's stored position at the start of this transaction.
-    pub fn source(&self) -> Option<SourcePosition> {
-        self.source
     }
 
     /// Queues events; coalescing ones are held instead of stored.
@@ -355,11 +340,6 @@ impl<'a> OutboxTx<'a> {
             last_lsn: None,
             reason,
         });
-    }
-
-    /// Whether there is anything to write.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.held.is_empty() && !self.flush_pending
     }
 
     /// Writes everything, records `position` (logical mode), and commits.

@@ -60,6 +60,10 @@ pub fn stored_frame(room: &str, event: &StoredEvent) -> Utf8Bytes {
 // apart.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[allow(
+    dead_code,
+    reason = "a schema for the OpenAPI document and a parse check: no code reads its fields"
+)]
 pub struct EventFrame {
     /// Always `"event"`.
     #[serde(rename = "type")]

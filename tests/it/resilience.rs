@@ -260,15 +260,14 @@ async fn retention_keeps_the_newest_and_reports_the_gap() {
         .get(0);
     assert_eq!(room_rows, 0);
     let pool = relay.pool.clone();
-    let page = rowcast::outbox::room_events(&pool.get().await.unwrap(), "room_1", 0, None, 100)
+    let page = rowcast::room_events(&pool.get().await.unwrap(), "room_1", 0, None, 100)
         .await
         .unwrap();
     assert!(page.gap, "replay from 0 must report the gap");
     assert!(page.events.iter().all(|e| e.seq >= oldest));
-    let page =
-        rowcast::outbox::room_events(&pool.get().await.unwrap(), "room_1", oldest - 1, None, 100)
-            .await
-            .unwrap();
+    let page = rowcast::room_events(&pool.get().await.unwrap(), "room_1", oldest - 1, None, 100)
+        .await
+        .unwrap();
     assert!(!page.gap);
     stop_relay(relay).await;
 }
@@ -383,10 +382,9 @@ async fn retention_racing_replay_reports_a_gap_never_a_silent_hole() {
     let pool = relay.pool.clone();
     let (mut after, mut pages, mut gaps) = (0, 0, 0);
     while after < head {
-        let page =
-            rowcast::outbox::room_events(&pool.get().await.unwrap(), "room_r", after, None, 10)
-                .await
-                .unwrap();
+        let page = rowcast::room_events(&pool.get().await.unwrap(), "room_r", after, None, 10)
+            .await
+            .unwrap();
         let Some(first) = page.events.first() else {
             break;
         };

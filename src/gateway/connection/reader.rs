@@ -109,11 +109,6 @@ impl<A: Authorize> ConnReader<A> {
         }
     }
 
-    /// The verified claims (after any `auth`).
-    pub fn claims(&self) -> &Claims {
-        &self.claims
-    }
-
     /// Reads frames until the connection ends, then leaves every room.
     pub async fn run<S, E>(mut self, mut stream: S) -> Ended
     where

@@ -113,7 +113,8 @@ impl<H: History> ConnWriter<H> {
         }
     }
 
-    /// Sets how many events one replay query reads.
+    /// Sets how many events one replay query reads (tests use small pages).
+    #[cfg(test)]
     pub fn replay_page(mut self, events: i64) -> Self {
         self.page = events.max(1);
         self

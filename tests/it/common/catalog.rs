@@ -111,7 +111,7 @@ pub const CASES: &[Case] = &[
 /// file itself (the cases above must produce each of them).
 pub fn routed_events() -> std::collections::BTreeSet<String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
-    let router = rowcast::route::Router::from_path(&path).expect("routes.toml compiles");
+    let router = rowcast::Router::from_path(&path).expect("routes.toml compiles");
     router
         .tables()
         .flat_map(|table| table.routes.iter().map(|route| route.event.to_string()))

@@ -10,9 +10,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rowcast::config::Config;
-use rowcast::relay::Relay;
 use rowcast::settings::Settings;
 use rowcast::shutdown::Shutdown;
+use rowcast::Relay;
 use rowcast_devkit::cluster::{Cluster, ClusterOptions};
 use rowcast_devkit::database::{self, Server};
 use rowcast_devkit::demo;
@@ -198,7 +198,7 @@ async fn start_shared(pg: Pg) -> TestServer {
         .await
         .expect("demo schema");
     let config = config_for(&url, "trigger");
-    rowcast::schema::migrate(&config.database)
+    rowcast::migrate(&config.database)
         .await
         .expect("migrations");
     TestServer { server, template }
@@ -279,7 +279,7 @@ pub async fn start_relay(db: &TestDb, capture: &str) -> Relay {
 /// Starts the relay in-process with a given config.
 pub async fn start_relay_with(config: Config) -> Relay {
     if std::env::var_os("ROWCAST_TEST_LOG").is_some() {
-        rowcast::telemetry::init_logs(true);
+        rowcast::init_logs(true);
     }
     Relay::start(config, Shutdown::new())
         .await
