@@ -42,7 +42,7 @@ mod telemetry;
 pub use db::{describe, describe_pg_error, parse_url, pool_of};
 pub use duration::parse_duration;
 pub use fanout::Hub;
-pub use outbox::room_events;
+pub use outbox::{room_events, Span};
 pub use relay::Relay;
 pub use route::{typescript, Catalog, Router};
 pub use schema::migrate;

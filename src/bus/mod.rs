@@ -70,6 +70,21 @@ pub async fn start(
     }
 }
 
+/// Refills `batch` with up to `limit` queued items, waiting for at least
+/// one; false once the queue is closed or the relay stops.
+async fn next_batch<T>(
+    queue: &mut tokio::sync::mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+    limit: usize,
+    shutdown: &Shutdown,
+) -> bool {
+    batch.clear();
+    tokio::select! {
+        received = queue.recv_many(batch, limit) => received > 0,
+        _ = shutdown.wait() => false,
+    }
+}
+
 /// This node's name on the bus, so it skips its own frames.
 fn node_name() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -84,6 +99,14 @@ struct Envelope<'a> {
     room: &'a str,
     /// The protocol frame, as clients get it.
     frame: &'a str,
+}
+
+impl<'a> Envelope<'a> {
+    /// The wire form of `frame` for `room`, sent by `node`.
+    fn encode(node: &'a str, room: &'a str, frame: &'a str) -> String {
+        // Three strings always serialise.
+        serde_json::to_string(&Envelope { node, room, frame }).unwrap_or_default()
+    }
 }
 
 /// One ephemeral frame on the wire (as received: frames hold escaped

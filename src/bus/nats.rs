@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::{node_name, BusError, Envelope, Received};
+use super::{next_batch, node_name, BusError, Envelope, Received};
 use crate::config::NatsConfig;
 use crate::db::Backoff;
 use crate::event::{Event, StoredEvent};
@@ -143,14 +143,7 @@ impl NatsBus {
 
 impl Bus for NatsBus {
     fn emit(&self, room: &str, frame: &Utf8Bytes) {
-        let envelope = Envelope {
-            node: &self.node,
-            room,
-            frame: frame.as_str(),
-        };
-        let Ok(payload) = serde_json::to_vec(&envelope) else {
-            return;
-        };
+        let payload = Envelope::encode(&self.node, room, frame.as_str());
         if self.outbound.try_send(Bytes::from(payload)).is_err() {
             metrics::counter!("rowcast_bus_dropped_total").increment(1);
         }
@@ -230,15 +223,7 @@ async fn publish_events(
     shutdown: Shutdown,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        batch.clear();
-        let received = tokio::select! {
-            received = queue.recv_many(&mut batch, BATCH) => received,
-            _ = shutdown.wait() => return,
-        };
-        if received == 0 {
-            return;
-        }
+    while next_batch(&mut queue, &mut batch, BATCH, &shutdown).await {
         let mut acks = Vec::with_capacity(batch.len());
         for event in &batch {
             let message = jetstream::message::PublishMessage::build()

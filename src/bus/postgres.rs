@@ -12,7 +12,7 @@ use axum::extract::ws::Utf8Bytes;
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 
-use super::{node_name, Envelope, Received};
+use super::{next_batch, node_name, Envelope, Received};
 use crate::db::{Backoff, DatabaseConfig, DbError, Session};
 use crate::fanout::{Bus, Hub};
 use crate::shutdown::Shutdown;
@@ -55,14 +55,7 @@ impl PgBus {
 
 impl Bus for PgBus {
     fn emit(&self, room: &str, frame: &Utf8Bytes) {
-        let envelope = Envelope {
-            node: &self.node,
-            room,
-            frame: frame.as_str(),
-        };
-        let Ok(payload) = serde_json::to_string(&envelope) else {
-            return;
-        };
+        let payload = Envelope::encode(&self.node, room, frame.as_str());
         if payload.len() > MAX_PAYLOAD {
             tracing::debug!(%room, bytes = payload.len(), "ephemeral frame too large for other nodes");
             return;
@@ -76,15 +69,7 @@ impl Bus for PgBus {
 /// Sends queued frames, a batch per statement.
 async fn send(pool: Pool, mut queue: mpsc::Receiver<String>, shutdown: Shutdown) {
     let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        batch.clear();
-        let received = tokio::select! {
-            received = queue.recv_many(&mut batch, BATCH) => received,
-            _ = shutdown.wait() => return,
-        };
-        if received == 0 {
-            return;
-        }
+    while next_batch(&mut queue, &mut batch, BATCH, &shutdown).await {
         let sent = async {
             let client = pool.get().await?;
             client

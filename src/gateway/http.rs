@@ -24,6 +24,7 @@ use super::GatewayState;
 use crate::event::{is_event_name, Published};
 use crate::ingest::{PublishError, PublishRequest};
 use crate::outbox::RoomPage;
+use crate::outbox::Span;
 use crate::protocol::frame::{self, EventFrame};
 use crate::protocol::Code;
 use crate::room::{is_room_name, RoomName};
@@ -161,7 +162,7 @@ pub(super) async fn history(
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let page = state
         .reads
-        .room_page(&room, after, None, limit)
+        .room_page(&room, Span::to_head(after, limit))
         .await
         .map_err(ApiError::internal)?;
     Ok((

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use super::auth::Claims;
 use super::connection::{Authorize, History};
 use crate::db::DbError;
-use crate::outbox::RoomPage;
+use crate::outbox::{RoomPage, Span};
 
 /// Authorization (with a short cache) and history, from the database.
 pub(crate) struct RoomReads {
@@ -134,33 +134,20 @@ impl Authorize for RoomReads {
 }
 
 impl RoomReads {
-    /// A page of a room's history (`until`: `None` for the head), read
-    /// under the pages semaphore.
-    pub(crate) async fn room_page(
-        &self,
-        room: &str,
-        after: i64,
-        until: Option<i64>,
-        limit: i64,
-    ) -> Result<RoomPage, DbError> {
+    /// A page of a room's history, read under the pages semaphore.
+    pub(crate) async fn room_page(&self, room: &str, span: Span) -> Result<RoomPage, DbError> {
         let _permit = self
             .pages
             .acquire()
             .await
             .map_err(|_| DbError::Pool("history pages closed".into()))?;
         let client = self.pool.get().await?;
-        crate::outbox::room_events(&client, room, after, until, limit).await
+        crate::outbox::room_events(&client, room, span).await
     }
 }
 
 impl History for RoomReads {
-    async fn page(
-        &self,
-        room: &str,
-        after: i64,
-        until: i64,
-        limit: i64,
-    ) -> Result<RoomPage, DbError> {
-        self.room_page(room, after, Some(until), limit).await
+    async fn page(&self, room: &str, span: Span) -> Result<RoomPage, DbError> {
+        self.room_page(room, span).await
     }
 }

@@ -42,6 +42,7 @@ use super::lifecycle::{self, Open, Transport};
 use super::GatewayState;
 use crate::db::DbError;
 use crate::event::StoredEvent;
+use crate::outbox::Span;
 use crate::protocol::{frame, Code};
 use crate::room::is_room_name;
 
@@ -277,7 +278,10 @@ impl Replay {
         for cursor in &mut self.rooms {
             if cursor.read.is_empty() && !cursor.done {
                 let page = history
-                    .page(&cursor.room, cursor.after, self.until, REPLAY_PAGE)
+                    .page(
+                        &cursor.room,
+                        Span::until(cursor.after, self.until, REPLAY_PAGE),
+                    )
                     .await?;
                 cursor.after = page.events.last().map_or(self.until, |e| e.seq);
                 cursor.done = !page.more;
@@ -458,7 +462,7 @@ fn message(seq: i64, name: &str, frame: &str) -> SseEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::RoomPage;
+    use crate::gateway::connection::MemoryHistory;
 
     fn request(query: &str, last_event_id: Option<&str>) -> Result<Request, ApiError> {
         let mut headers = HeaderMap::new();
@@ -485,40 +489,8 @@ mod tests {
         assert_eq!(request("rooms=a", Some(" ")).unwrap().since, None);
     }
 
-    /// Rooms' stored seqs in memory; a room whose events from `oldest` on
-    /// are all that is kept answers `gap` to a position before it.
-    struct Rooms(Vec<(&'static str, Vec<i64>, i64)>);
-
-    impl History for Rooms {
-        async fn page(
-            &self,
-            room: &str,
-            after: i64,
-            until: i64,
-            limit: i64,
-        ) -> Result<RoomPage, DbError> {
-            let (_, seqs, oldest) = self.0.iter().find(|(name, ..)| *name == room).unwrap();
-            let matching: Vec<i64> = seqs
-                .iter()
-                .copied()
-                .filter(|seq| *seq > after && *seq <= until)
-                .collect();
-            let events: Vec<_> = matching
-                .iter()
-                .take(limit as usize)
-                .map(|seq| Arc::new(StoredEvent::tick(*seq, room)))
-                .collect();
-            Ok(RoomPage {
-                more: matching.len() > events.len(),
-                events,
-                head: until,
-                gap: after + 1 < *oldest,
-            })
-        }
-    }
-
     /// Every step of a replay: `(room, seq)`, with seq -1 for a gap.
-    async fn replayed(history: &Rooms, since: i64, until: i64) -> Vec<(String, i64)> {
+    async fn replayed(history: &MemoryHistory, since: i64, until: i64) -> Vec<(String, i64)> {
         let rooms: Vec<Arc<str>> = history
             .0
             .iter()
@@ -537,7 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn replay_merges_rooms_in_seq_order_and_sends_a_shared_event_once() {
-        let history = Rooms(vec![
+        let history = MemoryHistory(vec![
             ("content_1", vec![1, 3, 5, 7, 9], 0),
             ("user_2", vec![2, 3, 6, 9, 10], 0),
         ]);
@@ -566,7 +538,7 @@ mod tests {
     async fn replay_crosses_pages_without_losing_or_repeating() {
         let evens: Vec<i64> = (1..=1200).map(|n| n * 2).collect();
         let odds: Vec<i64> = (0..700).map(|n| n * 2 + 1).collect();
-        let history = Rooms(vec![("a", evens, 0), ("b", odds, 0)]);
+        let history = MemoryHistory(vec![("a", evens, 0), ("b", odds, 0)]);
         let seqs: Vec<i64> = replayed(&history, 0, 2400)
             .await
             .into_iter()
@@ -580,7 +552,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_room_whose_events_are_gone_reports_a_gap_first() {
-        let history = Rooms(vec![("kept", vec![4, 8], 0), ("pruned", vec![6, 7], 6)]);
+        let history = MemoryHistory(vec![("kept", vec![4, 8], 0), ("pruned", vec![6, 7], 6)]);
         let steps = replayed(&history, 2, 8).await;
         assert_eq!(steps[0], ("pruned".to_string(), -1), "{steps:?}");
         let seqs: Vec<i64> = steps[1..].iter().map(|(_, seq)| *seq).collect();

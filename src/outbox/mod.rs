@@ -26,7 +26,7 @@ use crate::db::DbError;
 use crate::event::{AccessChange, CaptureGap, Change, Event, StoredEvent};
 use crate::route::Router;
 
-pub use read::{room_events, RoomPage};
+pub use read::{room_events, RoomPage, Span};
 pub use stream::EventStream;
 
 /// The channel every outbox transaction that stored events notifies, with

@@ -68,9 +68,37 @@ pub(super) async fn range(
     Ok(rows.iter().map(stored).collect())
 }
 
-/// One page of a room's events with `after < seq <= until` (`until`:
-/// `None` for the current head), at most `limit`, and whether events after
-/// `after` are gone. Each event's `rooms` is just this room: replay and
+/// Which events of a room a page holds: `after < seq <= until` (`until`:
+/// `None` for the current head), at most `limit` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub after: i64,
+    pub until: Option<i64>,
+    pub limit: i64,
+}
+
+impl Span {
+    /// At most `limit` events after `after`, up to `until`.
+    pub fn until(after: i64, until: i64, limit: i64) -> Self {
+        Self {
+            after,
+            until: Some(until),
+            limit,
+        }
+    }
+
+    /// At most `limit` events after `after`, up to the head.
+    pub fn to_head(after: i64, limit: i64) -> Self {
+        Self {
+            after,
+            until: None,
+            limit,
+        }
+    }
+}
+
+/// One page of a room's events in `span`, and whether events after
+/// `span.after` are gone. Each event's `rooms` is just this room: replay and
 /// history frames need no more.
 ///
 /// The page and the `oldest` it is judged against come from one statement,
@@ -81,10 +109,13 @@ pub(super) async fn range(
 pub async fn room_events(
     client: &deadpool_postgres::Client,
     room: &str,
-    after: i64,
-    until: Option<i64>,
-    limit: i64,
+    span: Span,
 ) -> Result<RoomPage, DbError> {
+    let Span {
+        after,
+        until,
+        limit,
+    } = span;
     let statement = client
         .prepare_cached(
             "SELECT s.head, s.oldest, s.gap_seq, p.seq, p.event, p.data, p.old, p.count, p.committed_at, p.read

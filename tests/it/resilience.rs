@@ -260,14 +260,22 @@ async fn retention_keeps_the_newest_and_reports_the_gap() {
         .get(0);
     assert_eq!(room_rows, 0);
     let pool = relay.pool.clone();
-    let page = rowcast::room_events(&pool.get().await.unwrap(), "room_1", 0, None, 100)
-        .await
-        .unwrap();
+    let page = rowcast::room_events(
+        &pool.get().await.unwrap(),
+        "room_1",
+        rowcast::Span::to_head(0, 100),
+    )
+    .await
+    .unwrap();
     assert!(page.gap, "replay from 0 must report the gap");
     assert!(page.events.iter().all(|e| e.seq >= oldest));
-    let page = rowcast::room_events(&pool.get().await.unwrap(), "room_1", oldest - 1, None, 100)
-        .await
-        .unwrap();
+    let page = rowcast::room_events(
+        &pool.get().await.unwrap(),
+        "room_1",
+        rowcast::Span::to_head(oldest - 1, 100),
+    )
+    .await
+    .unwrap();
     assert!(!page.gap);
     stop_relay(relay).await;
 }
@@ -382,9 +390,13 @@ async fn retention_racing_replay_reports_a_gap_never_a_silent_hole() {
     let pool = relay.pool.clone();
     let (mut after, mut pages, mut gaps) = (0, 0, 0);
     while after < head {
-        let page = rowcast::room_events(&pool.get().await.unwrap(), "room_r", after, None, 10)
-            .await
-            .unwrap();
+        let page = rowcast::room_events(
+            &pool.get().await.unwrap(),
+            "room_r",
+            rowcast::Span::to_head(after, 10),
+        )
+        .await
+        .unwrap();
         let Some(first) = page.events.first() else {
             break;
         };

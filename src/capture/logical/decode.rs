@@ -258,6 +258,14 @@ mod tests {
             s.0.extend_from_slice(v.as_bytes());
             s
         }
+        /// A tuple of `kind` (`N` new, `O` old) whose cells are all text.
+        fn tuple(self, kind: u8, cells: &[&str]) -> Self {
+            cells
+                .iter()
+                .fold(self.u8(kind).u16(cells.len() as u16), |m, cell| {
+                    m.text(cell)
+                })
+        }
         fn bytes(self) -> Bytes {
             Bytes::from(self.0)
         }
@@ -280,28 +288,38 @@ mod tests {
         Decoder::new(Arc::new(Router::builtin().unwrap()))
     }
 
+    /// A decoder that has read the relation `id`: `public.<name>` whose
+    /// columns are all text but `id` (int8).
+    fn decoder_with(id: u32, name: &str, columns: &[&str]) -> Decoder {
+        let mut d = decoder();
+        let typed: Vec<(&str, u32)> = columns
+            .iter()
+            .map(|c| (*c, if *c == "id" { 20 } else { 25 }))
+            .collect();
+        d.decode(&relation(id, name, &typed)).unwrap();
+        d
+    }
+
+    /// An insert into relation `id` whose cells are all text.
+    fn insert(id: u32, cells: &[&str]) -> Bytes {
+        Msg::new(b'I').u32(id).tuple(b'N', cells).bytes()
+    }
+
+    /// The row change `message` decodes to.
+    fn row_change(d: &mut Decoder, message: &Bytes) -> RowChange {
+        let decoded = d.decode(message).unwrap();
+        assert!(decoded.is_change);
+        match decoded.item {
+            Some(ChangeItem::Row(change)) => change,
+            _ => panic!("not a row change"),
+        }
+    }
+
     #[test]
     fn inserts_keep_only_routed_columns() {
-        let mut d = decoder();
-        d.decode(&relation(
-            7,
-            "users",
-            &[("id", 20), ("username", 25), ("email", 25)],
-        ))
-        .unwrap();
-        let insert = Msg::new(b'I')
-            .u32(7)
-            .u8(b'N')
-            .u16(3)
-            .text("1")
-            .text("ann")
-            .text("a@x")
-            .bytes();
-        let decoded = d.decode(&insert).unwrap();
-        assert!(decoded.is_change);
-        let Some(ChangeItem::Row(change)) = decoded.item else {
-            panic!("not a row")
-        };
+        let mut d = decoder_with(7, "users", &["id", "username", "email"]);
+        let insert = insert(7, &["1", "ann", "a@x"]);
+        let change = row_change(&mut d, &insert);
         assert_eq!(&*change.table, "public.users");
         let new = change.new.unwrap();
         assert_eq!(new.get("id"), Some(&Value::from(1)));
@@ -311,70 +329,36 @@ mod tests {
 
     #[test]
     fn unchanged_toast_comes_from_the_old_row_never_null() {
-        let mut d = decoder();
-        d.decode(&relation(
-            8,
-            "content",
-            &[("id", 20), ("body", 25), ("title", 25)],
-        ))
-        .unwrap();
-        let update = Msg::new(b'U')
-            .u32(8)
-            .u8(b'O')
-            .u16(3)
-            .text("5")
-            .text("long body")
-            .text("old")
-            .u8(b'N')
-            .u16(3)
-            .text("5")
-            .u8(b'u')
-            .text("new")
-            .bytes();
-        let Some(ChangeItem::Row(change)) = d.decode(&update).unwrap().item else {
-            panic!()
-        };
+        let mut d = decoder_with(8, "content", &["id", "body", "title"]);
+        // The new tuple: id 5, body unchanged (TOAST), title "new".
+        let new_tuple = |m: Msg| m.u8(b'N').u16(3).text("5").u8(b'u').text("new");
+        let update = new_tuple(
+            Msg::new(b'U')
+                .u32(8)
+                .tuple(b'O', &["5", "long body", "old"]),
+        );
+        let change = row_change(&mut d, &update.bytes());
         assert_eq!(
             change.new.unwrap().get("body"),
             Some(&Value::from("long body"))
         );
 
-        let no_old = Msg::new(b'U')
-            .u32(8)
-            .u8(b'N')
-            .u16(3)
-            .text("5")
-            .u8(b'u')
-            .text("new")
-            .bytes();
-        let Some(ChangeItem::Row(change)) = d.decode(&no_old).unwrap().item else {
-            panic!()
-        };
+        let no_old = new_tuple(Msg::new(b'U').u32(8)).bytes();
+        let change = row_change(&mut d, &no_old);
         assert!(!change.new.unwrap().contains_key("body"));
     }
 
     #[test]
     fn a_new_relation_message_replaces_the_schema() {
-        let mut d = decoder();
-        d.decode(&relation(9, "content", &[("id", 20), ("title", 25)]))
-            .unwrap();
+        let mut d = decoder_with(9, "content", &["id", "title"]);
         d.decode(&relation(
             9,
             "content",
             &[("id", 20), ("extra", 25), ("title", 25)],
         ))
         .unwrap();
-        let insert = Msg::new(b'I')
-            .u32(9)
-            .u8(b'N')
-            .u16(3)
-            .text("3")
-            .text("x")
-            .text("t")
-            .bytes();
-        let Some(ChangeItem::Row(change)) = d.decode(&insert).unwrap().item else {
-            panic!()
-        };
+        let insert = insert(9, &["3", "x", "t"]);
+        let change = row_change(&mut d, &insert);
         let new = change.new.unwrap();
         assert_eq!(new.get("title"), Some(&Value::from("t")));
         assert!(!new.contains_key("extra"));

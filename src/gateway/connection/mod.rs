@@ -20,6 +20,8 @@ use crate::gateway::auth::Claims;
 
 pub use reader::{Authorize, ConnReader, Ended, ReaderConfig};
 
+#[cfg(test)]
+pub use writer::MemoryHistory;
 pub use writer::{ConnWriter, History, SLOW_CLOSE_GRACE};
 
 /// What goes down a connection's send queue. Every variant is one pointer:

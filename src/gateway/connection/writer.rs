@@ -20,20 +20,18 @@ use tokio::sync::mpsc;
 use super::{close, Closer, Control, Outgoing};
 use crate::db::DbError;
 use crate::fanout::RoomFrame;
-use crate::outbox::RoomPage;
+use crate::outbox::{RoomPage, Span};
 use crate::protocol::{self, frame};
 
 /// Stored history, for replays.
 pub trait History: Send + Sync + 'static {
-    /// A page of a replay: a room's events with `after < seq <= until`, at
-    /// most `limit`, and whether events after `after` were already removed
-    /// by retention (judged in the same snapshot as the page).
+    /// A page of a replay: a room's events in `span`, and whether events
+    /// after `span.after` were already removed by retention (judged in the
+    /// same snapshot as the page).
     fn page(
         &self,
         room: &str,
-        after: i64,
-        until: i64,
-        limit: i64,
+        span: Span,
     ) -> impl Future<Output = Result<RoomPage, DbError>> + Send;
 }
 
@@ -299,7 +297,7 @@ impl<H: History> ConnWriter<H> {
         if last < until {
             let first = self
                 .history
-                .page(&room, last, until, self.page)
+                .page(&room, Span::until(last, until, self.page))
                 .await
                 .map_err(|e| replay_failed(&room, e))?;
             gap = first.gap;
@@ -312,7 +310,8 @@ impl<H: History> ConnWriter<H> {
                 // Read the next page while this one is written.
                 let next = (more && last < until).then(|| {
                     let (history, room, limit) = (self.history.clone(), room.clone(), self.page);
-                    tokio::spawn(async move { history.page(&room, last, until, limit).await })
+                    let span = Span::until(last, until, limit);
+                    tokio::spawn(async move { history.page(&room, span).await })
                 });
                 for event in &page {
                     self.write(sink, Message::Text(frame::stored_frame(&room, event)))
@@ -397,6 +396,40 @@ impl<H: History> ConnWriter<H> {
             result = sink.flush() => result.map_err(|_| Stop::Gone),
             code = self.closer.closed() => Err(Stop::Close(code)),
         }
+    }
+}
+
+/// Stored history in memory, for tests: each room's seqs and the oldest
+/// seq retention kept (a page from before it answers `gap`). The room `*`
+/// stands for every room not listed.
+#[cfg(test)]
+pub struct MemoryHistory(pub Vec<(&'static str, Vec<i64>, i64)>);
+
+#[cfg(test)]
+impl History for MemoryHistory {
+    async fn page(&self, room: &str, span: Span) -> Result<RoomPage, DbError> {
+        let listed = |name: &str| self.0.iter().find(|(n, ..)| *n == name);
+        let Some((_, seqs, oldest)) = listed(room).or_else(|| listed("*")) else {
+            return Err(DbError::Pool(format!("no room {room} in memory")));
+        };
+        let matching: Vec<i64> = seqs
+            .iter()
+            .copied()
+            .filter(|seq| *seq > span.after && span.until.is_none_or(|until| *seq <= until))
+            .collect();
+        let events: Vec<_> = matching
+            .iter()
+            .take(span.limit as usize)
+            .map(|seq| Arc::new(crate::event::StoredEvent::tick(*seq, room)))
+            .collect();
+        Ok(RoomPage {
+            more: matching.len() > events.len(),
+            events,
+            head: span
+                .until
+                .unwrap_or_else(|| seqs.last().copied().unwrap_or(0)),
+            gap: span.after + 1 < *oldest,
+        })
     }
 }
 

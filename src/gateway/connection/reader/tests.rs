@@ -95,6 +95,18 @@ fn connect(hub: &Arc<Hub>, conn: ConnId, sub: &str, limits: Limits) -> Client {
     }
 }
 
+/// Users 1 and 2, both joined to `ok_1`.
+async fn two_members_of_ok_1() -> (Client, Client) {
+    let hub = Arc::new(Hub::new(0));
+    let mut a = connect(&hub, 1, "1", limits());
+    let mut b = connect(&hub, 2, "2", limits());
+    for c in [&mut a, &mut b] {
+        c.say(json!({"type": "join", "room": "ok_1"}));
+        c.next().await;
+    }
+    (a, b)
+}
+
 fn tokio_stream_of(
     mut rx: mpsc::UnboundedReceiver<Result<Message, axum::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin {
@@ -203,13 +215,7 @@ async fn bad_frames_get_bad_request_and_the_connection_keeps_working() {
 
 #[tokio::test]
 async fn emits_reach_other_members_of_joined_rooms_only() {
-    let hub = Arc::new(Hub::new(0));
-    let mut a = connect(&hub, 1, "1", limits());
-    let mut b = connect(&hub, 2, "2", limits());
-    for c in [&mut a, &mut b] {
-        c.say(json!({"type": "join", "room": "ok_1"}));
-        c.next().await;
-    }
+    let (mut a, mut b) = two_members_of_ok_1().await;
     a.say(json!({"type": "emit", "room": "ok_1", "event": "message", "data": {"text": "hi"}, "ref": "e"}));
     assert_eq!(a.next().await["ok"], true);
     let got = b.next().await;
@@ -231,13 +237,7 @@ async fn emits_reach_other_members_of_joined_rooms_only() {
 
 #[tokio::test]
 async fn typing_bursts_are_throttled_into_one_delivery_with_a_count() {
-    let hub = Arc::new(Hub::new(0));
-    let mut a = connect(&hub, 1, "1", limits());
-    let mut b = connect(&hub, 2, "2", limits());
-    for c in [&mut a, &mut b] {
-        c.say(json!({"type": "join", "room": "ok_1"}));
-        c.next().await;
-    }
+    let (mut a, mut b) = two_members_of_ok_1().await;
     for i in 0..5 {
         a.say(json!({"type": "emit", "room": "ok_1", "event": "user-typing", "data": {"n": i}}));
         a.next().await;

@@ -7,33 +7,11 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::db::DbError;
 use crate::event::StoredEvent;
 
-struct Memory(Vec<i64>);
-
-impl History for Memory {
-    async fn page(
-        &self,
-        room: &str,
-        after: i64,
-        until: i64,
-        limit: i64,
-    ) -> Result<RoomPage, DbError> {
-        let events: Vec<_> = self
-            .0
-            .iter()
-            .filter(|seq| **seq > after && **seq <= until)
-            .take(limit as usize)
-            .map(|seq| Arc::new(StoredEvent::tick(*seq, room)))
-            .collect();
-        Ok(RoomPage {
-            more: events.len() as i64 == limit,
-            events,
-            head: until,
-            gap: after == 0,
-        })
-    }
+/// Every room holds `seqs`; a replay from 0 answers `gap`.
+fn every_room(seqs: Vec<i64>) -> MemoryHistory {
+    MemoryHistory(vec![("*", seqs, 2)])
 }
 
 fn live(room: &Arc<str>, seq: i64) -> Outgoing {
@@ -60,7 +38,7 @@ fn start_paged(history: Vec<i64>, page: i64) -> Harness {
     let closer = Arc::new(Closer::default());
     let (sink, out) = futures_channel::mpsc::unbounded::<Message>();
     let writer = ConnWriter::new(
-        Arc::new(Memory(history)),
+        Arc::new(every_room(history)),
         rx,
         closer.clone(),
         8,
@@ -225,7 +203,7 @@ async fn a_too_slow_connection_frees_its_queue_while_the_close_frame_waits() {
     let (queue, rx) = mpsc::channel(64);
     let closer = Arc::new(Closer::default());
     let writer = ConnWriter::new(
-        Arc::new(Memory(vec![])),
+        Arc::new(every_room(vec![])),
         rx,
         closer.clone(),
         8,
