@@ -17,13 +17,13 @@ use crate::env::Env;
 use crate::failover::start_leader;
 use crate::latency::{window, Window};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Report, Table};
+use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers};
-use crate::Common;
+use crate::{Common, LoadArgs};
 
 /// Options of `bus`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// Buses to measure: `postgres` and/or `nats://host:port`.
     #[arg(long, value_delimiter = ',', default_values_t = ["postgres".to_string(), "nats://127.0.0.1:4222".to_string()])]
@@ -31,22 +31,17 @@ pub struct Args {
     /// Write rates to measure (rows per second; each row makes two frames).
     #[arg(long, value_delimiter = ',', default_values_t = [5000u32])]
     pub rate: Vec<u32>,
-    /// Capture mode of the nodes.
-    #[arg(long, default_value = "trigger")]
-    pub capture: String,
-    /// Measured seconds per rate.
-    #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
     /// Seconds written before measuring, at the same rate.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// WebSocket connections on the follower, one per room `user_{i}`.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
-    /// Writer connections the rate is spread over.
-    #[arg(long, default_value_t = 16)]
-    pub writers: usize,
     #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
@@ -137,8 +132,9 @@ async fn one_run(
         sys_suffix()
     );
     let extra = [("--bus", bus), ("--nats-stream", stream.as_str())];
-    let leader = start_leader(env, &db, &args.capture, &extra).await?;
-    let follower = RelayProc::start(env, &db, &args.capture, &extra).await?;
+    let capture = args.load.one_capture()?;
+    let leader = start_leader(env, &db, capture, &extra).await?;
+    let follower = RelayProc::start(env, &db, capture, &extra).await?;
     anyhow::ensure!(
         follower.metric("rowcast_leader").await < 1.0,
         "the second node leads"
@@ -146,7 +142,7 @@ async fn one_run(
     let plan = Plan::latency(env, follower.addr);
     let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
     let mut group = Clients::start_all(env, plan, rooms, 5000, 2).await?;
-    let writers = Writers::connect(&db.url, args.writers).await?;
+    let writers = Writers::connect(&db.url, args.load.writers).await?;
     let meter = CpuMeter {
         relay: Some(leader.pid),
         postmaster: env.postmaster_pid(),
@@ -164,7 +160,7 @@ async fn one_run(
         let load = Load {
             rows_per_sec: Some(rate as f64),
             batch: 1,
-            duration: Duration::from_secs_f64(args.warmup + args.seconds),
+            duration: Duration::from_secs_f64(args.warmup + args.load.seconds),
             pairs: Pairs::Ring {
                 first: 1,
                 count: args.clients as i64,
@@ -181,7 +177,7 @@ async fn one_run(
             run,
             bus: bus.to_string(),
             rate,
-            window: window(&outcome.commits, &totals, start, args.seconds),
+            window: window(&outcome.commits, &totals, start, args.load.seconds),
             writer_errors: outcome.errors,
             streamed: follower.metric("rowcast_events_streamed_total").await - streamed_before,
             cpu_leader: CpuMeter::share(&before, &after),
@@ -211,7 +207,7 @@ fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<St
     let mut table = Table::new(
         format!(
             "bus: commit → client frame on the follower, ms (median (min–max) over {} runs; {} clients on the follower, {} capture, {} writer connections, {} s per rate)",
-            args.common.runs, args.clients, args.capture, args.writers, args.seconds
+            args.common.runs, args.clients, args.load.capture_names(), args.load.writers, args.load.seconds
         ),
         &["bus", "rate/s", "achieved/s", "p50", "p90", "p99", "max", "frames", "lost", "streamed", "cpu leader side", "cpu follower"],
     );
@@ -261,20 +257,7 @@ fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<St
     if measured.len() == 2 {
         notes.push("frames: matched to commits of the window (two per row); streamed: events the follower took from the NATS stream rather than the outbox".into());
     }
-    let mut json = report::header(
-        "bus",
-        json!({
-            "bus": args.bus, "rate": args.rate, "capture": args.capture, "seconds": args.seconds,
-            "warmup": args.warmup, "clients": args.clients, "writers": args.writers, "runs": args.common.runs,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(runs);
-    Report {
-        name: "bus".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("bus", args, &summary, &runs)
+        .tables([table])
+        .notes(notes)
 }

@@ -17,33 +17,29 @@ use tokio::sync::Mutex;
 
 use crate::env::{self, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Report, Table};
+use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
-use crate::Common;
+use crate::{CaptureMode, Common, LoadArgs};
 
 /// Options of `capture`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
+#[command(mut_arg("capture", |a| a.default_values(["trigger", "logical"])))]
 pub struct Args {
-    /// Capture modes to measure.
-    #[arg(long, value_delimiter = ',', default_values_t = ["trigger".to_string(), "logical".to_string()])]
-    pub capture: Vec<String>,
-    /// Seconds of writing per measurement.
-    #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
-    /// Writer connections (the same for every measurement).
-    #[arg(long, default_value_t = 16)]
-    pub writers: usize,
     /// Rows per INSERT statement (one transaction).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 struct Mode {
-    capture: String,
+    capture: CaptureMode,
     /// Rows committed per second with capture installed and the relay running.
     write_rate: f64,
     rows: u64,
@@ -83,7 +79,7 @@ fn load(args: &Args) -> Load {
     Load {
         rows_per_sec: None,
         batch: args.batch,
-        duration: Duration::from_secs_f64(args.seconds),
+        duration: Duration::from_secs_f64(args.load.seconds),
         pairs: Pairs::Ring {
             first: 1,
             count: 1000,
@@ -99,7 +95,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
         args.common.before_run().await;
         eprintln!("capture: run {run}, Postgres alone");
         let db = env.fresh_db("capture_none").await?;
-        let writers = Writers::connect(&db.url, args.writers).await?;
+        let writers = Writers::connect(&db.url, args.load.writers).await?;
         let meter = CpuMeter {
             postmaster: env.postmaster_pid(),
             ..CpuMeter::default()
@@ -111,12 +107,12 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
         env.drop_db(&db).await;
         let mut result = Run {
             run,
-            pg_rate: alone.rows as f64 / args.seconds,
+            pg_rate: alone.rows as f64 / args.load.seconds,
             pg_rows: alone.rows,
             cpu_pg,
             modes: Vec::new(),
         };
-        for capture in &args.capture {
+        for &capture in &args.load.capture {
             args.common.before_run().await;
             eprintln!("capture: run {run}, {capture} capture");
             let mut mode = one_mode(env, args, capture).await?;
@@ -177,10 +173,10 @@ impl Drop for HeadSampler {
     }
 }
 
-async fn one_mode(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Mode> {
+async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Result<Mode> {
     let db = env.fresh_db(&format!("capture_{capture}")).await?;
     let relay = RelayProc::start(env, &db, capture, &[]).await?;
-    let writers = Writers::connect(&db.url, args.writers).await?;
+    let writers = Writers::connect(&db.url, args.load.writers).await?;
     let admin = env::connect(&db.url).await?;
     let head0 = env::head(&admin).await?;
     let meter = CpuMeter {
@@ -201,11 +197,11 @@ async fn one_mode(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Mode>
     drop(sampler);
     let stored_events = (head_end - head0).max(0) as u64;
     let mut mode = Mode {
-        capture: capture.to_string(),
-        write_rate: outcome.rows as f64 / args.seconds,
+        capture,
+        write_rate: outcome.rows as f64 / args.load.seconds,
         rows: outcome.rows,
         cpu_write,
-        stored_rate: stored_events as f64 / EVENTS_PER_ROW as f64 / args.seconds,
+        stored_rate: stored_events as f64 / EVENTS_PER_ROW as f64 / args.load.seconds,
         stored_events,
         lag_events_at_end: target - head_end,
         catch_up_s: caught_up
@@ -217,7 +213,7 @@ async fn one_mode(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Mode>
     // (c) a backlog written while the relay is stopped, then drained.
     relay.stop().await;
     let backlog = writers.run(&load(args)).await;
-    mode.backlog_write_rate = backlog.rows as f64 / args.seconds;
+    mode.backlog_write_rate = backlog.rows as f64 / args.load.seconds;
     mode.backlog_rows = backlog.rows;
     let start_head = env::head(&admin).await?;
     let target = start_head + (backlog.rows * EVENTS_PER_ROW) as i64;
@@ -254,16 +250,16 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let mut table = Table::new(
         format!(
             "capture: rows/s with {} writer connections, {} row(s) per transaction, {} s each (median (min–max) over {} runs); Postgres alone: {} rows/s",
-            args.writers, args.batch, args.seconds, args.common.runs, pg.show(0)
+            args.load.writers, args.batch, args.load.seconds, args.common.runs, pg.show(0)
         ),
         &["capture", "writes/s", "with ÷ without", "stored/s (live)", "lag at end (events)", "catch-up s", "drain/s (backlog)", "relay ÷ pg (live)", "relay ÷ pg (drain)"],
     );
     let mut summary = Vec::new();
     let mut notes = Vec::new();
-    for capture in &args.capture {
+    for &capture in &args.load.capture {
         let modes: Vec<&Mode> = runs
             .iter()
-            .flat_map(|r| r.modes.iter().filter(|m| &m.capture == capture))
+            .flat_map(|r| r.modes.iter().filter(|m| m.capture == capture))
             .collect();
         let spread =
             |f: &dyn Fn(&Mode) -> f64| Spread::of(&modes.iter().map(|m| f(m)).collect::<Vec<_>>());
@@ -276,7 +272,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         let stored_ratio = spread(&|m| m.stored_ratio);
         let drain_ratio = spread(&|m| m.drain_ratio);
         table.row(vec![
-            capture.clone(),
+            capture.to_string(),
             write.show(0),
             write_ratio.show(2),
             stored.show(0),
@@ -286,7 +282,11 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
             stored_ratio.show(2),
             drain_ratio.show(2),
         ]);
-        let want = if capture == "logical" { 0.95 } else { 0.85 };
+        let want = if capture == CaptureMode::Logical {
+            0.95
+        } else {
+            0.85
+        };
         notes.push(format!(
             "target {capture}: writes with capture ÷ without ≥ {want}: {} ({:.2}); relay throughput ÷ Postgres insert rate ≥ 1.0: live {:.2}, backlog drain {:.2}",
             if write_ratio.median >= want { "met" } else { "not met" },
@@ -301,20 +301,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         }));
     }
     notes.push("rates count messages rows (changes); each row is stored as 2 events".into());
-    let mut json = report::header(
-        "capture",
-        json!({
-            "capture": args.capture, "seconds": args.seconds, "writers": args.writers,
-            "batch": args.batch, "runs": args.common.runs,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(runs);
-    Report {
-        name: "capture".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("capture", args, &summary, &runs)
+        .tables([table])
+        .notes(notes)
 }

@@ -99,9 +99,9 @@ impl Transport {
 }
 
 impl Plan {
-    /// Clients of `addr`, with the environment's service token, that
-    /// record the latency of every `messages` event they receive.
-    pub fn latency(env: &Env, addr: SocketAddr) -> Self {
+    /// WebSocket clients of `addr` with the environment's service token:
+    /// they read everything, record nothing and do not reconnect.
+    pub fn of(env: &Env, addr: SocketAddr) -> Self {
         Self {
             addr,
             token: env.token(),
@@ -109,11 +109,20 @@ impl Plan {
             conns: Vec::new(),
             stalled: false,
             recv_buffer: None,
-            latency: true,
+            latency: false,
             reconnect: false,
             tokens: Vec::new(),
             control: false,
             transport: Transport::Ws,
+        }
+    }
+
+    /// Clients of `addr` that record the latency of every `messages`
+    /// event they receive.
+    pub fn latency(env: &Env, addr: SocketAddr) -> Self {
+        Self {
+            latency: true,
+            ..Self::of(env, addr)
         }
     }
 }

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::clients::{Clients, Plan};
 use crate::env::{Db, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, Report, Table};
+use crate::report::{Report, Table};
 use crate::stats::{nearest_rank, Spread};
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers};
-use crate::Common;
+use crate::{CaptureMode, Common};
 
 /// How long a node may take to lead before a trial fails.
 const LEAD_DEADLINE: Duration = Duration::from_secs(30);
@@ -31,7 +31,7 @@ const LEAD_DEADLINE: Duration = Duration::from_secs(30);
 const AFTER_TAKEOVER: Duration = Duration::from_millis(1500);
 
 /// Options of `failover`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// Kills of the leader per capture mode.
     #[arg(long, default_value_t = 10)]
@@ -40,8 +40,8 @@ pub struct Args {
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
     /// Capture modes to measure.
-    #[arg(long, value_delimiter = ',', default_values_t = ["trigger".to_string(), "logical".to_string()])]
-    pub capture: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CaptureMode::Trigger, CaptureMode::Logical])]
+    pub capture: Vec<CaptureMode>,
     /// Seconds written before each kill (plus 0 to 0.9 s, a tenth more
     /// at each trial, so the kills fall at every point of the followers'
     /// one-second attempts to lead).
@@ -51,13 +51,14 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub writers: usize,
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
 /// One kill of the leader.
 #[derive(Clone, Debug, Serialize)]
 struct Trial {
-    capture: String,
+    capture: CaptureMode,
     trial: usize,
     /// Kill → the follower reports `rowcast_leader` 1, ms.
     leader_ms: f64,
@@ -75,7 +76,7 @@ struct Trial {
 pub async fn start_leader(
     env: &Env,
     db: &Db,
-    capture: &str,
+    capture: CaptureMode,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<RelayProc> {
     let node = RelayProc::start(env, db, capture, extra).await?;
@@ -89,7 +90,7 @@ pub async fn start_leader(
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut trials = Vec::new();
-    for capture in &args.capture {
+    for &capture in &args.capture {
         args.common.before_run().await;
         eprintln!("failover: {capture} capture, {} trials", args.trials);
         trials.extend(one_capture(env, args, capture).await?);
@@ -97,7 +98,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     Ok(summarize(args, trials))
 }
 
-async fn one_capture(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Vec<Trial>> {
+async fn one_capture(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Result<Vec<Trial>> {
     let db = env.fresh_db(&format!("failover_{capture}")).await?;
     let mut nodes = [
         start_leader(env, &db, capture, &[]).await?,
@@ -166,7 +167,7 @@ async fn one_capture(env: &Env, args: &Args, capture: &str) -> anyhow::Result<Ve
             anyhow::anyhow!("trial {trial}: no frame of a row sent after the kill arrived")
         })?;
         let t = Trial {
-            capture: capture.to_string(),
+            capture,
             trial,
             leader_ms: led_at.saturating_sub(killed_at) as f64 / 1e6,
             first_event_ms: first.saturating_sub(killed_at) as f64 / 1e6,
@@ -221,8 +222,8 @@ fn summarize(args: &Args, trials: Vec<Trial>) -> Report {
     );
     let mut summary = Vec::new();
     let mut notes = Vec::new();
-    for capture in &args.capture {
-        let of: Vec<&Trial> = trials.iter().filter(|t| &t.capture == capture).collect();
+    for &capture in &args.capture {
+        let of: Vec<&Trial> = trials.iter().filter(|t| t.capture == capture).collect();
         let rows: u64 = of.iter().map(|t| t.rows_after_kill).sum();
         let lost: u64 = of.iter().map(|t| t.lost_after_kill).sum();
         let leader: Vec<f64> = of.iter().map(|t| t.leader_ms).collect();
@@ -233,7 +234,7 @@ fn summarize(args: &Args, trials: Vec<Trial>) -> Report {
         ] {
             let (min, p50, p99, max) = percentiles(values);
             table.row(vec![
-                capture.clone(),
+                capture.to_string(),
                 name.to_string(),
                 format!("{min:.0}"),
                 format!("{p50:.0}"),
@@ -256,20 +257,7 @@ fn summarize(args: &Args, trials: Vec<Trial>) -> Report {
             "rows_after_kill": rows, "lost_after_kill": lost,
         }));
     }
-    let mut json = report::header(
-        "failover",
-        json!({
-            "trials": args.trials, "rate": args.rate, "capture": args.capture,
-            "warmup": args.warmup, "writers": args.writers,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(trials);
-    Report {
-        name: "failover".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("failover", args, &summary, &trials)
+        .tables([table])
+        .notes(notes)
 }

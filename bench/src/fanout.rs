@@ -18,14 +18,14 @@ use rowcast_devkit::process;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::clients::{self, Clients, Plan, Transport};
+use crate::clients::{self, Clients, Plan};
 use crate::env::{self, Env, USERS};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Report, Table};
+use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
-use crate::Common;
+use crate::{Common, LoadArgs};
 
 /// How long to wait for the frames still queued after a load.
 const TAIL_LIMIT: Duration = Duration::from_secs(120);
@@ -37,15 +37,12 @@ const TAIL_QUIET: Duration = Duration::from_secs(3);
 const RELAY_FILES: u64 = 500;
 
 /// Options of `fanout`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// Connection counts to measure (at most the open-files limit of one
     /// process minus a margin; 50,000 is not possible with 20,000 files).
     #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10000, 19000])]
     pub connections: Vec<usize>,
-    /// Seconds of load per room layout.
-    #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
     /// Frames per second offered to all clients together.
     #[arg(long, default_value_t = 1_000_000.0)]
     pub deliveries: f64,
@@ -55,13 +52,11 @@ pub struct Args {
     /// Most connections per client process.
     #[arg(long, default_value_t = 4000)]
     pub per_process: usize,
-    /// Capture mode of the relay.
-    #[arg(long, default_value = "trigger")]
-    pub capture: String,
-    /// Writer connections.
-    #[arg(long, default_value_t = 16)]
-    pub writers: usize,
     #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
@@ -139,7 +134,8 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
 
 async fn one(env: &Env, args: &Args, run: usize, n: usize) -> anyhow::Result<Run> {
     let db = env.fresh_db("fanout").await?;
-    let relay = RelayProc::start(env, &db, &args.capture, &[]).await?;
+    let capture = args.load.one_capture()?;
+    let relay = RelayProc::start(env, &db, capture, &[]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = relay.rss_kib();
     let room_size = args.room_size.max(1);
@@ -150,17 +146,8 @@ async fn one(env: &Env, args: &Args, run: usize, n: usize) -> anyhow::Result<Run
         "too many small rooms for the seeded users"
     );
     let plan = Plan {
-        addr: relay.addr,
-        token: env.token(),
-        bind: std::net::Ipv4Addr::LOCALHOST,
-        conns: Vec::new(),
-        stalled: false,
-        recv_buffer: None,
-        latency: false,
         reconnect: true,
-        tokens: Vec::new(),
-        control: false,
-        transport: Transport::Ws,
+        ..Plan::of(env, relay.addr)
     };
     let conns = clients::conns(n, |i| {
         vec!["user_1".to_string(), format!("user_{}", 2 + i / room_size)]
@@ -176,7 +163,7 @@ async fn one(env: &Env, args: &Args, run: usize, n: usize) -> anyhow::Result<Run
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = relay.rss_kib();
-    let writers = Writers::connect(&db.url, args.writers).await?;
+    let writers = Writers::connect(&db.url, args.load.writers).await?;
     let admin = env::connect(&db.url).await?;
     let meter = CpuMeter {
         relay: Some(relay.pid),
@@ -190,7 +177,7 @@ async fn one(env: &Env, args: &Args, run: usize, n: usize) -> anyhow::Result<Run
     let hot = Load {
         rows_per_sec: Some(hot_rows),
         batch: batch_for(hot_rows),
-        duration: Duration::from_secs_f64(args.seconds),
+        duration: Duration::from_secs_f64(args.load.seconds),
         pairs: Pairs::Fixed {
             sender: 1,
             recipient: sink,
@@ -212,7 +199,7 @@ async fn one(env: &Env, args: &Args, run: usize, n: usize) -> anyhow::Result<Run
     let small = Load {
         rows_per_sec: Some(small_rows),
         batch: batch_for(small_rows),
-        duration: Duration::from_secs_f64(args.seconds),
+        duration: Duration::from_secs_f64(args.load.seconds),
         pairs: Pairs::Ring {
             first: 2,
             count: rooms,
@@ -353,7 +340,7 @@ fn summarize(args: &Args, counts: &[usize], runs: Vec<Run>, mut notes: Vec<Strin
     let mut table = Table::new(
         format!(
             "fanout: {} offered frames/s, {} s per layout, rooms of {} (median (min–max) over {} runs)",
-            args.deliveries, args.seconds, args.room_size, args.common.runs
+            args.deliveries, args.load.seconds, args.room_size, args.common.runs
         ),
         &["connections", "idle KiB/conn", "hot deliveries/s", "hot KiB/conn", "small deliveries/s", "small tail s", "small KiB/conn", "4008 closes (hot/small)", "cpu hot (median run)"],
     );
@@ -418,21 +405,7 @@ fn summarize(args: &Args, counts: &[usize], runs: Vec<Run>, mut notes: Vec<Strin
             ));
         }
     }
-    let mut json = report::header(
-        "fanout",
-        json!({
-            "connections": args.connections, "measured": counts, "seconds": args.seconds,
-            "deliveries": args.deliveries, "room_size": args.room_size, "capture": args.capture,
-            "per_process": args.per_process, "writers": args.writers, "runs": args.common.runs,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(runs);
-    Report {
-        name: "fanout".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("fanout", args, &summary, &runs)
+        .tables([table])
+        .notes(notes)
 }

@@ -24,28 +24,23 @@ use crate::chart::{self, Series};
 use crate::clients::{self, Clients, Plan, Totals, Transport};
 use crate::env::Env;
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Report, Table};
+use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::seed::SeedProc;
 use crate::stats::{Percentiles, Spread};
 use crate::writers::{self, Load, Pairs, Writers};
-use crate::Common;
+use crate::{CaptureMode, Common, LoadArgs};
 
 /// Options of `latency`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
+#[command(mut_arg("capture", |a| a.default_values(["trigger", "logical"])))]
 pub struct Args {
     /// Write rates to measure (rows per second; each row makes two frames).
     #[arg(long, value_delimiter = ',', default_values_t = [1000u32, 5000])]
     pub rate: Vec<u32>,
-    /// Capture modes to measure.
-    #[arg(long, value_delimiter = ',', default_values_t = ["trigger".to_string(), "logical".to_string()])]
-    pub capture: Vec<String>,
     /// Ways in to measure: `ws`, `sse`, `socketio` (the relay, once per
     /// capture mode) and `seed` (the seed stand-in, once per run).
     #[arg(long, value_delimiter = ',', default_values_t = ["ws".to_string()])]
     pub path: Vec<String>,
-    /// Measured seconds per rate.
-    #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
     /// Connect every relay path's clients at once (each room then has one
     /// member per path) and measure them in the same windows, instead of one
     /// path after the other: a busy machine then disturbs them alike.
@@ -57,10 +52,11 @@ pub struct Args {
     /// Client connections per path, one per room `user_{i}`.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
-    /// Writer connections the rate is spread over.
-    #[arg(long, default_value_t = 16)]
-    pub writers: usize,
     #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
@@ -147,7 +143,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut runs: Vec<Run> = Vec::new();
     for run in 1..=args.common.runs {
         if !relay_paths.is_empty() {
-            for capture in &args.capture {
+            for &capture in &args.load.capture {
                 args.common.before_run().await;
                 eprintln!("latency: run {run}, {capture} capture");
                 runs.extend(one_capture(env, args, run, capture, &relay_paths).await?);
@@ -166,12 +162,12 @@ async fn one_capture(
     env: &Env,
     args: &Args,
     run: usize,
-    capture: &str,
+    capture: CaptureMode,
     paths: &[Transport],
 ) -> anyhow::Result<Vec<Run>> {
     let db = env.fresh_db(&format!("latency_{capture}")).await?;
     let relay = RelayProc::start(env, &db, capture, &[]).await?;
-    let writers = Writers::connect(&db.url, args.writers).await?;
+    let writers = Writers::connect(&db.url, args.load.writers).await?;
     let rooms = clients::conns(args.clients, |i| vec![format!("user_{}", i + 1)]);
     // Together: one group per path, all joined, measured in the same
     // windows; otherwise one path after the other.
@@ -210,7 +206,7 @@ async fn one_capture(
             postmaster: env.postmaster_pid(),
             clients: groups.iter().flat_map(|(_, g)| g.pids()).collect(),
         };
-        let measured = rates(args, run, capture, &mut groups, &writers, &meter).await;
+        let measured = rates(args, run, capture.as_str(), &mut groups, &writers, &meter).await;
         for (_, group) in groups {
             group.stop().await;
         }
@@ -226,7 +222,7 @@ async fn one_capture(
 async fn one_seed(env: &Env, args: &Args, run: usize) -> anyhow::Result<Vec<Run>> {
     let db = env.fresh_db("latency_seed").await?;
     let server = SeedProc::start(env, &db).await?;
-    let writers = Writers::connect(&db.url, args.writers).await?;
+    let writers = Writers::connect(&db.url, args.load.writers).await?;
     let plan = Plan {
         transport: Transport::Seed,
         ..Plan::latency(env, server.addr)
@@ -266,7 +262,7 @@ async fn rates(
         let load = Load {
             rows_per_sec: Some(rate as f64),
             batch: 1,
-            duration: Duration::from_secs_f64(args.warmup + args.seconds),
+            duration: Duration::from_secs_f64(args.warmup + args.load.seconds),
             pairs: Pairs::Ring {
                 first: 1,
                 count: args.clients as i64,
@@ -287,7 +283,7 @@ async fn rates(
                 capture: capture.to_string(),
                 path: path.name().to_string(),
                 rate,
-                window: window(&outcome.commits, &totals, start, args.seconds),
+                window: window(&outcome.commits, &totals, start, args.load.seconds),
                 writer_errors: outcome.errors,
                 statement_ms,
                 closes: totals.closes,
@@ -305,8 +301,8 @@ fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Report {
             args.common.runs,
             args.clients,
             if args.together && paths.len() > 1 { " per path, the relay's paths together" } else { "" },
-            args.writers,
-            args.seconds
+            args.load.writers,
+            args.load.seconds
         ),
         &["capture", "path", "rate/s", "achieved/s", "p50", "p90", "p99", "max", "frames", "lost", "INSERT+COMMIT p50/p99", "cpu (median run)"],
     );
@@ -315,9 +311,9 @@ fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Report {
     let mut notes = Vec::new();
     // (capture, path) in the order they were measured.
     let mut configs: Vec<(String, Transport)> = Vec::new();
-    for capture in &args.capture {
+    for &capture in &args.load.capture {
         for &path in paths.iter().filter(|p| **p != Transport::Seed) {
-            configs.push((capture.clone(), path));
+            configs.push((capture.to_string(), path));
         }
     }
     if paths.contains(&Transport::Seed) {
@@ -407,25 +403,13 @@ fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Report {
         }
         series.extend(lines);
     }
-    let mut json = report::header(
-        "latency",
-        json!({
-            "rate": args.rate, "capture": args.capture, "path": args.path, "together": args.together, "seconds": args.seconds, "warmup": args.warmup,
-            "clients": args.clients, "writers": args.writers, "runs": args.common.runs,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(runs);
-    Report {
-        name: "latency".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: Some(chart::latency(
+    Report::of("latency", args, &summary, &runs)
+        .tables([table])
+        .notes(notes)
+        .chart(chart::latency(
             "rowcast: commit → client frame (median of runs; bars: range)",
             &series,
-        )),
-    }
+        ))
 }
 
 fn median_cpu(runs: &[&Run]) -> CpuShare {

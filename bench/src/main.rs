@@ -83,8 +83,65 @@ enum Command {
     Clients,
 }
 
+/// A capture mode of the relay.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    #[default]
+    Trigger,
+    Logical,
+}
+
+impl CaptureMode {
+    /// The name `--capture` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Trigger => "trigger",
+            CaptureMode::Logical => "logical",
+        }
+    }
+}
+
+impl std::fmt::Display for CaptureMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The write load of the scenarios that measure one: capture modes,
+/// writer connections and the measured window. A scenario changes a
+/// default with `#[command(mut_arg("seconds", |a| a.default_value("20")))]`.
+#[derive(clap::Args, Clone, Debug, serde::Serialize)]
+pub struct LoadArgs {
+    /// Capture modes to measure, one after the other.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CaptureMode::Trigger])]
+    pub capture: Vec<CaptureMode>,
+    /// Writer connections the load is spread over.
+    #[arg(long, default_value_t = 16)]
+    pub writers: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+}
+
+impl LoadArgs {
+    /// The capture modes, as `--capture` takes them.
+    pub fn capture_names(&self) -> String {
+        let names: Vec<&str> = self.capture.iter().map(|c| c.as_str()).collect();
+        names.join(",")
+    }
+
+    /// The one capture mode of a scenario that runs a single relay setup.
+    pub fn one_capture(&self) -> anyhow::Result<CaptureMode> {
+        match self.capture.as_slice() {
+            [mode] => Ok(*mode),
+            _ => anyhow::bail!("this scenario measures one capture mode at a time (--capture trigger or --capture logical)"),
+        }
+    }
+}
+
 /// Options every scenario has.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, serde::Serialize)]
 pub struct Common {
     /// Runs of each configuration; tables show the median and the range.
     #[arg(long, default_value_t = 3)]
@@ -156,7 +213,7 @@ async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
         Command::Fanout(args) => (fanout::run(env, &args).await?, args.common.out),
         Command::Replay(args) => (replay::run(env, &args).await?, args.common.out),
         Command::Slow(args) => (slow::run(env, &args).await?, args.common.out),
-        Command::Soak(args) => (soak::run(env, &args).await?, args.out),
+        Command::Soak(args) => (soak::run(env, &args).await?, args.common.out),
         Command::Revocation(args) => (revocation::run(env, &args).await?, args.common.out),
         Command::Failover(args) => (failover::run(env, &args).await?, args.common.out),
         Command::Promotion(args) => (promotion::run(env, &args).await?, args.common.out),

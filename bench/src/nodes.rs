@@ -13,19 +13,19 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::clients::{Clients, Plan, Transport};
+use crate::clients::{Clients, Plan};
 use crate::env::Env;
 use crate::failover::start_leader;
 use crate::relay::RelayProc;
-use crate::report::{self, Report, Table};
+use crate::report::{Report, Table};
 use crate::stats::Spread;
-use crate::Common;
+use crate::{CaptureMode, Common};
 
 /// The most connections one node is given (its open-file limit is 20,000).
 const PER_NODE_MAX: usize = 19_500;
 
 /// Options of `nodes`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// Relay nodes on the database.
     #[arg(long, default_value_t = 3)]
@@ -37,9 +37,10 @@ pub struct Args {
     #[arg(long, default_value_t = 4000)]
     pub per_process: usize,
     /// Capture mode of the nodes.
-    #[arg(long, default_value = "trigger")]
-    pub capture: String,
+    #[arg(long, value_enum, default_value_t = CaptureMode::Trigger)]
+    pub capture: CaptureMode,
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
@@ -86,9 +87,9 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
 
 async fn one_run(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let db = env.fresh_db("nodes").await?;
-    let mut nodes = vec![start_leader(env, &db, &args.capture, &[]).await?];
+    let mut nodes = vec![start_leader(env, &db, args.capture, &[]).await?];
     for _ in 1..args.nodes {
-        nodes.push(RelayProc::start(env, &db, &args.capture, &[]).await?);
+        nodes.push(RelayProc::start(env, &db, args.capture, &[]).await?);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before: Vec<u64> = nodes.iter().map(|n| n.rss_kib()).collect();
@@ -101,19 +102,7 @@ async fn one_run(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
             .map(|k| vec![format!("user_{}", k % 20_000 + 1)])
             .collect();
         first += count;
-        let plan = Plan {
-            addr: node.addr,
-            token: env.token(),
-            bind: std::net::Ipv4Addr::LOCALHOST,
-            conns: Vec::new(),
-            stalled: false,
-            recv_buffer: None,
-            latency: false,
-            reconnect: false,
-            tokens: Vec::new(),
-            control: false,
-            transport: Transport::Ws,
-        };
+        let plan = Plan::of(env, node.addr);
         let (group, ready) = Clients::start(env, plan, conns, args.per_process, 1).await?;
         if ready.failed > 0 {
             eprintln!(
@@ -202,23 +191,10 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         String::new(),
         String::new(),
     ]);
-    let mut json = report::header(
-        "nodes",
-        json!({
-            "nodes": args.nodes, "connections": args.connections, "per_process": args.per_process,
-            "capture": args.capture, "runs": args.common.runs,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(runs);
-    Report {
-        name: "nodes".into(),
-        tables: vec![table],
-        notes: vec![format!(
+    Report::of("nodes", args, &summary, &runs)
+        .tables([table])
+        .notes(vec![format!(
             "idle connections held in total: {} of {} (median of runs)",
             total.median, args.connections
-        )],
-        json,
-        svg: None,
-    }
+        )])
 }

@@ -36,10 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::env::{self, Db, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, Report, Table};
+use crate::report::{Report, Table};
 use crate::stats::{nearest_rank, Spread};
 use crate::sys;
-use crate::Common;
+use crate::{CaptureMode, Common};
 
 /// How long a trial may wait for its first event after the promotion.
 const EVENT_DEADLINE: Duration = Duration::from_secs(120);
@@ -49,14 +49,14 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 const WRITE_EVERY: Duration = Duration::from_millis(20);
 
 /// Options of `promotion`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// Promotions per capture mode and URL.
     #[arg(long, default_value_t = 5)]
     pub trials: usize,
     /// Capture modes to measure.
-    #[arg(long, value_delimiter = ',', default_values_t = ["trigger".to_string(), "logical".to_string()])]
-    pub capture: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CaptureMode::Trigger, CaptureMode::Logical])]
+    pub capture: Vec<CaptureMode>,
     /// URLs to measure: `multi-host` (both hosts, target_session_attrs)
     /// and `one-host` (one address that moves to the new primary).
     #[arg(long, value_delimiter = ',', default_values_t = ["multi-host".to_string(), "one-host".to_string()])]
@@ -66,13 +66,14 @@ pub struct Args {
     #[arg(long)]
     pub postgres: Option<u32>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
 /// One promotion.
 #[derive(Clone, Debug, Serialize)]
 struct Trial {
-    capture: String,
+    capture: CaptureMode,
     url: String,
     trial: usize,
     /// How long `pg_ctl promote` took, ms.
@@ -98,7 +99,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     };
     let mut trials = Vec::new();
     let mut version = 0;
-    for capture in &args.capture {
+    for &capture in &args.capture {
         for url in &args.url {
             anyhow::ensure!(
                 url == "multi-host" || url == "one-host",
@@ -122,7 +123,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
 async fn one_trial(
     env: &Env,
     bin: Option<std::path::PathBuf>,
-    capture: &str,
+    capture: CaptureMode,
     url: &str,
     trial: usize,
 ) -> anyhow::Result<(Trial, u32)> {
@@ -160,7 +161,7 @@ async fn one_trial(
         .until_body("before", SETUP_DEADLINE)
         .await
         .context("the first event before the promotion")?;
-    if capture == "logical" && version >= 17 {
+    if capture == CaptureMode::Logical && version >= 17 {
         wait_slot_synced(&writer, &standby).await?;
     }
     wait(SETUP_DEADLINE, "the standby to catch up", || async {
@@ -194,7 +195,7 @@ async fn one_trial(
     forwarder.stop.cancel();
     Ok((
         Trial {
-            capture: capture.to_string(),
+            capture,
             url: url.to_string(),
             trial,
             promote_ms: promoted.saturating_sub(began) as f64 / 1e6,
@@ -463,11 +464,11 @@ fn summarize(args: &Args, version: u32, trials: Vec<Trial>) -> Report {
     );
     let mut summary = Vec::new();
     let mut notes = Vec::new();
-    for capture in &args.capture {
+    for &capture in &args.capture {
         for url in &args.url {
             let of: Vec<&Trial> = trials
                 .iter()
-                .filter(|t| &t.capture == capture && &t.url == url)
+                .filter(|t| t.capture == capture && &t.url == url)
                 .collect();
             let event: Vec<f64> = of.iter().map(|t| t.first_event_ms).collect();
             let promote: Vec<f64> = of.iter().map(|t| t.promote_ms).collect();
@@ -476,7 +477,7 @@ fn summarize(args: &Args, version: u32, trials: Vec<Trial>) -> Report {
             let (p50, p99, max) = percentiles(&event);
             let (promote_p50, _, _) = percentiles(&promote);
             table.row(vec![
-                capture.clone(),
+                capture.to_string(),
                 url.clone(),
                 format!("{p50:.0}"),
                 format!("{p99:.0}"),
@@ -503,20 +504,7 @@ fn summarize(args: &Args, version: u32, trials: Vec<Trial>) -> Report {
             }));
         }
     }
-    let mut json = report::header(
-        "promotion",
-        json!({
-            "trials": args.trials, "capture": args.capture, "url": args.url,
-            "postgres": version,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(trials);
-    Report {
-        name: "promotion".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("promotion", args, &summary, &trials)
+        .tables([table])
+        .notes(notes)
 }

@@ -18,6 +18,7 @@ use rowcast_devkit::process::{self, RelayProcess};
 
 use crate::env::{Db, Env};
 use crate::sys;
+use crate::CaptureMode;
 
 /// Limits raised for the bench: one client IP opens thousands of
 /// connections, and stalled clients join many rooms quickly. (Service
@@ -53,14 +54,14 @@ impl RelayProc {
     pub async fn start(
         env: &Env,
         db: &Db,
-        capture: &str,
+        capture: CaptureMode,
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let port = process::free_port();
         let mut command = Command::new(&env.exe);
         command
             .arg("relay")
-            .args(["--capture", capture, "--bind", "127.0.0.1"])
+            .args(["--capture", capture.as_str(), "--bind", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             .env("DATABASE_URL", &db.url)
             .env("JWT_SECRET", env.secret())

@@ -15,15 +15,15 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 
 use crate::env::{self, Env};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Report, Table};
+use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
-use crate::Common;
+use crate::{CaptureMode, Common};
 
 /// The room the events are published to.
 const ROOM: &str = "replay_1";
 
 /// Options of `replay`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// Events stored in the room before the client joins.
     #[arg(long, default_value_t = 100_000)]
@@ -32,9 +32,10 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub chunk: u64,
     /// Capture mode of the relay.
-    #[arg(long, default_value = "trigger")]
-    pub capture: String,
+    #[arg(long, value_enum, default_value_t = CaptureMode::Trigger)]
+    pub capture: CaptureMode,
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
@@ -66,7 +67,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
 
 async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let db = env.fresh_db("replay").await?;
-    let relay = RelayProc::start(env, &db, &args.capture, &[]).await?;
+    let relay = RelayProc::start(env, &db, args.capture, &[]).await?;
     let client = env::connect(&db.url).await?;
     let head0 = env::head(&client).await?;
     let started = Instant::now();
@@ -203,19 +204,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         },
         rate.median
     )];
-    let mut json = report::header(
-        "replay",
-        json!({
-            "events": args.events, "chunk": args.chunk, "capture": args.capture, "runs": args.common.runs,
-        }),
-    );
-    json["summary"] = json!({"events_per_sec": rate, "seconds": seconds, "store_rate": store, "replayed_min": replayed});
-    json["runs"] = json!(runs);
-    Report {
-        name: "replay".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("replay", args, json!({"events_per_sec": rate, "seconds": seconds, "store_rate": store, "replayed_min": replayed}), &runs)
+        .tables([table])
+        .notes(notes)
 }

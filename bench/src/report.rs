@@ -87,6 +87,42 @@ pub struct Report {
 }
 
 impl Report {
+    /// A scenario's report: `args` (its options) head the JSON results,
+    /// `summary` and `runs` follow, `tables` and `notes` are printed.
+    pub fn of(
+        name: &str,
+        args: &impl serde::Serialize,
+        summary: impl serde::Serialize,
+        runs: impl serde::Serialize,
+    ) -> Self {
+        let mut json = header(name, serde_json::to_value(args).unwrap_or_default());
+        json["summary"] = serde_json::to_value(summary).unwrap_or_default();
+        json["runs"] = serde_json::to_value(runs).unwrap_or_default();
+        Self {
+            name: name.into(),
+            json,
+            ..Self::default()
+        }
+    }
+
+    /// Adds tables to print.
+    pub fn tables(mut self, tables: impl IntoIterator<Item = Table>) -> Self {
+        self.tables.extend(tables);
+        self
+    }
+
+    /// Adds notes to print under the tables.
+    pub fn notes(mut self, notes: Vec<String>) -> Self {
+        self.notes.extend(notes);
+        self
+    }
+
+    /// Adds the chart written beside the JSON.
+    pub fn chart(mut self, svg: String) -> Self {
+        self.svg = Some(svg);
+        self
+    }
+
     /// Prints the tables and notes.
     pub fn print(&self) {
         println!();
@@ -122,7 +158,7 @@ pub fn write_svg(dir: &Path, name: &str, svg: &str) -> anyhow::Result<()> {
 }
 
 /// The header every results file starts with.
-pub fn header(scenario: &str, args: Value) -> Value {
+fn header(scenario: &str, args: Value) -> Value {
     serde_json::json!({
         "scenario": scenario,
         "date": sys::now_utc(),

@@ -20,14 +20,14 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use crate::clients::{Clients, Plan, Transport};
+use crate::clients::{Clients, Plan};
 use crate::env::{self, Env, USERS};
 use crate::relay::RelayProc;
-use crate::report::{self, CpuMeter, CpuShare, Report, Table};
+use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::stats::{Percentiles, Spread};
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers};
-use crate::Common;
+use crate::{CaptureMode, Common};
 
 /// Content ids used are `CONTENT_BASE + 1 ..= CONTENT_BASE + rooms`.
 const CONTENT_BASE: i64 = 1000;
@@ -48,7 +48,7 @@ const LOAD_LIMIT: Duration = Duration::from_secs(900);
 const TARGET_MS: f64 = 1000.0;
 
 /// Options of `revocation`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// Trials per phase (idle, then under load).
     #[arg(long, default_value_t = 200)]
@@ -63,12 +63,13 @@ pub struct Args {
     #[arg(long, default_value_t = 1000.0)]
     pub load_rate: f64,
     /// Capture mode of the relay.
-    #[arg(long, default_value = "trigger")]
-    pub capture: String,
+    #[arg(long, value_enum, default_value_t = CaptureMode::Trigger)]
+    pub capture: CaptureMode,
     /// Writer connections of the background load.
     #[arg(long, default_value_t = 16)]
     pub writers: usize,
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
@@ -141,7 +142,7 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
             &[&content_id(0), &content_id(args.rooms - 1)],
         )
         .await?;
-    let relay = RelayProc::start(env, &db, &args.capture, &[]).await?;
+    let relay = RelayProc::start(env, &db, args.capture, &[]).await?;
     // Client i is user i + 2 (user 1 is the author) in room i mod rooms.
     let tokens: Vec<String> = (0..args.clients)
         .map(|i| env.user_token(i as i64 + 2))
@@ -154,17 +155,10 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
         members[i % args.rooms].push(i);
     }
     let plan = Plan {
-        addr: relay.addr,
         token: String::new(),
-        bind: std::net::Ipv4Addr::LOCALHOST,
-        conns: Vec::new(),
-        stalled: false,
-        recv_buffer: None,
-        latency: false,
-        reconnect: false,
         tokens,
         control: true,
-        transport: Transport::Ws,
+        ..Plan::of(env, relay.addr)
     };
     let (mut group, ready) = Clients::start(env, plan, conns, 5000, 1).await?;
     anyhow::ensure!(
@@ -395,21 +389,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
             "samples": samples, "lost": lost, "rejoins_refused": refused,
         }));
     }
-    let mut json = report::header(
-        "revocation",
-        json!({
-            "trials": args.trials, "rooms": args.rooms, "clients": args.clients,
-            "load_rate": args.load_rate, "capture": args.capture, "writers": args.writers,
-            "runs": args.common.runs,
-        }),
-    );
-    json["summary"] = json!(summary);
-    json["runs"] = json!(runs);
-    Report {
-        name: "revocation".into(),
-        tables: vec![table],
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("revocation", args, &summary, &runs)
+        .tables([table])
+        .notes(notes)
 }

@@ -17,16 +17,17 @@ use crate::clients::{self, Clients, Message, Plan};
 use crate::env::Env;
 use crate::latency::{self, Window};
 use crate::relay::RelayProc;
-use crate::report::{self, Report, Table};
+use crate::report::{Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers};
-use crate::Common;
+use crate::{Common, LoadArgs};
 
 /// The relay's counter of connections closed because their queue overflowed.
 const OVERFLOWS: &str = "rowcast_queue_overflows_total";
 
 /// Options of `slow`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
+#[command(mut_arg("seconds", |a| a.default_value("20")))]
 pub struct Args {
     /// Clients that stop reading.
     #[arg(long, default_value_t = 100)]
@@ -34,22 +35,17 @@ pub struct Args {
     /// Clients that keep up (and measure latency).
     #[arg(long, default_value_t = 100)]
     pub healthy: usize,
-    /// Seconds of writing, for the baseline and again with stalled clients.
-    #[arg(long, default_value_t = 20.0)]
-    pub seconds: f64,
     /// Rows written per second.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
     /// SO_RCVBUF of the stalled clients' sockets.
     #[arg(long, default_value_t = 4096)]
     pub recv_buffer: u32,
-    /// Capture mode of the relay.
-    #[arg(long, default_value = "trigger")]
-    pub capture: String,
-    /// Writer connections.
-    #[arg(long, default_value_t = 16)]
-    pub writers: usize,
     #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
     pub common: Common,
 }
 
@@ -100,15 +96,16 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
 
 async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let db = env.fresh_db("slow").await?;
-    let relay = RelayProc::start(env, &db, &args.capture, &[]).await?;
+    let capture = args.load.one_capture()?;
+    let relay = RelayProc::start(env, &db, capture, &[]).await?;
     let plan = Plan::latency(env, relay.addr);
     let rooms = clients::conns(args.healthy, |i| vec![format!("user_{}", i + 1)]);
     let mut healthy = Clients::start_all(env, plan.clone(), rooms, 5000, 1).await?;
-    let writers = Writers::connect(&db.url, args.writers).await?;
+    let writers = Writers::connect(&db.url, args.load.writers).await?;
     let load = Load {
         rows_per_sec: Some(args.rate),
         batch: 1,
-        duration: Duration::from_secs_f64(args.seconds),
+        duration: Duration::from_secs_f64(args.load.seconds),
         pairs: Pairs::Ring {
             first: 1,
             count: args.healthy as i64,
@@ -121,7 +118,12 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let outcome = writers.run(&load).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let totals = healthy.report().await?;
-    let baseline = latency::window(&outcome.commits, &totals, outcome.start_ns, args.seconds);
+    let baseline = latency::window(
+        &outcome.commits,
+        &totals,
+        outcome.start_ns,
+        args.load.seconds,
+    );
 
     // The same load with stalled clients in every room.
     let all_rooms: Vec<String> = (1..=args.healthy).map(|i| format!("user_{i}")).collect();
@@ -164,7 +166,12 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     stop.cancel();
     let samples = sampler.await.unwrap_or_default();
     let totals = healthy.report().await?;
-    let with_stalled = latency::window(&outcome.commits, &totals, outcome.start_ns, args.seconds);
+    let with_stalled = latency::window(
+        &outcome.commits,
+        &totals,
+        outcome.start_ns,
+        args.load.seconds,
+    );
     let rss_end = relay.rss_kib();
     let (stalled_closes, stalled_drained_frames, stalled_still_open) =
         match stalled.drain(Duration::from_secs(60)).await? {
@@ -294,27 +301,19 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         "stalled clients: RSS grew {:.1} MiB at peak (median); healthy p99 with stalled ÷ baseline = {:.2}",
         growth.median, ratio.median
     )];
-    let mut json = report::header(
+    Report::of(
         "slow",
+        args,
         json!({
-            "stalled": args.stalled, "healthy": args.healthy, "seconds": args.seconds, "rate": args.rate,
-            "recv_buffer": args.recv_buffer, "capture": args.capture, "writers": args.writers, "runs": args.common.runs,
+            "baseline_p50_ms": spread(&|r| r.baseline.latency_ms.p50),
+            "baseline_p99_ms": spread(&|r| r.baseline.latency_ms.p99),
+            "stalled_p50_ms": spread(&|r| r.with_stalled.latency_ms.p50),
+            "stalled_p99_ms": spread(&|r| r.with_stalled.latency_ms.p99),
+            "p99_ratio": ratio,
+            "rss_growth_mib": growth,
         }),
-    );
-    json["summary"] = json!({
-        "baseline_p50_ms": spread(&|r| r.baseline.latency_ms.p50),
-        "baseline_p99_ms": spread(&|r| r.baseline.latency_ms.p99),
-        "stalled_p50_ms": spread(&|r| r.with_stalled.latency_ms.p50),
-        "stalled_p99_ms": spread(&|r| r.with_stalled.latency_ms.p99),
-        "p99_ratio": ratio,
-        "rss_growth_mib": growth,
-    });
-    json["runs"] = json!(runs);
-    Report {
-        name: "slow".into(),
-        tables: vec![latency, memory],
-        notes,
-        json,
-        svg: None,
-    }
+        &runs,
+    )
+    .tables([latency, memory])
+    .notes(notes)
 }

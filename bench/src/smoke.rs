@@ -11,7 +11,7 @@ use crate::env::Env;
 use crate::report::Report;
 use crate::{
     bus, capture, failover, fanout, latency, nodes, promotion, replay, revocation, slow, soak,
-    Common,
+    CaptureMode, Common, LoadArgs,
 };
 
 /// Options of `smoke`.
@@ -30,21 +30,24 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
         out: args.out.clone(),
         quiet_wait: 0,
     };
-    let modes = vec!["trigger".to_string(), "logical".to_string()];
+    let modes = vec![CaptureMode::Trigger, CaptureMode::Logical];
+    let load = |capture: Vec<CaptureMode>, seconds: f64| LoadArgs {
+        capture,
+        writers: 4,
+        seconds,
+    };
     let mut outcomes = Vec::new();
     outcomes.push(
         latency::run(
             env,
             &latency::Args {
                 rate: vec![200],
-                capture: modes.clone(),
                 // The Node paths (socketio, seed) are left out: no npm here.
                 path: vec!["ws".into(), "sse".into()],
                 together: false,
-                seconds: 1.0,
                 warmup: 0.5,
                 clients: 10,
-                writers: 4,
+                load: load(modes.clone(), 1.0),
                 common: common.clone(),
             },
         )
@@ -54,10 +57,8 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
         capture::run(
             env,
             &capture::Args {
-                capture: modes,
-                seconds: 1.0,
-                writers: 4,
                 batch: 1,
+                load: load(modes, 1.0),
                 common: common.clone(),
             },
         )
@@ -68,12 +69,10 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
             env,
             &fanout::Args {
                 connections: vec![100],
-                seconds: 1.0,
                 deliveries: 20_000.0,
                 room_size: 10,
                 per_process: 50,
-                capture: "trigger".into(),
-                writers: 4,
+                load: load(vec![CaptureMode::Trigger], 1.0),
                 common: common.clone(),
             },
         )
@@ -85,7 +84,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
             &replay::Args {
                 events: 500,
                 chunk: 250,
-                capture: "trigger".into(),
+                capture: CaptureMode::Trigger,
                 common: common.clone(),
             },
         )
@@ -97,11 +96,9 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
             &slow::Args {
                 stalled: 5,
                 healthy: 5,
-                seconds: 2.0,
                 rate: 200.0,
                 recv_buffer: 4096,
-                capture: "trigger".into(),
-                writers: 4,
+                load: load(vec![CaptureMode::Trigger], 2.0),
                 common: common.clone(),
             },
         )
@@ -111,14 +108,10 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
         soak::run(
             env,
             &soak::Args {
-                seconds: 3.0,
                 rate: 200.0,
                 clients: 5,
-                capture: "trigger".into(),
-                writers: 4,
-                runs: 1,
-                out: args.out.clone(),
-                quiet_wait: 0,
+                load: load(vec![CaptureMode::Trigger], 3.0),
+                common: common.clone(),
             },
         )
         .await?,
@@ -131,7 +124,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 rooms: 3,
                 clients: 4,
                 load_rate: 200.0,
-                capture: "trigger".into(),
+                capture: CaptureMode::Trigger,
                 writers: 4,
                 common: common.clone(),
             },
@@ -144,7 +137,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
             &failover::Args {
                 trials: 2,
                 rate: 200.0,
-                capture: vec!["trigger".into()],
+                capture: vec![CaptureMode::Trigger],
                 warmup: 0.5,
                 writers: 2,
                 common: common.clone(),
@@ -157,7 +150,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
             env,
             &promotion::Args {
                 trials: 1,
-                capture: vec!["trigger".into()],
+                capture: vec![CaptureMode::Trigger],
                 url: vec!["multi-host".into()],
                 postgres: None,
                 common: common.clone(),
@@ -171,11 +164,9 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
             &bus::Args {
                 bus: vec!["postgres".into(), "nats://127.0.0.1:4222".into()],
                 rate: vec![200],
-                capture: "trigger".into(),
-                seconds: 1.0,
                 warmup: 0.5,
                 clients: 4,
-                writers: 4,
+                load: load(vec![CaptureMode::Trigger], 1.0),
                 common: common.clone(),
             },
         )
@@ -188,7 +179,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 nodes: 3,
                 connections: 30,
                 per_process: 10,
-                capture: "trigger".into(),
+                capture: CaptureMode::Trigger,
                 common,
             },
         )

@@ -7,7 +7,6 @@
 //! over the second half, and the events delivered against those expected
 //! (every row makes two frames and each must arrive), with their latency.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +17,10 @@ use crate::clients::{self, Clients, Plan, Totals};
 use crate::env::Env;
 use crate::latency::{self, Window};
 use crate::relay::RelayProc;
-use crate::report::{self, Report, Table};
+use crate::report::{Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
-use crate::Common;
+use crate::{Common, LoadArgs};
 
 /// How often the relay's RSS is read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -34,42 +33,21 @@ const TAIL: Duration = Duration::from_millis(1500);
 const OVERRUN: Duration = Duration::from_secs(60);
 
 /// Options of `soak`.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Serialize)]
+#[command(mut_arg("seconds", |a| a.default_value("180")), mut_arg("runs", |a| a.default_value("1")))]
 pub struct Args {
-    /// Seconds of writing.
-    #[arg(long, default_value_t = 180.0)]
-    pub seconds: f64,
     /// Rows written per second (each row makes two frames).
     #[arg(long, default_value_t = 2000.0)]
     pub rate: f64,
     /// WebSocket connections, one per room `user_{i}`.
     #[arg(long, default_value_t = 20)]
     pub clients: usize,
-    /// Capture mode of the relay.
-    #[arg(long, default_value = "trigger")]
-    pub capture: String,
-    /// Writer connections the rate is spread over.
-    #[arg(long, default_value_t = 16)]
-    pub writers: usize,
-    /// Runs (each minutes long).
-    #[arg(long, default_value_t = 1)]
-    pub runs: usize,
-    /// Directory for the JSON results.
-    #[arg(long, default_value = "target/bench")]
-    pub out: PathBuf,
-    /// Before each run, wait up to this many seconds for a quiet machine.
-    #[arg(long, default_value_t = 120)]
-    pub quiet_wait: u64,
-}
-
-impl Args {
-    fn common(&self) -> Common {
-        Common {
-            runs: self.runs,
-            out: self.out.clone(),
-            quiet_wait: self.quiet_wait,
-        }
-    }
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
 }
 
 /// One reading of the relay's RSS.
@@ -109,13 +87,12 @@ struct Run {
 
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
-    let common = args.common();
     let mut runs = Vec::new();
-    for run in 1..=args.runs.max(1) {
-        common.before_run().await;
+    for run in 1..=args.common.runs.max(1) {
+        args.common.before_run().await;
         eprintln!(
             "soak: run {run}, {} s at {} rows/s",
-            args.seconds, args.rate
+            args.load.seconds, args.rate
         );
         runs.push(one(env, args, run).await?);
     }
@@ -124,16 +101,17 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
 
 async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let db = env.fresh_db("soak").await?;
-    let relay = RelayProc::start(env, &db, &args.capture, &[]).await?;
+    let capture = args.load.one_capture()?;
+    let relay = RelayProc::start(env, &db, capture, &[]).await?;
     let plan = Plan::latency(env, relay.addr);
     let clients = args.clients.max(1);
     let rooms = clients::conns(clients, |i| vec![format!("user_{}", i + 1)]);
     let mut group = Clients::start_all(env, plan, rooms, 5000, 1).await?;
-    let writers = Arc::new(Writers::connect(&db.url, args.writers).await?);
+    let writers = Arc::new(Writers::connect(&db.url, args.load.writers).await?);
     let load = Load {
         rows_per_sec: Some(args.rate),
         batch: 1,
-        duration: Duration::from_secs_f64(args.seconds),
+        duration: Duration::from_secs_f64(args.load.seconds),
         pairs: Pairs::Ring {
             first: 1,
             count: clients as i64,
@@ -158,7 +136,7 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
             *into.closes.entry(code).or_default() += n;
         }
     };
-    let give_up = started + Duration::from_secs_f64(args.seconds) + OVERRUN;
+    let give_up = started + Duration::from_secs_f64(args.load.seconds) + OVERRUN;
     let mut tick = tokio::time::interval_at(started + SAMPLE_EVERY, SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !task.is_finished() && tokio::time::Instant::now() < give_up {
@@ -182,8 +160,13 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let t = group.report().await?;
     merge(t, &mut totals);
     let rss_after = relay.rss_kib();
-    let window = latency::window(&outcome.commits, &totals, outcome.start_ns, args.seconds);
-    let half = args.seconds / 2.0;
+    let window = latency::window(
+        &outcome.commits,
+        &totals,
+        outcome.start_ns,
+        args.load.seconds,
+    );
+    let half = args.load.seconds / 2.0;
     let at = |t: f64| {
         samples
             .iter()
@@ -195,7 +178,7 @@ async fn one(env: &Env, args: &Args, run: usize) -> anyhow::Result<Run> {
     let result = Run {
         run,
         rows: outcome.rows,
-        achieved_rate: outcome.rows as f64 / args.seconds.max(1e-9),
+        achieved_rate: outcome.rows as f64 / args.load.seconds.max(1e-9),
         writer_errors: outcome.errors,
         expected: outcome.rows * EVENTS_PER_ROW,
         delivered: window.samples,
@@ -244,7 +227,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let mut table = Table::new(
         format!(
             "soak: relay RSS (MiB) over {} s at {} rows/s, {} clients, {} capture, no /metrics scrape (median (min–max) over {} runs)",
-            args.seconds, args.rate, args.clients, args.capture, runs.len()
+            args.load.seconds, args.rate, args.clients, args.load.capture_names(), runs.len()
         ),
         &[
             "RSS start",
@@ -284,7 +267,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     if let Some(first) = runs.first() {
         let steps = 10;
         let marks: Vec<f64> = (0..=steps)
-            .map(|i| args.seconds * i as f64 / steps as f64)
+            .map(|i| args.load.seconds * i as f64 / steps as f64)
             .collect();
         let mut trace = Table::new(
             "soak: relay RSS (MiB) of run 1 against seconds of writing",
@@ -317,14 +300,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         slope.median,
         if lost == 0 && delivered == expected { ", none lost" } else { "" }
     )];
-    let mut json = report::header(
-        "soak",
-        json!({
-            "seconds": args.seconds, "rate": args.rate, "clients": args.clients,
-            "capture": args.capture, "writers": args.writers, "runs": args.runs,
-        }),
-    );
-    json["summary"] = json!({
+    let summary = json!({
         "rss_start_mib": spread(&|r| mib(r.rss_start_kib)),
         "rss_half_mib": spread(&|r| mib(r.rss_half_kib)),
         "rss_end_mib": spread(&|r| mib(r.rss_end_kib)),
@@ -332,14 +308,9 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         "slope_kib_per_min": slope,
         "delivered": delivered, "expected": expected, "lost": lost,
     });
-    json["runs"] = json!(runs);
-    Report {
-        name: "soak".into(),
-        tables,
-        notes,
-        json,
-        svg: None,
-    }
+    Report::of("soak", args, summary, &runs)
+        .tables(tables)
+        .notes(notes)
 }
 
 #[cfg(test)]
