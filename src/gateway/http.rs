@@ -8,19 +8,24 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRef, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{token_from, Claims};
+use super::auth::{token_from, Claims, Verifier};
 use super::connection::Authorize;
 use super::error::{ApiError, ErrorBody};
+use super::limits::HistoryLimits;
+use super::reads::RoomReads;
 use super::GatewayState;
+use crate::capture::CaptureStatus;
 use crate::event::{is_event_name, Published};
 use crate::ingest::{PublishError, PublishRequest};
 use crate::outbox::RoomPage;
@@ -28,20 +33,82 @@ use crate::outbox::Span;
 use crate::protocol::frame::{self, EventFrame};
 use crate::protocol::Code;
 use crate::room::{is_room_name, RoomName};
+use crate::shutdown::Shutdown;
 
 /// Most events one history request returns.
 const MAX_PAGE: i64 = 1000;
 
+/// What `GET /v1/rooms/{room}/events` uses of the gateway's state.
+#[derive(Clone)]
+pub(super) struct HistoryApi {
+    verifier: Arc<Verifier>,
+    reads: Arc<RoomReads>,
+    limits: Arc<HistoryLimits>,
+}
+
+impl FromRef<Arc<GatewayState>> for HistoryApi {
+    fn from_ref(state: &Arc<GatewayState>) -> Self {
+        Self {
+            verifier: state.verifier.clone(),
+            reads: state.reads.clone(),
+            limits: state.history_limits.clone(),
+        }
+    }
+}
+
+/// What `POST /v1/publish` uses: the verifier and the single writer.
+#[derive(Clone)]
+pub(super) struct PublishApi {
+    verifier: Arc<Verifier>,
+    publisher: mpsc::Sender<PublishRequest>,
+}
+
+impl FromRef<Arc<GatewayState>> for PublishApi {
+    fn from_ref(state: &Arc<GatewayState>) -> Self {
+        Self {
+            verifier: state.verifier.clone(),
+            publisher: state.publisher.clone(),
+        }
+    }
+}
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+pub(super) struct ReadinessProbe {
+    pool: Pool,
+    capture: Arc<CaptureStatus>,
+    shutdown: Shutdown,
+}
+
+impl FromRef<Arc<GatewayState>> for ReadinessProbe {
+    fn from_ref(state: &Arc<GatewayState>) -> Self {
+        Self {
+            pool: state.pool.clone(),
+            capture: state.capture_status.clone(),
+            shutdown: state.shutdown.clone(),
+        }
+    }
+}
+
+/// What `/metrics` renders.
+#[derive(Clone)]
+pub(super) struct Metrics(PrometheusHandle);
+
+impl FromRef<Arc<GatewayState>> for Metrics {
+    fn from_ref(state: &Arc<GatewayState>) -> Self {
+        Self(state.metrics.clone())
+    }
+}
+
 /// Verifies the request's token (Bearer header or `?token=`).
 fn claims(
-    state: &GatewayState,
+    verifier: &Verifier,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Claims, ApiError> {
     let token =
         token_from(headers, query).ok_or_else(|| ApiError::unauthorized("missing token"))?;
-    state
-        .verifier
+    verifier
         .verify(&token)
         .map_err(|e| ApiError::unauthorized(e.to_string()))
 }
@@ -124,18 +191,15 @@ fn history_body(room: &str, page: &RoomPage) -> String {
     security(("bearer" = []), ("token" = [])),
 )]
 pub(super) async fn history(
-    State(state): State<Arc<GatewayState>>,
+    State(api): State<HistoryApi>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     room: Result<Path<String>, PathRejection>,
     page: Result<Query<Page>, QueryRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = claims(&state, &headers, query.as_deref())?;
-    if !state
-        .history_limits
-        .allow(peer.ip(), &claims.sub, claims.service)
-    {
+    let claims = claims(&api.verifier, &headers, query.as_deref())?;
+    if !api.limits.allow(peer.ip(), &claims.sub, claims.service) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             Code::RateLimited,
@@ -150,7 +214,7 @@ pub(super) async fn history(
     if !is_room_name(&room) {
         return Err(ApiError::bad_request("invalid room name"));
     }
-    let allowed = state
+    let allowed = api
         .reads
         .authorize(&claims, &room)
         .await
@@ -160,7 +224,7 @@ pub(super) async fn history(
     }
     let after = page.after.unwrap_or(0).max(0);
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let page = state
+    let page = api
         .reads
         .room_page(&room, Span::to_head(after, limit))
         .await
@@ -214,12 +278,12 @@ pub(super) struct PublishReceipt {
     security(("bearer" = []), ("token" = [])),
 )]
 pub(super) async fn publish(
-    State(state): State<Arc<GatewayState>>,
+    State(api): State<PublishApi>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReceipt>, ApiError> {
-    let claims = claims(&state, &headers, query.as_deref())?;
+    let claims = claims(&api.verifier, &headers, query.as_deref())?;
     if !claims.service {
         return Err(ApiError::forbidden(
             "publishing needs a token with role \"service\"",
@@ -259,8 +323,7 @@ pub(super) async fn publish(
         },
         reply,
     };
-    state
-        .publisher
+    api.publisher
         .send(request)
         .await
         .map_err(|_| ApiError::internal("the relay is stopping"))?;
@@ -335,15 +398,15 @@ pub(super) enum ReadyStatus {
             relay is stopping.", body = Readiness),
     ),
 )]
-pub(super) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
+pub(super) async fn readyz(State(probe): State<ReadinessProbe>) -> Response {
     // Never wait behind requests for a session: a pool whose sessions are
     // all busy answering them is proof enough that the database answers.
-    let pool = state.pool.status();
+    let pool = probe.pool.status();
     let all_busy = pool.available == 0 && pool.size >= pool.max_size;
     // The database counts only as a primary: a standby takes no writes.
     let database = all_busy
         || tokio::time::timeout(Duration::from_secs(2), async {
-            let client = state.pool.get().await.ok()?;
+            let client = probe.pool.get().await.ok()?;
             let row = client
                 .query_one("SELECT NOT pg_is_in_recovery()", &[])
                 .await
@@ -354,8 +417,8 @@ pub(super) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
         .ok()
         .flatten()
         .is_some();
-    let capture = state.capture_status.is_running();
-    let ready = database && capture && !state.shutdown.is_triggered();
+    let capture = probe.capture.is_running();
+    let ready = database && capture && !probe.shutdown.is_triggered();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -383,10 +446,10 @@ pub(super) async fn readyz(State(state): State<Arc<GatewayState>>) -> Response {
             content_type = "text/plain"),
     ),
 )]
-pub(super) async fn metrics(State(state): State<Arc<GatewayState>>) -> Response {
+pub(super) async fn metrics(State(Metrics(metrics)): State<Metrics>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        metrics.render(),
     )
         .into_response()
 }

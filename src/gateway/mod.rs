@@ -74,7 +74,7 @@ pub(crate) struct GatewayState {
     /// Open connections per user and per IP.
     caps: Arc<ConnectionCaps>,
     /// HTTP history reads per IP and per user.
-    history_limits: HistoryLimits,
+    history_limits: Arc<HistoryLimits>,
     /// Open connections, for re-checking their rights.
     connections: access::Connections,
     /// Online/offline tracking.
@@ -136,7 +136,7 @@ impl Gateway {
             }),
             connects: ConnectLimits::new(&config.limits),
             caps: ConnectionCaps::new(&config.limits),
-            history_limits: HistoryLimits::new(&config.limits),
+            history_limits: Arc::new(HistoryLimits::new(&config.limits)),
             connections: access::Connections::default(),
             presence: Presence::start(pool, config.presence_grace),
             publisher,

@@ -306,14 +306,11 @@ async fn writers_wake_a_sleeping_relay_without_losing_a_change() {
             "every change of the round",
             Duration::from_secs(20),
             || async {
-                let stored: i64 = client
-                    .query_one(
-                        "SELECT count(*) FROM realtime.outbox WHERE event = 'message-sent'",
-                        &[],
-                    )
-                    .await
-                    .ok()?
-                    .get(0);
+                let stored = scalar(
+                    &client,
+                    "SELECT count(*) FROM realtime.outbox WHERE event = 'message-sent'",
+                )
+                .await?;
                 (stored == expected).then_some(())
             },
         )

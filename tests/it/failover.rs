@@ -317,14 +317,7 @@ async fn on_capture_gap_stop_exits_non_zero_with_the_line() {
     assert!(lines[0].contains(&format!("`{slot}`")), "{}", lines[0]);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(gaps(&client).await.is_empty(), "no marker when stopping");
-    let slots: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let slots = slots_named(&client, &slot).await;
     assert_eq!(slots, 0, "no new slot is made before the operator acts");
 }
 
@@ -363,14 +356,7 @@ async fn a_slot_consumed_by_someone_else_is_a_capture_gap() {
     insert_content(&client, 103..=103).await;
     barrier(&client).await;
     assert_eq!(stored_content(&client).await, vec![100, 101, 103]);
-    let kept: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let kept = slots_named(&client, &slot).await;
     assert_eq!(kept, 1, "the same slot streams on");
     let (_ws, reply) = join_since(relay.addr, "user_1", since).await;
     assert_eq!(reply["gap"], true, "{reply}");
@@ -649,4 +635,16 @@ async fn outbox_went_back(mode: &str) {
     assert_ne!(reply["gap"], true, "{reply}");
     assert_eq!(content_frames_until(&mut ws, 103).await, vec![103]);
     stop_relay(relay).await;
+}
+
+/// How many replication slots are named `slot`.
+async fn slots_named(client: &tokio_postgres::Client, slot: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }

@@ -108,6 +108,50 @@ async fn toast(pg: Pg, mode: &str) {
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
+/// A logical-capture relay on a demo database, measured at idle: the
+/// outbox position before a load and the relay's peak RSS so far.
+struct MemoryRun {
+    _db: TestDb,
+    client: Client,
+    relay: RelayProcess,
+    before: i64,
+    idle_kib: u64,
+}
+
+impl MemoryRun {
+    async fn start() -> Self {
+        let db = TestDb::demo().await;
+        let client = db.client().await;
+        insert_basic_rows(&client).await;
+        let relay = spawn_capturing_relay(&db, &client, "logical").await;
+        let before = barrier(&client).await;
+        let idle_kib = peak_rss_kib(relay.id());
+        Self {
+            _db: db,
+            client,
+            relay,
+            before,
+            idle_kib,
+        }
+    }
+
+    /// The relay's peak RSS now; it must still be running.
+    fn peak_kib(&self) -> u64 {
+        let peak = peak_rss_kib(self.relay.id());
+        assert!(alive(self.relay.id()), "the relay kept running");
+        peak
+    }
+
+    fn assert_peak_below(&self, peak_kib: u64, bound_kib: u64, load: &str) {
+        let idle_kib = self.idle_kib;
+        eprintln!("relay VmHWM, {load}: idle {idle_kib} KiB, peak {peak_kib} KiB");
+        assert!(
+            peak_kib < bound_kib,
+            "the relay's peak RSS grew to {peak_kib} KiB (idle {idle_kib} KiB), over {bound_kib} KiB"
+        );
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     status
@@ -195,20 +239,14 @@ const MESSAGE_EVENTS: [&str; 2] = ["message-sent", "message-received"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100k_row_transaction_is_stored_completely_in_bounded_memory() {
     const ROWS: i64 = 100_000;
-    let db = TestDb::demo().await;
-    let client = db.client().await;
-    insert_basic_rows(&client).await;
-    let relay = spawn_capturing_relay(&db, &client, "logical").await;
-    let pid = relay.id();
-    let before = barrier(&client).await;
-    let idle_kib = peak_rss_kib(pid);
-    insert_messages(&client, ROWS).await;
-    wait_for_events(&client, before, &MESSAGE_EVENTS, 2 * ROWS).await;
-    let after = barrier(&client).await;
-    let peak_kib = peak_rss_kib(pid);
-    assert!(alive(pid), "the relay kept running");
+    let run = MemoryRun::start().await;
+    let (client, before) = (&run.client, run.before);
+    insert_messages(client, ROWS).await;
+    wait_for_events(client, before, &MESSAGE_EVENTS, 2 * ROWS).await;
+    let after = barrier(client).await;
+    let peak_kib = run.peak_kib();
 
-    assert_each_message_once(&client, before, after, ROWS).await;
+    assert_each_message_once(client, before, after, ROWS).await;
 
     // The debug build idles at ~20 MB and peaks at ~35 MB here, storing
     // 1000 changes (ROWCAST_BATCH_SIZE) per outbox transaction. Holding the
@@ -217,12 +255,7 @@ async fn a_100k_row_transaction_is_stored_completely_in_bounded_memory() {
     // row. 96 MB leaves over 2.5x room over the batched peak and stays far
     // below that.
     const BOUND_KIB: u64 = 96 * 1024;
-    eprintln!("relay VmHWM, 100k rows: idle {idle_kib} KiB, peak {peak_kib} KiB");
-    assert!(
-        peak_kib < BOUND_KIB,
-        "the relay's peak RSS grew to {peak_kib} KiB (idle {idle_kib} KiB), over {BOUND_KIB} KiB"
-    );
-    drop(relay);
+    run.assert_peak_below(peak_kib, BOUND_KIB, "100k rows");
 }
 
 /// One source transaction of 2,000 rows of 100 KB (200 MB of row data):
@@ -233,13 +266,8 @@ async fn a_100k_row_transaction_is_stored_completely_in_bounded_memory() {
 async fn a_transaction_of_wide_rows_is_stored_in_bounded_memory() {
     const ROWS: i64 = 2_000;
     const WIDTH: i64 = 100_000;
-    let db = TestDb::demo().await;
-    let client = db.client().await;
-    insert_basic_rows(&client).await;
-    let relay = spawn_capturing_relay(&db, &client, "logical").await;
-    let pid = relay.id();
-    let before = barrier(&client).await;
-    let idle_kib = peak_rss_kib(pid);
+    let run = MemoryRun::start().await;
+    let (client, before) = (&run.client, run.before);
     client
         .batch_execute(&format!(
             "INSERT INTO content (id, author_id, title, body)
@@ -247,10 +275,9 @@ async fn a_transaction_of_wide_rows_is_stored_in_bounded_memory() {
         ))
         .await
         .unwrap();
-    wait_for_events(&client, before, &["content-created"], ROWS).await;
-    let after = barrier(&client).await;
-    let peak_kib = peak_rss_kib(pid);
-    assert!(alive(pid), "the relay kept running");
+    wait_for_events(client, before, &["content-created"], ROWS).await;
+    let after = barrier(client).await;
+    let peak_kib = run.peak_kib();
 
     let row = client
         .query_one(
@@ -275,12 +302,7 @@ async fn a_transaction_of_wide_rows_is_stored_in_bounded_memory() {
     // the size of the transaction: ~650 MB for these 2,000 rows. 160 MB
     // leaves over 2x room and stays far below that.
     const BOUND_KIB: u64 = 160 * 1024;
-    eprintln!("relay VmHWM, wide rows: idle {idle_kib} KiB, peak {peak_kib} KiB");
-    assert!(
-        peak_kib < BOUND_KIB,
-        "the relay's peak RSS grew to {peak_kib} KiB (idle {idle_kib} KiB), over {BOUND_KIB} KiB"
-    );
-    drop(relay);
+    run.assert_peak_below(peak_kib, BOUND_KIB, "wide rows");
 }
 
 /// SIGKILL while a large transaction is half stored: the restarted relay

@@ -146,15 +146,12 @@ async fn insert_history_rows(client: &tokio_postgres::Client) {
         .expect("seed content_42");
     barrier(client).await;
     wait_for("the coalesced views", Duration::from_secs(10), || async {
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM realtime.outbox
+        let n = scalar(
+            client,
+            "SELECT count(*) FROM realtime.outbox
                  WHERE event = 'content-viewed' AND count IS NOT NULL",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
+        )
+        .await?;
         (n > 0).then_some(())
     })
     .await;

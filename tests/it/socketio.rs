@@ -315,15 +315,12 @@ async fn a_socket_io_connection_is_a_rowcast_connection() {
 
     // Presence: the user is online while the socket is open.
     wait_for("user 3 online", Duration::from_secs(20), || async {
-        let online: i64 = client
-            .query_one(
-                "SELECT count(*) FROM realtime.events WHERE event = 'user-status-changed'
+        let online = scalar(
+            &client,
+            "SELECT count(*) FROM realtime.events WHERE event = 'user-status-changed'
                  AND room = 'user_3' AND data->>'status' = 'online'",
-                &[],
-            )
-            .await
-            .ok()?
-            .get(0);
+        )
+        .await?;
         (online == 1).then_some(())
     })
     .await;

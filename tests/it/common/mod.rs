@@ -482,6 +482,12 @@ pub fn serve_command(url: &str, capture: &str, extra: &[(&str, &str)]) -> Comman
     command
 }
 
+/// The one `bigint` a query without parameters answers, or `None` while
+/// the database cannot answer it (for polling with [`wait_for`]).
+pub async fn scalar(client: &Client, sql: &str) -> Option<i64> {
+    client.query_one(sql, &[]).await.ok()?.try_get(0).ok()
+}
+
 /// Starts `rowcast serve` against a test database and waits until it has
 /// installed capture (`client` is a client of that database).
 pub async fn spawn_capturing_relay(db: &TestDb, client: &Client, capture: &str) -> RelayProcess {
@@ -490,14 +496,11 @@ pub async fn spawn_capturing_relay(db: &TestDb, client: &Client, capture: &str) 
         "the relay to install capture",
         Duration::from_secs(30),
         || async {
-            let n: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM realtime.state WHERE capture_mode IS NOT NULL",
-                    &[],
-                )
-                .await
-                .ok()?
-                .get(0);
+            let n = scalar(
+                client,
+                "SELECT count(*) FROM realtime.state WHERE capture_mode IS NOT NULL",
+            )
+            .await?;
             (n == 1).then_some(())
         },
     )

@@ -13,16 +13,9 @@ import { mintToken, Relay, TestDatabase, waitFor } from "./relay.js";
 let db: TestDatabase;
 let relay: Relay;
 
-beforeAll(async () => {
-  db = await TestDatabase.create();
-  await db.seed();
-  relay = await Relay.start(db);
-});
+beforeAll(async () => ({ db, relay } = await Relay.onSeededDatabase()));
 
-afterAll(async () => {
-  await relay?.stop();
-  await db?.drop();
-});
+afterAll(() => Relay.tearDown(relay, db));
 
 const reconnect = { minDelayMs: 50, maxDelayMs: 500 };
 

@@ -15,11 +15,7 @@ import { mintToken, Relay, TestDatabase, waitFor } from "./relay.js";
 let db: TestDatabase;
 let relay: Relay;
 
-beforeAll(async () => {
-  db = await TestDatabase.create();
-  await db.seed();
-  relay = await Relay.start(db);
-});
+beforeAll(async () => ({ db, relay } = await Relay.onSeededDatabase()));
 
 /** Removes the stored events with `seq < cut`, as the relay's retention does. */
 async function retainFrom(cut: number): Promise<void> {
@@ -31,10 +27,7 @@ async function retainFrom(cut: number): Promise<void> {
   );
 }
 
-afterAll(async () => {
-  await relay?.stop();
-  await db?.drop();
-});
+afterAll(() => Relay.tearDown(relay, db));
 
 it("reports a gap when retention removed the events after the stored cursor", async () => {
   const cursors = memoryCursors();

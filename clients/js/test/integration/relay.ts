@@ -148,6 +148,19 @@ export class Relay {
     return relay;
   }
 
+  /** A fresh, seeded test database and a relay serving it. */
+  static async onSeededDatabase(): Promise<{ db: TestDatabase; relay: Relay }> {
+    const db = await TestDatabase.create();
+    await db.seed();
+    return { db, relay: await Relay.start(db) };
+  }
+
+  /** Stops `relay` and drops `db` (either may not have started). */
+  static async tearDown(relay: Relay | undefined, db: TestDatabase | undefined): Promise<void> {
+    await relay?.stop();
+    await db?.drop();
+  }
+
   /** The seed-style base URL. */
   get baseUrl(): string {
     return `ws://127.0.0.1:${this.port}`;

@@ -12,16 +12,9 @@ import { mintToken, Relay, TestDatabase, waitFor } from "./relay.js";
 let db: TestDatabase;
 let relay: Relay;
 
-beforeAll(async () => {
-  db = await TestDatabase.create();
-  await db.seed();
-  relay = await Relay.start(db);
-});
+beforeAll(async () => ({ db, relay } = await Relay.onSeededDatabase()));
 
-afterAll(async () => {
-  await relay?.stop();
-  await db?.drop();
-});
+afterAll(() => Relay.tearDown(relay, db));
 
 it("delivers 400 events exactly once, in seq order, to two subscriptions across a crash and a restart", async () => {
   const observed = observedWebSocket();
