@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::env::{self, Env};
 use crate::relay::RelayProc;
-use crate::report::{CpuMeter, CpuShare, Report, Table};
+use crate::report::{CpuMeter, CpuReading, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
 use crate::{CaptureMode, Common, LoadArgs};
@@ -63,6 +63,82 @@ struct Mode {
     stored_ratio: f64,
     /// drain_rate ÷ Postgres's rate without capture.
     drain_ratio: f64,
+    /// What Postgres did per change (row), in each phase.
+    cost: ModeCost,
+    /// WAL bytes per change by the relation a record changes (the
+    /// writers and the relay together; `(none)`: commit records and the
+    /// like), from pg_walinspect.
+    wal_by_relation: Vec<(String, f64)>,
+}
+
+/// One second of closed-loop writes with the relay running, then, once it
+/// has stored them, the WAL in between split by the relation each record
+/// changes (the first block it references), per row written.
+async fn wal_by_relation(
+    args: &Args,
+    admin: &tokio_postgres::Client,
+    writers: &Writers,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    admin
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .await?;
+    let start: String = admin
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await?
+        .get(0);
+    let head = env::head(admin).await?;
+    let sample = Load {
+        duration: Duration::from_secs(1),
+        ..load(args)
+    };
+    let written = writers.run(&sample).await;
+    let target = head + (written.rows * EVENTS_PER_ROW) as i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while env::head(admin).await? < target {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not store the sample"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rows = admin
+        .query(
+            "WITH r AS (
+                 SELECT record_length,
+                        substring(block_ref from 'rel [0-9]+/[0-9]+/([0-9]+)')::oid AS node
+                 FROM pg_get_wal_records_info($1::text::pg_lsn, pg_current_wal_flush_lsn())
+             )
+             SELECT coalesce(c.relname, CASE WHEN r.node IS NULL THEN '(none)' ELSE '(other)' END),
+                    sum(r.record_length)::float8
+             FROM r LEFT JOIN pg_class c ON c.relfilenode = r.node
+             GROUP BY 1 ORDER BY 2 DESC",
+            &[&start],
+        )
+        .await?;
+    let per_row = written.rows.max(1) as f64;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, f64>(1) / per_row))
+        .collect())
+}
+
+/// Postgres's work per change (row) in one capture mode: WAL bytes and
+/// CPU µs, for the writers and the relay together (live), the writers
+/// alone (a backlog written while the relay is stopped) and the relay
+/// alone (that backlog drained).
+#[derive(Clone, Debug, Default, Serialize)]
+struct ModeCost {
+    wal_live: f64,
+    wal_writers: f64,
+    wal_relay: f64,
+    cpu_us_live: f64,
+    cpu_us_writers: f64,
+    cpu_us_relay: f64,
+}
+
+/// Postgres CPU µs per row between two readings.
+fn cpu_us_per_row(before: &CpuReading, after: &CpuReading, rows: u64) -> f64 {
+    CpuMeter::postgres_seconds(before, after) * 1e6 / rows.max(1) as f64
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -72,6 +148,9 @@ struct Run {
     pg_rate: f64,
     pg_rows: u64,
     cpu_pg: CpuShare,
+    /// WAL bytes and Postgres CPU µs per row without capture.
+    wal_alone: f64,
+    cpu_us_alone: f64,
     modes: Vec<Mode>,
 }
 
@@ -100,16 +179,22 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
             postmaster: env.postmaster_pid(),
             ..CpuMeter::default()
         };
+        let admin = env::connect(&db.url).await?;
+        let wal0 = env::wal_position(&admin).await?;
         let before = meter.read();
         let alone = writers.run(&load(args)).await;
-        let cpu_pg = CpuMeter::share(&before, &meter.read());
-        drop(writers);
+        let after = meter.read();
+        let cpu_pg = CpuMeter::share(&before, &after);
+        let wal_alone = (env::wal_position(&admin).await? - wal0) / alone.rows.max(1) as f64;
+        drop((writers, admin));
         env.drop_db(&db).await;
         let mut result = Run {
             run,
             pg_rate: alone.rows as f64 / args.load.seconds,
             pg_rows: alone.rows,
+            cpu_us_alone: cpu_us_per_row(&before, &after, alone.rows),
             cpu_pg,
+            wal_alone,
             modes: Vec::new(),
         };
         for &capture in &args.load.capture {
@@ -186,7 +271,9 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
     };
 
     // (b) writers and relay together.
+    let wal0 = env::wal_position(&admin).await?;
     let before = meter.read();
+    let live_start = before;
     let outcome = writers.run(&load(args)).await;
     let cpu_write = CpuMeter::share(&before, &meter.read());
     let head_end = env::head(&admin).await?;
@@ -195,6 +282,9 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
     let sampler = HeadSampler::start(&db.url, Duration::from_millis(20)).await?;
     let caught_up = sampler.until(target, Duration::from_secs(300)).await;
     drop(sampler);
+    // Once caught up, the relay's work for these rows is in the WAL too.
+    let wal_live = env::wal_position(&admin).await? - wal0;
+    let live_end = meter.read();
     let stored_events = (head_end - head0).max(0) as u64;
     let mut mode = Mode {
         capture,
@@ -212,7 +302,15 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
 
     // (c) a backlog written while the relay is stopped, then drained.
     relay.stop().await;
+    let wal1 = env::wal_position(&admin).await?;
+    let pg_only = CpuMeter {
+        relay: None,
+        ..meter.clone()
+    };
+    let backlog_start = pg_only.read();
     let backlog = writers.run(&load(args)).await;
+    let backlog_end = pg_only.read();
+    let wal2 = env::wal_position(&admin).await?;
     mode.backlog_write_rate = backlog.rows as f64 / args.load.seconds;
     mode.backlog_rows = backlog.rows;
     let start_head = env::head(&admin).await?;
@@ -223,9 +321,10 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
         relay: Some(relay.pid),
         ..meter
     };
-    let before = meter.read();
+    let drain_start = meter.read();
     let done = sampler.until(target, Duration::from_secs(300)).await;
-    mode.cpu_drain = CpuMeter::share(&before, &meter.read());
+    let drain_end = meter.read();
+    mode.cpu_drain = CpuMeter::share(&drain_start, &drain_end);
     let samples = sampler.samples.lock().await.clone();
     drop(sampler);
     // The drain starts at the last sample that still saw the old head.
@@ -237,6 +336,20 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
     if let (Some(began), Some(done)) = (began, done) {
         let seconds = done.duration_since(began).as_secs_f64().max(1e-3);
         mode.drain_rate = backlog.rows as f64 / seconds;
+    }
+    let wal3 = env::wal_position(&admin).await?;
+    let per_row = |bytes: f64, rows: u64| bytes / rows.max(1) as f64;
+    mode.cost = ModeCost {
+        wal_live: per_row(wal_live, outcome.rows),
+        wal_writers: per_row(wal2 - wal1, backlog.rows),
+        wal_relay: per_row(wal3 - wal2, backlog.rows),
+        cpu_us_live: cpu_us_per_row(&live_start, &live_end, outcome.rows),
+        cpu_us_writers: cpu_us_per_row(&backlog_start, &backlog_end, backlog.rows),
+        cpu_us_relay: cpu_us_per_row(&drain_start, &drain_end, backlog.rows),
+    };
+    match wal_by_relation(args, &admin, &writers).await {
+        Ok(breakdown) => mode.wal_by_relation = breakdown,
+        Err(e) => eprintln!("capture: no WAL breakdown by relation ({e:#})"),
     }
     relay.stop().await;
     drop(writers);
@@ -301,7 +414,83 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         }));
     }
     notes.push("rates count messages rows (changes); each row is stored as 2 events".into());
+    notes.push("WAL by relation: one second of writes with the relay running, the last run's, from pg_walinspect (each record counted for the first relation it changes)".into());
+    notes.push("cost: WAL bytes from pg_current_wal_insert_lsn(), Postgres CPU from the postmaster and its children; live = writers and relay together until the relay caught up, writers = a backlog written while the relay was stopped, relay = that backlog drained".into());
     Report::of("capture", args, &summary, &runs)
-        .tables([table])
+        .tables([table, cost_table(args, &runs), wal_table(args, &runs)])
         .notes(notes)
+}
+
+/// WAL bytes per change by relation, for each mode (the last run's).
+fn wal_table(args: &Args, runs: &[Run]) -> Table {
+    let mut headers = vec!["relation"];
+    headers.extend(args.load.capture.iter().map(|c| c.as_str()));
+    let mut table = Table::new(
+        "capture: WAL bytes per change by relation (writers and relay, the last run)",
+        &headers,
+    );
+    let Some(last) = runs.last() else {
+        return table;
+    };
+    let mut relations: Vec<&str> = Vec::new();
+    for mode in &last.modes {
+        for (relation, _) in &mode.wal_by_relation {
+            if !relations.contains(&relation.as_str()) {
+                relations.push(relation);
+            }
+        }
+    }
+    for relation in relations {
+        let mut row = vec![relation.to_string()];
+        for &capture in &args.load.capture {
+            let bytes = last
+                .modes
+                .iter()
+                .find(|m| m.capture == capture)
+                .and_then(|m| m.wal_by_relation.iter().find(|(r, _)| r == relation))
+                .map_or(0.0, |(_, b)| *b);
+            row.push(format!("{bytes:.0}"));
+        }
+        table.row(row);
+    }
+    table
+}
+
+/// What Postgres does per change, in each mode and phase.
+fn cost_table(args: &Args, runs: &[Run]) -> Table {
+    let mut table = Table::new(
+        "capture: Postgres's work per change (messages row): WAL bytes and CPU µs (median (min–max) over runs)",
+        &["capture", "WAL B live", "WAL B writers", "WAL B relay", "CPU µs live", "CPU µs writers", "CPU µs relay"],
+    );
+    let alone = |f: &dyn Fn(&Run) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
+    let none = [alone(&|r| r.wal_alone), alone(&|r| r.cpu_us_alone)];
+    table.row(vec![
+        "none".into(),
+        none[0].show(0),
+        none[0].show(0),
+        "–".into(),
+        none[1].show(1),
+        none[1].show(1),
+        "–".into(),
+    ]);
+    for &capture in &args.load.capture {
+        let costs: Vec<&ModeCost> = runs
+            .iter()
+            .flat_map(|r| r.modes.iter().filter(|m| m.capture == capture))
+            .map(|m| &m.cost)
+            .collect();
+        let of = |f: &dyn Fn(&ModeCost) -> f64| {
+            Spread::of(&costs.iter().map(|c| f(c)).collect::<Vec<_>>())
+        };
+        table.row(vec![
+            capture.to_string(),
+            of(&|c| c.wal_live).show(0),
+            of(&|c| c.wal_writers).show(0),
+            of(&|c| c.wal_relay).show(0),
+            of(&|c| c.cpu_us_live).show(1),
+            of(&|c| c.cpu_us_writers).show(1),
+            of(&|c| c.cpu_us_relay).show(1),
+        ]);
+    }
+    table
 }

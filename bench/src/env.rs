@@ -173,6 +173,19 @@ pub async fn head(client: &Client) -> anyhow::Result<i64> {
         .get(0))
 }
 
+/// Where the cluster's WAL insert position is, in bytes from `0/0`: the
+/// difference of two readings is the WAL written in between, by every
+/// session.
+pub async fn wal_position(client: &Client) -> anyhow::Result<f64> {
+    Ok(client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8",
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// A URL without its password, for messages.
 fn redact(url: &str) -> String {
     rowcast::parse_url(url)

@@ -221,6 +221,11 @@ impl CpuMeter {
         }
     }
 
+    /// CPU seconds Postgres (every backend) used between two readings.
+    pub fn postgres_seconds(before: &CpuReading, after: &CpuReading) -> f64 {
+        after.postgres.saturating_sub(before.postgres) as f64 / sys::ticks_per_sec()
+    }
+
     /// The share of each party between two readings.
     pub fn share(before: &CpuReading, after: &CpuReading) -> CpuShare {
         let seconds = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
