@@ -590,16 +590,7 @@ async fn outbox_went_back(mode: &str) {
         vec![100, 101, 102]
     );
     let delivered = barrier_delivered(&client, &relay).await;
-    let lost: Vec<i64> = client
-        .query(
-            "SELECT seq FROM realtime.outbox WHERE event = 'content-created' AND (data->>'id')::int >= 101",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let lost = bigints(&client, "SELECT seq FROM realtime.outbox WHERE event = 'content-created' AND (data->>'id')::int >= 101").await;
     let kept = lost[0] - 1;
     client
         .batch_execute(&format!(

@@ -340,16 +340,11 @@ async fn retention_racing_replay_reports_a_gap_never_a_silent_hole() {
         .await
         .unwrap();
     let head = barrier(&client).await;
-    let seqs: Vec<i64> = client
-        .query(
-            "SELECT seq FROM realtime.outbox_rooms WHERE room = 'room_r' ORDER BY seq",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let seqs = bigints(
+        &client,
+        "SELECT seq FROM realtime.outbox_rooms WHERE room = 'room_r' ORDER BY seq",
+    )
+    .await;
     assert_eq!(seqs.len(), 3000);
     let cutoff = seqs[2000];
     let deleter = tokio::spawn({

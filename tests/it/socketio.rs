@@ -326,13 +326,7 @@ async fn a_socket_io_connection_is_a_rowcast_connection() {
     .await;
 
     // The protocol 1.1 notice when the rule takes a room away.
-    client
-        .execute(
-            "UPDATE content SET visibility = 'private' WHERE id = 10",
-            &[],
-        )
-        .await
-        .unwrap();
+    make_private(&client, 10).await;
     let left = sio.wait_events("left", 1).await;
     assert_eq!(
         left[0],

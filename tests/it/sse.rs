@@ -288,13 +288,7 @@ async fn a_room_taken_away_is_left() {
     let relay = start_relay(&db, "trigger").await;
     let path = format!("/v1/sse?rooms=content_10,content_11&token={}", token("3"));
     let mut stream = open(relay.addr, &path, &[]).await;
-    client
-        .execute(
-            "UPDATE content SET visibility = 'private' WHERE id = 10",
-            &[],
-        )
-        .await
-        .unwrap();
+    make_private(&client, 10).await;
     let left = loop {
         let message = stream.next_before(DEADLINE).await.unwrap().unwrap();
         if message.event == "left" {

@@ -488,6 +488,25 @@ pub async fn scalar(client: &Client, sql: &str) -> Option<i64> {
     client.query_one(sql, &[]).await.ok()?.try_get(0).ok()
 }
 
+/// Makes content `id` private: members who are neither its author nor a
+/// friend lose its room.
+pub async fn make_private(client: &Client, id: i64) {
+    client
+        .execute(
+            "UPDATE content SET visibility = 'private' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+}
+
+/// The first column of every row a query without parameters answers, as
+/// `bigint`s.
+pub async fn bigints(client: &Client, sql: &str) -> Vec<i64> {
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
 /// Starts `rowcast serve` against a test database and waits until it has
 /// installed capture (`client` is a client of that database).
 pub async fn spawn_capturing_relay(db: &TestDb, client: &Client, capture: &str) -> RelayProcess {
