@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -19,6 +20,7 @@ use crate::env::{self, Env};
 use crate::relay::RelayProc;
 use crate::report::{CpuMeter, CpuReading, CpuShare, Report, Table};
 use crate::stats::Spread;
+use crate::sys;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
 use crate::{CaptureMode, Common, LoadArgs};
 
@@ -29,6 +31,11 @@ pub struct Args {
     /// Rows per INSERT statement (one transaction).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Pin Postgres (every backend) to CPU 0 and the relay and the bench's
+    /// writers to CPU 1, so that neither side takes the other's core (a
+    /// throwaway cluster only).
+    #[arg(long)]
+    pub pin: bool,
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
@@ -169,6 +176,13 @@ fn load(args: &Args) -> Load {
 
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
+    if args.pin {
+        let postmaster = env
+            .postmaster_pid()
+            .context("--pin needs the bench's own cluster, not DATABASE_URL")?;
+        sys::pin(postmaster, 0, true)?;
+        sys::pin(std::process::id(), 1, false)?;
+    }
     let mut runs = Vec::new();
     for run in 1..=args.common.runs {
         args.common.before_run().await;
@@ -258,9 +272,23 @@ impl Drop for HeadSampler {
     }
 }
 
+/// The relay, pinned to CPU 1 under `--pin`.
+async fn start_relay(
+    env: &Env,
+    args: &Args,
+    db: &crate::env::Db,
+    capture: CaptureMode,
+) -> anyhow::Result<RelayProc> {
+    let relay = RelayProc::start(env, db, capture, &[]).await?;
+    if args.pin {
+        sys::pin(relay.pid, 1, false)?;
+    }
+    Ok(relay)
+}
+
 async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Result<Mode> {
     let db = env.fresh_db(&format!("capture_{capture}")).await?;
-    let relay = RelayProc::start(env, &db, capture, &[]).await?;
+    let relay = start_relay(env, args, &db, capture).await?;
     let writers = Writers::connect(&db.url, args.load.writers).await?;
     let admin = env::connect(&db.url).await?;
     let head0 = env::head(&admin).await?;
@@ -316,7 +344,7 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
     let start_head = env::head(&admin).await?;
     let target = start_head + (backlog.rows * EVENTS_PER_ROW) as i64;
     let sampler = HeadSampler::start(&db.url, Duration::from_millis(10)).await?;
-    let relay = RelayProc::start(env, &db, capture, &[]).await?;
+    let relay = start_relay(env, args, &db, capture).await?;
     let meter = CpuMeter {
         relay: Some(relay.pid),
         ..meter
@@ -414,6 +442,9 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         }));
     }
     notes.push("rates count messages rows (changes); each row is stored as 2 events".into());
+    if args.pin {
+        notes.push("pinned: Postgres on CPU 0, the relay and the bench's writers on CPU 1".into());
+    }
     notes.push("WAL by relation: one second of writes with the relay running, the last run's, from pg_walinspect (each record counted for the first relation it changes)".into());
     notes.push("cost: WAL bytes from pg_current_wal_insert_lsn(), Postgres CPU from the postmaster and its children; live = writers and relay together until the relay caught up, writers = a backlog written while the relay was stopped, relay = that backlog drained".into());
     Report::of("capture", args, &summary, &runs)

@@ -58,6 +58,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
             env,
             &capture::Args {
                 batch: 1,
+                pin: false,
                 load: load(modes, 1.0),
                 common: common.clone(),
             },

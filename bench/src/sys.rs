@@ -90,6 +90,52 @@ pub fn cpu_ticks_with_children(pid: u32) -> u64 {
     total
 }
 
+/// Pins every thread of `pid` to `cpu`, and with `children` every thread
+/// of the processes it forked; what they fork or spawn later inherits it.
+pub fn pin(pid: u32, cpu: usize, children: bool) -> anyhow::Result<()> {
+    let mut pids = vec![pid];
+    if children {
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                if stat_fields(child).is_some_and(|s| s.ppid == pid) {
+                    pids.push(child);
+                }
+            }
+        }
+    }
+    for process in pids {
+        let tasks = std::fs::read_dir(format!("/proc/{process}/task"))?;
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
+            // sched_setaffinity only read and write the set passed.
+            let result = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+            };
+            // A thread may end in between; only a refusal for a live one counts.
+            if result != 0 && std::path::Path::new(&format!("/proc/{process}/task/{tid}")).exists()
+            {
+                anyhow::bail!(
+                    "pinning thread {tid} of {process} to CPU {cpu}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Clock ticks per second.
 pub fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no side effects.
