@@ -76,6 +76,51 @@ struct Mode {
     /// writers and the relay together; `(none)`: commit records and the
     /// like), from pg_walinspect.
     wal_by_relation: Vec<(String, f64)>,
+    /// Postgres execution time per change by top-level statement (the
+    /// writers' insert includes its triggers), from pg_stat_statements,
+    /// over the live phase until the relay caught up.
+    time_by_statement: Vec<(String, f64)>,
+}
+
+/// Clears the database's statement statistics; false where
+/// pg_stat_statements is not loaded.
+async fn reset_statement_stats(admin: &tokio_postgres::Client) -> bool {
+    let reset = admin
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+             SELECT pg_stat_statements_reset()",
+        )
+        .await;
+    reset.is_ok()
+}
+
+/// The statements that took the most execution time in this database
+/// since the reset, in µs per `rows`.
+async fn time_by_statement(
+    admin: &tokio_postgres::Client,
+    rows: u64,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let stats = admin
+        .query(
+            "SELECT left(btrim(regexp_replace(query, '\\s+', ' ', 'g')), 60), total_exec_time
+             FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT LIKE '%pg_stat_statements%'
+               AND query NOT LIKE '%pg_current_wal%'
+             ORDER BY total_exec_time DESC LIMIT 6",
+            &[],
+        )
+        .await?;
+    let per_row = rows.max(1) as f64;
+    Ok(stats
+        .iter()
+        .map(|row| {
+            (
+                row.get::<_, String>(0),
+                row.get::<_, f64>(1) * 1000.0 / per_row,
+            )
+        })
+        .collect())
 }
 
 /// One second of closed-loop writes with the relay running, then, once it
@@ -158,6 +203,8 @@ struct Run {
     /// WAL bytes and Postgres CPU µs per row without capture.
     wal_alone: f64,
     cpu_us_alone: f64,
+    /// Execution µs per row by statement without capture.
+    time_alone: Vec<(String, f64)>,
     modes: Vec<Mode>,
 }
 
@@ -194,12 +241,18 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
             ..CpuMeter::default()
         };
         let admin = env::connect(&db.url).await?;
+        let statements = reset_statement_stats(&admin).await;
         let wal0 = env::wal_position(&admin).await?;
         let before = meter.read();
         let alone = writers.run(&load(args)).await;
         let after = meter.read();
         let cpu_pg = CpuMeter::share(&before, &after);
         let wal_alone = (env::wal_position(&admin).await? - wal0) / alone.rows.max(1) as f64;
+        let time_alone = if statements {
+            time_by_statement(&admin, alone.rows).await?
+        } else {
+            Vec::new()
+        };
         drop((writers, admin));
         env.drop_db(&db).await;
         let mut result = Run {
@@ -209,6 +262,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
             cpu_us_alone: cpu_us_per_row(&before, &after, alone.rows),
             cpu_pg,
             wal_alone,
+            time_alone,
             modes: Vec::new(),
         };
         for &capture in &args.load.capture {
@@ -299,6 +353,7 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
     };
 
     // (b) writers and relay together.
+    let statements = reset_statement_stats(&admin).await;
     let wal0 = env::wal_position(&admin).await?;
     let before = meter.read();
     let live_start = before;
@@ -313,6 +368,11 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
     // Once caught up, the relay's work for these rows is in the WAL too.
     let wal_live = env::wal_position(&admin).await? - wal0;
     let live_end = meter.read();
+    let time_by_statement = if statements {
+        time_by_statement(&admin, outcome.rows).await?
+    } else {
+        Vec::new()
+    };
     let stored_events = (head_end - head0).max(0) as u64;
     let mut mode = Mode {
         capture,
@@ -325,6 +385,7 @@ async fn one_mode(env: &Env, args: &Args, capture: CaptureMode) -> anyhow::Resul
         catch_up_s: caught_up
             .map(|at| at.duration_since(stopped).as_secs_f64())
             .unwrap_or(f64::NAN),
+        time_by_statement,
         ..Mode::default()
     };
 
@@ -448,8 +509,42 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     notes.push("WAL by relation: one second of writes with the relay running, the last run's, from pg_walinspect (each record counted for the first relation it changes)".into());
     notes.push("cost: WAL bytes from pg_current_wal_insert_lsn(), Postgres CPU from the postmaster and its children; live = writers and relay together until the relay caught up, writers = a backlog written while the relay was stopped, relay = that backlog drained".into());
     Report::of("capture", args, &summary, &runs)
-        .tables([table, cost_table(args, &runs), wal_table(args, &runs)])
+        .tables([
+            table,
+            cost_table(args, &runs),
+            wal_table(args, &runs),
+            statement_table(&runs),
+        ])
         .notes(notes)
+}
+
+/// Postgres execution time per change by statement, for each mode (the
+/// last run's).
+fn statement_table(runs: &[Run]) -> Table {
+    let mut table = Table::new(
+        "capture: Postgres execution µs per change by top-level statement (live, the last run; pg_stat_statements)",
+        &["capture", "µs/row", "statement"],
+    );
+    let Some(last) = runs.last() else {
+        return table;
+    };
+    for (statement, micros) in &last.time_alone {
+        table.row(vec![
+            "none".into(),
+            format!("{micros:.1}"),
+            statement.clone(),
+        ]);
+    }
+    for mode in &last.modes {
+        for (statement, micros) in &mode.time_by_statement {
+            table.row(vec![
+                mode.capture.to_string(),
+                format!("{micros:.1}"),
+                statement.clone(),
+            ]);
+        }
+    }
+    table
 }
 
 /// WAL bytes per change by relation, for each mode (the last run's).

@@ -54,6 +54,7 @@ impl Env {
             Server::from_env_or_start(&ClusterOptions {
                 durable: true,
                 max_connections: 500,
+                settings: statement_stats(),
                 ..ClusterOptions::default()
             })
         })
@@ -184,6 +185,25 @@ pub async fn wal_position(client: &Client) -> anyhow::Result<f64> {
         )
         .await?
         .get(0))
+}
+
+/// `pg_stat_statements` preloaded, where the server build has it, so that
+/// `capture` can say which statements a change costs.
+fn statement_stats() -> Vec<(String, String)> {
+    let Ok(bin) = rowcast_devkit::cluster::binaries() else {
+        return Vec::new();
+    };
+    let lib = bin.join("../lib");
+    let present = ["pg_stat_statements.so", "postgresql/pg_stat_statements.so"]
+        .iter()
+        .any(|name| lib.join(name).is_file());
+    if !present {
+        return Vec::new();
+    }
+    vec![(
+        "shared_preload_libraries".into(),
+        "pg_stat_statements".into(),
+    )]
 }
 
 /// A URL without its password, for messages.
