@@ -20,7 +20,7 @@ use crate::relay::RelayProc;
 use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers};
-use crate::{Common, LoadArgs};
+use crate::LoadArgs;
 
 /// Options of `bus`.
 #[derive(clap::Args, Clone, Debug, Serialize)]
@@ -40,9 +40,6 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub common: Common,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -109,8 +106,8 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
             }
         };
         measured.push(bus.clone());
-        for run in 1..=args.common.runs {
-            args.common.before_run().await;
+        for run in 1..=args.load.common.runs {
+            args.load.common.before_run().await;
             eprintln!("bus: run {run}, {bus}");
             runs.extend(one_run(env, args, run, bus, nats).await?);
         }
@@ -207,7 +204,7 @@ fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<St
     let mut table = Table::new(
         format!(
             "bus: commit → client frame on the follower, ms (median (min–max) over {} runs; {} clients on the follower, {} capture, {} writer connections, {} s per rate)",
-            args.common.runs, args.clients, args.load.capture_names(), args.load.writers, args.load.seconds
+            args.load.common.runs, args.clients, args.load.capture_names(), args.load.writers, args.load.seconds
         ),
         &["bus", "rate/s", "achieved/s", "p50", "p90", "p99", "max", "frames", "lost", "streamed", "cpu leader side", "cpu follower"],
     );

@@ -22,7 +22,7 @@ use crate::report::{CpuMeter, CpuReading, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
-use crate::{CaptureMode, Common, LoadArgs};
+use crate::{CaptureMode, LoadArgs};
 
 /// Options of `capture`.
 #[derive(clap::Args, Clone, Debug, Serialize)]
@@ -39,9 +39,6 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub common: Common,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -231,8 +228,8 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
         sys::pin(std::process::id(), 1, false)?;
     }
     let mut runs = Vec::new();
-    for run in 1..=args.common.runs {
-        args.common.before_run().await;
+    for run in 1..=args.load.common.runs {
+        args.load.common.before_run().await;
         eprintln!("capture: run {run}, Postgres alone");
         let db = env.fresh_db("capture_none").await?;
         let writers = Writers::connect(&db.url, args.load.writers).await?;
@@ -266,7 +263,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
             modes: Vec::new(),
         };
         for &capture in &args.load.capture {
-            args.common.before_run().await;
+            args.load.common.before_run().await;
             eprintln!("capture: run {run}, {capture} capture");
             let mut mode = one_mode(env, args, capture).await?;
             mode.write_ratio = mode.write_rate / result.pg_rate.max(1e-9);
@@ -452,7 +449,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let mut table = Table::new(
         format!(
             "capture: rows/s with {} writer connections, {} row(s) per transaction, {} s each (median (min–max) over {} runs); Postgres alone: {} rows/s",
-            args.load.writers, args.batch, args.load.seconds, args.common.runs, pg.show(0)
+            args.load.writers, args.batch, args.load.seconds, args.load.common.runs, pg.show(0)
         ),
         &["capture", "writes/s", "with ÷ without", "stored/s (live)", "lag at end (events)", "catch-up s", "drain/s (backlog)", "relay ÷ pg (live)", "relay ÷ pg (drain)"],
     );

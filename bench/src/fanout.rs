@@ -25,7 +25,7 @@ use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::stats::Spread;
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
-use crate::{Common, LoadArgs};
+use crate::LoadArgs;
 
 /// How long to wait for the frames still queued after a load.
 const TAIL_LIMIT: Duration = Duration::from_secs(120);
@@ -55,9 +55,6 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub common: Common,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -122,9 +119,9 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
         counts.push(n.min(most).max(1));
     }
     let mut runs = Vec::new();
-    for run in 1..=args.common.runs {
+    for run in 1..=args.load.common.runs {
         for &n in &counts {
-            args.common.before_run().await;
+            args.load.common.before_run().await;
             eprintln!("fanout: run {run}, {n} connections");
             runs.push(one(env, args, run, n).await?);
         }
@@ -340,7 +337,7 @@ fn summarize(args: &Args, counts: &[usize], runs: Vec<Run>, mut notes: Vec<Strin
     let mut table = Table::new(
         format!(
             "fanout: {} offered frames/s, {} s per layout, rooms of {} (median (min–max) over {} runs)",
-            args.deliveries, args.load.seconds, args.room_size, args.common.runs
+            args.deliveries, args.load.seconds, args.room_size, args.load.common.runs
         ),
         &["connections", "idle KiB/conn", "hot deliveries/s", "hot KiB/conn", "small deliveries/s", "small tail s", "small KiB/conn", "4008 closes (hot/small)", "cpu hot (median run)"],
     );

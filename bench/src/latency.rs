@@ -28,7 +28,7 @@ use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::seed::SeedProc;
 use crate::stats::{Percentiles, Spread};
 use crate::writers::{self, Load, Pairs, Writers};
-use crate::{CaptureMode, Common, LoadArgs};
+use crate::{CaptureMode, LoadArgs};
 
 /// Options of `latency`.
 #[derive(clap::Args, Clone, Debug, Serialize)]
@@ -55,9 +55,6 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub common: Common,
 }
 
 /// Latency of one window.
@@ -141,16 +138,16 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
         .filter(|p| *p != Transport::Seed)
         .collect();
     let mut runs: Vec<Run> = Vec::new();
-    for run in 1..=args.common.runs {
+    for run in 1..=args.load.common.runs {
         if !relay_paths.is_empty() {
             for &capture in &args.load.capture {
-                args.common.before_run().await;
+                args.load.common.before_run().await;
                 eprintln!("latency: run {run}, {capture} capture");
                 runs.extend(one_capture(env, args, run, capture, &relay_paths).await?);
             }
         }
         if paths.contains(&Transport::Seed) {
-            args.common.before_run().await;
+            args.load.common.before_run().await;
             eprintln!("latency: run {run}, the seed stand-in");
             runs.extend(one_seed(env, args, run).await?);
         }
@@ -298,7 +295,7 @@ fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Report {
     let mut table = Table::new(
         format!(
             "latency: commit → client frame, ms (median (min–max) over {} runs; {} clients{}, {} writer connections, {} s per rate)",
-            args.common.runs,
+            args.load.common.runs,
             args.clients,
             if args.together && paths.len() > 1 { " per path, the relay's paths together" } else { "" },
             args.load.writers,

@@ -109,7 +109,8 @@ impl std::fmt::Display for CaptureMode {
 }
 
 /// The write load of the scenarios that measure one: capture modes,
-/// writer connections and the measured window. A scenario changes a
+/// writer connections and the measured window, with the options every
+/// scenario has. A scenario changes a
 /// default with `#[command(mut_arg("seconds", |a| a.default_value("20")))]`.
 #[derive(clap::Args, Clone, Debug, serde::Serialize)]
 pub struct LoadArgs {
@@ -122,6 +123,9 @@ pub struct LoadArgs {
     /// Measured seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
 }
 
 impl LoadArgs {
@@ -208,16 +212,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
     let (outcome, out) = match command {
-        Command::Latency(args) => (latency::run(env, &args).await?, args.common.out),
-        Command::Capture(args) => (capture::run(env, &args).await?, args.common.out),
-        Command::Fanout(args) => (fanout::run(env, &args).await?, args.common.out),
+        Command::Latency(args) => (latency::run(env, &args).await?, args.load.common.out),
+        Command::Capture(args) => (capture::run(env, &args).await?, args.load.common.out),
+        Command::Fanout(args) => (fanout::run(env, &args).await?, args.load.common.out),
         Command::Replay(args) => (replay::run(env, &args).await?, args.common.out),
-        Command::Slow(args) => (slow::run(env, &args).await?, args.common.out),
-        Command::Soak(args) => (soak::run(env, &args).await?, args.common.out),
+        Command::Slow(args) => (slow::run(env, &args).await?, args.load.common.out),
+        Command::Soak(args) => (soak::run(env, &args).await?, args.load.common.out),
         Command::Revocation(args) => (revocation::run(env, &args).await?, args.common.out),
         Command::Failover(args) => (failover::run(env, &args).await?, args.common.out),
         Command::Promotion(args) => (promotion::run(env, &args).await?, args.common.out),
-        Command::Bus(args) => (bus::run(env, &args).await?, args.common.out),
+        Command::Bus(args) => (bus::run(env, &args).await?, args.load.common.out),
         Command::Nodes(args) => (nodes::run(env, &args).await?, args.common.out),
         Command::Smoke(args) => {
             let (outcomes, json) = smoke::run(env, &args).await?;

@@ -20,7 +20,7 @@ use crate::relay::RelayProc;
 use crate::report::{Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers};
-use crate::{Common, LoadArgs};
+use crate::LoadArgs;
 
 /// The relay's counter of connections closed because their queue overflowed.
 const OVERFLOWS: &str = "rowcast_queue_overflows_total";
@@ -44,9 +44,6 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub common: Common,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -86,8 +83,8 @@ struct Run {
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
-    for run in 1..=args.common.runs {
-        args.common.before_run().await;
+    for run in 1..=args.load.common.runs {
+        args.load.common.before_run().await;
         eprintln!("slow: run {run}");
         runs.push(one(env, args, run).await?);
     }
@@ -237,7 +234,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
     let mut latency = Table::new(
         format!(
             "slow: healthy clients' latency, ms, {} rows/s, {} healthy, {} stalled (median (min–max) over {} runs)",
-            args.rate, args.healthy, args.stalled, args.common.runs
+            args.rate, args.healthy, args.stalled, args.load.common.runs
         ),
         &["phase", "p50", "p90", "p99", "max", "frames", "lost"],
     );

@@ -35,6 +35,7 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
         capture,
         writers: 4,
         seconds,
+        common: common.clone(),
     };
     let mut outcomes = Vec::new();
     outcomes.push(
@@ -48,7 +49,6 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 warmup: 0.5,
                 clients: 10,
                 load: load(modes.clone(), 1.0),
-                common: common.clone(),
             },
         )
         .await?,
@@ -60,7 +60,6 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 batch: 1,
                 pin: false,
                 load: load(modes, 1.0),
-                common: common.clone(),
             },
         )
         .await?,
@@ -74,7 +73,6 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 room_size: 10,
                 per_process: 50,
                 load: load(vec![CaptureMode::Trigger], 1.0),
-                common: common.clone(),
             },
         )
         .await?,
@@ -100,7 +98,6 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 rate: 200.0,
                 recv_buffer: 4096,
                 load: load(vec![CaptureMode::Trigger], 2.0),
-                common: common.clone(),
             },
         )
         .await?,
@@ -112,7 +109,6 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 rate: 200.0,
                 clients: 5,
                 load: load(vec![CaptureMode::Trigger], 3.0),
-                common: common.clone(),
             },
         )
         .await?,
@@ -168,7 +164,6 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 warmup: 0.5,
                 clients: 4,
                 load: load(vec![CaptureMode::Trigger], 1.0),
-                common: common.clone(),
             },
         )
         .await?,

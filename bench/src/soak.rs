@@ -20,7 +20,7 @@ use crate::relay::RelayProc;
 use crate::report::{Report, Table};
 use crate::stats::Spread;
 use crate::writers::{Load, Pairs, Writers, EVENTS_PER_ROW};
-use crate::{Common, LoadArgs};
+use crate::LoadArgs;
 
 /// How often the relay's RSS is read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -45,9 +45,6 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub load: LoadArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub common: Common,
 }
 
 /// One reading of the relay's RSS.
@@ -88,8 +85,8 @@ struct Run {
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
     let mut runs = Vec::new();
-    for run in 1..=args.common.runs.max(1) {
-        args.common.before_run().await;
+    for run in 1..=args.load.common.runs.max(1) {
+        args.load.common.before_run().await;
         eprintln!(
             "soak: run {run}, {} s at {} rows/s",
             args.load.seconds, args.rate
