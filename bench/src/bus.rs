@@ -18,7 +18,7 @@ use crate::failover::start_leader;
 use crate::latency::{window, Window};
 use crate::relay::RelayProc;
 use crate::report::{CpuMeter, CpuShare, Report, Table};
-use crate::stats::Spread;
+use crate::stats::{PercentileSpread, Spread};
 use crate::writers::{Load, Pairs, Writers};
 use crate::LoadArgs;
 
@@ -217,10 +217,8 @@ fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<St
                 .collect();
             let spread =
                 |f: &dyn Fn(&Run) -> f64| Spread::of(&of.iter().map(|r| f(r)).collect::<Vec<_>>());
-            let p50 = spread(&|r| r.window.latency_ms.p50);
-            let p90 = spread(&|r| r.window.latency_ms.p90);
-            let p99 = spread(&|r| r.window.latency_ms.p99);
-            let max = spread(&|r| r.window.latency_ms.max);
+            let latency = PercentileSpread::of(of.iter().map(|r| &r.window.latency_ms));
+            let PercentileSpread { p50, p90, p99, max } = latency;
             let achieved = spread(&|r| r.window.achieved_rate);
             let samples: u64 = of.iter().map(|r| r.window.samples).sum();
             let lost: u64 = of.iter().map(|r| r.window.lost).sum();
@@ -228,22 +226,22 @@ fn summarize(args: &Args, measured: &[String], runs: Vec<Run>, mut notes: Vec<St
             let mut by_p50 = of.clone();
             by_p50.sort_by(|a, b| a.window.latency_ms.p50.total_cmp(&b.window.latency_ms.p50));
             let median = by_p50.get(by_p50.len() / 2);
-            table.row(vec![
-                bus.clone(),
-                rate.to_string(),
-                achieved.show(0),
-                p50.show(2),
-                p90.show(2),
-                p99.show(2),
-                max.show(1),
-                samples.to_string(),
-                lost.to_string(),
-                format!("{streamed:.0}"),
-                median.map(|r| r.cpu_leader.show()).unwrap_or_default(),
-                median
-                    .map(|r| format!("{:.0}%", r.cpu_follower))
-                    .unwrap_or_default(),
-            ]);
+            table.row(
+                [
+                    vec![bus.clone(), rate.to_string(), achieved.show(0)],
+                    latency.cells().to_vec(),
+                    vec![
+                        samples.to_string(),
+                        lost.to_string(),
+                        format!("{streamed:.0}"),
+                        median.map(|r| r.cpu_leader.show()).unwrap_or_default(),
+                        median
+                            .map(|r| format!("{:.0}%", r.cpu_follower))
+                            .unwrap_or_default(),
+                    ],
+                ]
+                .concat(),
+            );
             summary.push(json!({
                 "bus": bus, "rate": rate, "achieved_rate": achieved,
                 "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": max,

@@ -26,7 +26,7 @@ use crate::env::Env;
 use crate::relay::RelayProc;
 use crate::report::{CpuMeter, CpuShare, Report, Table};
 use crate::seed::SeedProc;
-use crate::stats::{Percentiles, Spread};
+use crate::stats::{PercentileSpread, Percentiles, Spread};
 use crate::writers::{self, Load, Pairs, Writers};
 use crate::{CaptureMode, LoadArgs};
 
@@ -338,32 +338,34 @@ fn summarize(args: &Args, paths: &[Transport], runs: Vec<Run>) -> Report {
                 .collect();
             let spread =
                 |f: &dyn Fn(&Run) -> f64| Spread::of(&of.iter().map(|r| f(r)).collect::<Vec<_>>());
-            let p50 = spread(&|r| r.window.latency_ms.p50);
-            let p90 = spread(&|r| r.window.latency_ms.p90);
-            let p99 = spread(&|r| r.window.latency_ms.p99);
-            let max = spread(&|r| r.window.latency_ms.max);
+            let latency = PercentileSpread::of(of.iter().map(|r| &r.window.latency_ms));
+            let PercentileSpread { p50, p90, p99, max } = latency;
             let achieved = spread(&|r| r.window.achieved_rate);
             let samples: u64 = of.iter().map(|r| r.window.samples).sum();
             let lost: u64 = of.iter().map(|r| r.window.lost).sum();
             let cpu = median_cpu(&of);
-            table.row(vec![
-                capture.clone(),
-                path.to_string(),
-                rate.to_string(),
-                achieved.show(0),
-                p50.show(2),
-                p90.show(2),
-                p99.show(2),
-                max.show(1),
-                samples.to_string(),
-                lost.to_string(),
-                format!(
-                    "{:.1}/{:.1}",
-                    spread(&|r| r.statement_ms.p50).median,
-                    spread(&|r| r.statement_ms.p99).median
-                ),
-                cpu.show(),
-            ]);
+            table.row(
+                [
+                    vec![
+                        capture.clone(),
+                        path.to_string(),
+                        rate.to_string(),
+                        achieved.show(0),
+                    ],
+                    latency.cells().to_vec(),
+                    vec![
+                        samples.to_string(),
+                        lost.to_string(),
+                        format!(
+                            "{:.1}/{:.1}",
+                            spread(&|r| r.statement_ms.p50).median,
+                            spread(&|r| r.statement_ms.p99).median
+                        ),
+                        cpu.show(),
+                    ],
+                ]
+                .concat(),
+            );
             for (line, s) in lines.iter_mut().zip([p50, p90, p99, max]) {
                 line.points.push((rate as f64, s.median, s.min, s.max));
             }

@@ -166,6 +166,22 @@ impl Common {
             sys::wait_for_quiet(std::time::Duration::from_secs(self.quiet_wait), 15.0).await;
         }
     }
+
+    /// Runs `one` for runs 1 to `--runs`, each after [`Common::before_run`],
+    /// saying which run starts under the scenario's `name`.
+    pub async fn each_run<T>(
+        &self,
+        name: &str,
+        mut one: impl AsyncFnMut(usize) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut runs = Vec::new();
+        for run in 1..=self.runs.max(1) {
+            self.before_run().await;
+            eprintln!("{name}: run {run}");
+            runs.push(one(run).await?);
+        }
+        Ok(runs)
+    }
 }
 
 fn main() -> ExitCode {

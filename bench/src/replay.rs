@@ -56,12 +56,10 @@ struct Run {
 
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
-    let mut runs = Vec::new();
-    for run in 1..=args.common.runs {
-        args.common.before_run().await;
-        eprintln!("replay: run {run}");
-        runs.push(one(env, args, run).await?);
-    }
+    let runs = args
+        .common
+        .each_run("replay", async |run| one(env, args, run).await)
+        .await?;
     Ok(summarize(args, runs))
 }
 

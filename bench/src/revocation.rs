@@ -24,7 +24,7 @@ use crate::clients::{Clients, Plan};
 use crate::env::{self, Env, USERS};
 use crate::relay::RelayProc;
 use crate::report::{CpuMeter, CpuShare, Report, Table};
-use crate::stats::{Percentiles, Spread};
+use crate::stats::{PercentileSpread, Percentiles, Spread};
 use crate::sys;
 use crate::writers::{Load, Pairs, Writers};
 use crate::{CaptureMode, Common};
@@ -118,12 +118,10 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
         "at most {} clients (one seeded user each)",
         USERS - 1
     );
-    let mut runs = Vec::new();
-    for run in 1..=args.common.runs {
-        args.common.before_run().await;
-        eprintln!("revocation: run {run}");
-        runs.push(one(env, args, run).await?);
-    }
+    let runs = args
+        .common
+        .each_run("revocation", async |run| one(env, args, run).await)
+        .await?;
     Ok(summarize(args, runs))
 }
 
@@ -347,10 +345,8 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
         }
         let spread =
             |f: &dyn Fn(&Phase) -> f64| Spread::of(&of.iter().map(|p| f(p)).collect::<Vec<_>>());
-        let p50 = spread(&|p| p.latency_ms.p50);
-        let p90 = spread(&|p| p.latency_ms.p90);
-        let p99 = spread(&|p| p.latency_ms.p99);
-        let max = spread(&|p| p.latency_ms.max);
+        let latency = PercentileSpread::of(of.iter().map(|p| &p.latency_ms));
+        let PercentileSpread { p50, p90, p99, max } = latency;
         let samples: u64 = of.iter().map(|p| p.samples).sum();
         let lost: u64 = of.iter().map(|p| p.lost).sum();
         let refused: u64 = of.iter().map(|p| p.rejoins_refused).sum();
@@ -359,23 +355,27 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
             sorted.sort_by(|a, b| a.latency_ms.p50.total_cmp(&b.latency_ms.p50));
             sorted[sorted.len() / 2].cpu
         };
-        table.row(vec![
-            name.to_string(),
-            if name == "idle" {
-                "0".to_string()
-            } else {
-                spread(&|p| p.achieved_rate).show(0)
-            },
-            p50.show(2),
-            p90.show(2),
-            p99.show(2),
-            max.show(1),
-            samples.to_string(),
-            lost.to_string(),
-            refused.to_string(),
-            spread(&|p| p.statement_ms.p50).show(2),
-            cpu.show(),
-        ]);
+        table.row(
+            [
+                vec![
+                    name.to_string(),
+                    if name == "idle" {
+                        "0".to_string()
+                    } else {
+                        spread(&|p| p.achieved_rate).show(0)
+                    },
+                ],
+                latency.cells().to_vec(),
+                vec![
+                    samples.to_string(),
+                    lost.to_string(),
+                    refused.to_string(),
+                    spread(&|p| p.statement_ms.p50).show(2),
+                    cpu.show(),
+                ],
+            ]
+            .concat(),
+        );
         let worst = of.iter().map(|p| p.latency_ms.max).fold(0.0, f64::max);
         notes.push(format!(
             "target ({name}): commit → left under 1 s: {} (p99 {:.2} ms, max {:.1} ms over all runs{})",

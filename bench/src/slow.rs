@@ -82,12 +82,11 @@ struct Run {
 
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
-    let mut runs = Vec::new();
-    for run in 1..=args.load.common.runs {
-        args.load.common.before_run().await;
-        eprintln!("slow: run {run}");
-        runs.push(one(env, args, run).await?);
-    }
+    let runs = args
+        .load
+        .common
+        .each_run("slow", async |run| one(env, args, run).await)
+        .await?;
     Ok(summarize(args, runs))
 }
 

@@ -84,15 +84,12 @@ struct Run {
 
 /// Runs the scenario.
 pub async fn run(env: &Env, args: &Args) -> anyhow::Result<Report> {
-    let mut runs = Vec::new();
-    for run in 1..=args.load.common.runs.max(1) {
-        args.load.common.before_run().await;
-        eprintln!(
-            "soak: run {run}, {} s at {} rows/s",
-            args.load.seconds, args.rate
-        );
-        runs.push(one(env, args, run).await?);
-    }
+    eprintln!("soak: {} s at {} rows/s", args.load.seconds, args.rate);
+    let runs = args
+        .load
+        .common
+        .each_run("soak", async |run| one(env, args, run).await)
+        .await?;
     Ok(summarize(args, runs))
 }
 

@@ -26,6 +26,40 @@ impl Percentiles {
     }
 }
 
+/// Each percentile of several runs as a [`Spread`].
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PercentileSpread {
+    pub p50: Spread,
+    pub p90: Spread,
+    pub p99: Spread,
+    pub max: Spread,
+}
+
+impl PercentileSpread {
+    /// The spread of each percentile over `runs`.
+    pub fn of<'a>(runs: impl IntoIterator<Item = &'a Percentiles>) -> Self {
+        let runs: Vec<&Percentiles> = runs.into_iter().collect();
+        let spread =
+            |f: fn(&Percentiles) -> f64| Spread::of(&runs.iter().map(|p| f(p)).collect::<Vec<_>>());
+        Self {
+            p50: spread(|p| p.p50),
+            p90: spread(|p| p.p90),
+            p99: spread(|p| p.p99),
+            max: spread(|p| p.max),
+        }
+    }
+
+    /// The p50, p90, p99 and max cells of a table row.
+    pub fn cells(&self) -> [String; 4] {
+        [
+            self.p50.show(2),
+            self.p90.show(2),
+            self.p99.show(2),
+            self.max.show(1),
+        ]
+    }
+}
+
 /// The nearest-rank percentile of sorted values (0 when there are none).
 pub fn nearest_rank(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {

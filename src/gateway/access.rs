@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::connection::ConnState;
-use super::GatewayState;
+use super::{Live, LiveState};
 use crate::event::AccessChange;
 use crate::fanout::ConnId;
 
@@ -57,7 +57,7 @@ type Membership = (Arc<ConnState>, Arc<str>);
 
 /// Re-checks memberships until shutdown: on every access change, and every
 /// `ROWCAST_AUTH_RECHECK_INTERVAL` for all of them.
-pub(crate) async fn run(shared: Arc<GatewayState>) {
+pub(crate) async fn run(shared: Live) {
     let mut changes = shared.hub.access_changes();
     let period = shared.config.limits.auth_recheck;
     let mut backstop = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -82,7 +82,7 @@ pub(crate) async fn run(shared: Arc<GatewayState>) {
 
 /// The memberships a change concerns: every member of its rooms, and every
 /// room its users joined.
-fn concerned(shared: &GatewayState, change: &AccessChange) -> Vec<Membership> {
+fn concerned(shared: &LiveState, change: &AccessChange) -> Vec<Membership> {
     shared.reads.forget(&change.rooms);
     let mut memberships = Vec::new();
     for room in &change.rooms {
@@ -107,7 +107,7 @@ fn concerned(shared: &GatewayState, change: &AccessChange) -> Vec<Membership> {
     memberships
 }
 
-fn everyone(shared: &GatewayState) -> Vec<Membership> {
+fn everyone(shared: &LiveState) -> Vec<Membership> {
     shared
         .connections
         .all()
@@ -122,7 +122,7 @@ fn everyone(shared: &GatewayState) -> Vec<Membership> {
 /// Asks the rule again for each membership (fresh answers) and removes the
 /// members it refuses. A failed check keeps the member: the next change or
 /// the backstop asks again.
-async fn recheck(shared: &GatewayState, memberships: Vec<Membership>) {
+async fn recheck(shared: &LiveState, memberships: Vec<Membership>) {
     if memberships.is_empty() {
         return;
     }

@@ -48,8 +48,8 @@ pub(super) struct HistoryApi {
 impl FromRef<Arc<GatewayState>> for HistoryApi {
     fn from_ref(state: &Arc<GatewayState>) -> Self {
         Self {
-            verifier: state.verifier.clone(),
-            reads: state.reads.clone(),
+            verifier: state.live.verifier.clone(),
+            reads: state.live.reads.clone(),
             limits: state.history_limits.clone(),
         }
     }
@@ -65,7 +65,7 @@ pub(super) struct PublishApi {
 impl FromRef<Arc<GatewayState>> for PublishApi {
     fn from_ref(state: &Arc<GatewayState>) -> Self {
         Self {
-            verifier: state.verifier.clone(),
+            verifier: state.live.verifier.clone(),
             publisher: state.publisher.clone(),
         }
     }
@@ -84,7 +84,7 @@ impl FromRef<Arc<GatewayState>> for ReadinessProbe {
         Self {
             pool: state.pool.clone(),
             capture: state.capture_status.clone(),
-            shutdown: state.shutdown.clone(),
+            shutdown: state.live.shutdown.clone(),
         }
     }
 }

@@ -22,7 +22,7 @@ use super::connection::{
 };
 use super::error::ApiError;
 use super::limits::{CapExceeded, CapSlot};
-use super::GatewayState;
+use super::{Live, LiveState};
 use crate::protocol::{self, Code};
 use crate::room::BROADCAST;
 
@@ -65,7 +65,7 @@ pub(crate) struct Admission {
 /// cheapest refusal first, and the token before the caps, so that an
 /// invalid token never takes a user's place.
 pub(crate) fn admit(
-    state: &GatewayState,
+    state: &LiveState,
     ip: IpAddr,
     origin: Option<&str>,
     token: Option<String>,
@@ -116,7 +116,7 @@ pub(crate) fn admit(
 /// Dropping it leaves its rooms, and gives back its place under the caps.
 pub(crate) struct Open {
     /// Everything shared.
-    state: Arc<GatewayState>,
+    state: Live,
     /// The connection: queue, claims, rooms.
     pub conn: Arc<ConnState>,
     /// Presence was told the connection closed.
@@ -129,7 +129,7 @@ impl Open {
     /// Registers a new connection; returns it and its send queue's
     /// receiving end (for the writer).
     pub(crate) fn new(
-        state: Arc<GatewayState>,
+        state: Live,
         admission: Admission,
         transport: Transport,
     ) -> (Self, mpsc::Receiver<Outgoing>) {
@@ -205,7 +205,7 @@ impl Drop for Open {
 /// writer is closed, and aborted if it cannot finish. `sink` makes the
 /// sink given the connection's closer.
 pub(crate) async fn run<S, R, E>(
-    state: Arc<GatewayState>,
+    state: Live,
     admission: Admission,
     transport: Transport,
     sink: impl FnOnce(Arc<Closer>) -> S,

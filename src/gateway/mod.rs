@@ -55,14 +55,48 @@ pub enum GatewayError {
     Config(#[from] crate::config::ConfigError),
 }
 
-/// What every handler and connection shares.
+/// What every handler shares: what live connections use, and what only
+/// the HTTP API uses (its handlers take the parts they need, [`http`]).
 pub(crate) struct GatewayState {
+    /// What the WebSocket, SSE and Socket.IO connections use.
+    live: Live,
+    /// The runtime pool.
+    pool: Pool,
+    /// HTTP history reads per IP and per user.
+    history_limits: Arc<HistoryLimits>,
+    /// Explicit events for the single writer.
+    publisher: mpsc::Sender<PublishRequest>,
+    /// Whether capture runs.
+    capture_status: Arc<CaptureStatus>,
+    /// Metrics exporter.
+    metrics: PrometheusHandle,
+}
+
+/// What a live connection (WebSocket, SSE, Socket.IO) and the rights
+/// re-check use of the gateway: cheap to clone, one per connection task.
+#[derive(Clone)]
+pub(crate) struct Live(Arc<LiveState>);
+
+impl std::ops::Deref for Live {
+    type Target = LiveState;
+
+    fn deref(&self) -> &LiveState {
+        &self.0
+    }
+}
+
+impl axum::extract::FromRef<Arc<GatewayState>> for Live {
+    fn from_ref(state: &Arc<GatewayState>) -> Self {
+        state.live.clone()
+    }
+}
+
+/// The fields behind [`Live`].
+pub(crate) struct LiveState {
     /// Server settings and limits.
     config: GatewayConfig,
     /// Rooms and fanout.
     hub: Arc<Hub>,
-    /// The runtime pool.
-    pool: Pool,
     /// Authorization and history.
     reads: Arc<RoomReads>,
     /// Token verification.
@@ -73,18 +107,10 @@ pub(crate) struct GatewayState {
     connects: ConnectLimits,
     /// Open connections per user and per IP.
     caps: Arc<ConnectionCaps>,
-    /// HTTP history reads per IP and per user.
-    history_limits: Arc<HistoryLimits>,
     /// Open connections, for re-checking their rights.
     connections: access::Connections,
     /// Online/offline tracking.
     presence: Presence,
-    /// Explicit events for the single writer.
-    publisher: mpsc::Sender<PublishRequest>,
-    /// Whether capture runs.
-    capture_status: Arc<CaptureStatus>,
-    /// Metrics exporter.
-    metrics: PrometheusHandle,
     /// Stop signal.
     shutdown: Shutdown,
 }
@@ -122,10 +148,9 @@ impl Gateway {
             addr: config.bind,
             reason: e.to_string(),
         })?;
-        let shared = Arc::new(GatewayState {
+        let live = Live(Arc::new(LiveState {
             config: config.clone(),
             hub: hub.clone(),
-            pool: pool.clone(),
             reads: Arc::new(RoomReads::new(pool.clone(), config.limits.auth_cache_ttl)),
             verifier,
             reader: Arc::new(ReaderConfig {
@@ -136,17 +161,21 @@ impl Gateway {
             }),
             connects: ConnectLimits::new(&config.limits),
             caps: ConnectionCaps::new(&config.limits),
-            history_limits: Arc::new(HistoryLimits::new(&config.limits)),
             connections: access::Connections::default(),
-            presence: Presence::start(pool, config.presence_grace),
+            presence: Presence::start(pool.clone(), config.presence_grace),
+            shutdown: shutdown.clone(),
+        }));
+        let shared = Arc::new(GatewayState {
+            live: live.clone(),
+            pool,
+            history_limits: Arc::new(HistoryLimits::new(&config.limits)),
             publisher,
             capture_status,
             metrics: metrics_handle(),
-            shutdown: shutdown.clone(),
         });
         tokio::spawn(forget_idle_addresses(shared.clone()));
         tokio::spawn(metrics_upkeep(shared.clone()));
-        tokio::spawn(access::run(shared.clone()));
+        tokio::spawn(access::run(live));
         let app = router(shared.clone()).merge(extra);
         let task = tokio::spawn(server::serve(
             listener,
@@ -163,7 +192,7 @@ impl Gateway {
     /// still be running to store them).
     pub async fn wait(self) {
         let _ = self.task.await;
-        if tokio::time::timeout(PRESENCE_FLUSH, self.shared.presence.flushed())
+        if tokio::time::timeout(PRESENCE_FLUSH, self.shared.live.presence.flushed())
             .await
             .is_err()
         {
@@ -173,7 +202,7 @@ impl Gateway {
 }
 
 fn router(shared: Arc<GatewayState>) -> Router {
-    let cors = match &shared.config.cors {
+    let cors = match &shared.live.config.cors {
         CorsOrigins::Any => CorsLayer::new().allow_origin(AllowOrigin::any()),
         CorsOrigins::List(list) => CorsLayer::new().allow_origin(AllowOrigin::list(
             list.iter().filter_map(|o| o.parse().ok()),
@@ -193,7 +222,7 @@ fn router(shared: Arc<GatewayState>) -> Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .route("/v1/openapi.json", get(openapi::document))
-        .merge(socketio::router(shared.clone()))
+        .merge(socketio::router(shared.live.clone()))
         .layer(cors)
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(shared)
@@ -218,11 +247,11 @@ async fn forget_idle_addresses(shared: Arc<GatewayState>) {
     loop {
         tokio::select! {
             _ = interval.tick() => {
-                shared.connects.forget_idle();
+                shared.live.connects.forget_idle();
                 shared.history_limits.forget_idle();
-                shared.reads.prune();
+                shared.live.reads.prune();
             }
-            _ = shared.shutdown.wait() => return,
+            _ = shared.live.shutdown.wait() => return,
         }
     }
 }
@@ -236,7 +265,7 @@ async fn metrics_upkeep(shared: Arc<GatewayState>) {
     loop {
         tokio::select! {
             _ = interval.tick() => shared.metrics.run_upkeep(),
-            _ = shared.shutdown.wait() => return,
+            _ = shared.live.shutdown.wait() => return,
         }
     }
 }

@@ -39,7 +39,7 @@ use super::connection::reader::expiry;
 use super::connection::{Authorize, Control, History, Outgoing};
 use super::error::{ApiError, ErrorBody};
 use super::lifecycle::{self, Open, Transport};
-use super::GatewayState;
+use super::Live;
 use crate::db::DbError;
 use crate::event::StoredEvent;
 use crate::outbox::Span;
@@ -102,7 +102,7 @@ struct Request {
     security(("bearer" = []), ("token" = [])),
 )]
 pub(super) async fn stream(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Live>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -122,7 +122,7 @@ pub(super) async fn stream(
 }
 
 async fn open(
-    state: Arc<GatewayState>,
+    state: Live,
     peer: SocketAddr,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -322,7 +322,7 @@ impl Replay {
 /// One open stream.
 struct SseStream {
     /// Everything shared.
-    state: Arc<GatewayState>,
+    state: Live,
     /// The connection (leaves its rooms when the stream is dropped).
     open: Open,
     /// Its send queue.

@@ -3,7 +3,6 @@
 //! [`lifecycle::run`] over the socket's two halves.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -13,7 +12,7 @@ use futures_util::StreamExt;
 
 use super::auth::token_from;
 use super::lifecycle::{self, Transport};
-use super::GatewayState;
+use super::Live;
 
 /// Bytes of the socket's read buffer (tungstenite allocates it up front;
 /// its default of 128 KiB per connection would dominate idle memory).
@@ -26,7 +25,7 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Checks an upgrade request and upgrades it.
 pub(super) async fn upgrade(
-    State(state): State<Arc<GatewayState>>,
+    State(state): State<Live>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,

@@ -20,20 +20,6 @@ fn node_available() -> bool {
     common::required("node", common::node::missing().map(str::to_string))
 }
 
-/// A demo database with users and a public post 10 by user 1.
-async fn content_db() -> (TestDb, tokio_postgres::Client) {
-    let db = TestDb::demo().await;
-    let client = db.client().await;
-    insert_basic_rows(&client).await;
-    client
-        .batch_execute(
-            "INSERT INTO content (id, author_id, title, visibility) VALUES (10, 1, 'hello', 'public')",
-        )
-        .await
-        .unwrap();
-    (db, client)
-}
-
 async fn update_content(client: &tokio_postgres::Client, times: usize) {
     for i in 0..times {
         client
@@ -78,7 +64,7 @@ async fn socket_io_client_joins_receives_and_resumes_across_a_restart() {
     if !node_available() {
         return;
     }
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let port = rowcast_devkit::process::free_port();
     let (relay, addr) = spawn_relay_on(&db, "trigger", port, &[]).await;
     let mut sio = Driver::socket_io(addr, &token("2"), &["websocket"]).await;
@@ -137,7 +123,7 @@ async fn bad_tokens_get_connect_error() {
     if !node_available() {
         return;
     }
-    let (db, _client) = content_db().await;
+    let (db, _client) = public_posts_db().await;
     let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let expired = rowcast_devkit::token::sign(
         &json!({"sub": "1", "exp": now() - 60}),
@@ -169,7 +155,7 @@ async fn the_polling_transport_joins_and_receives() {
     if !node_available() {
         return;
     }
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let mut sio = Driver::socket_io(addr, &token("3"), &["polling"]).await;
     let connect = sio.nth("connect", 1).await;
@@ -192,7 +178,7 @@ async fn the_default_transports_upgrade_from_polling_to_websocket() {
     if !node_available() {
         return;
     }
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let mut sio = Driver::socket_io(addr, &token("3"), &["polling", "websocket"]).await;
     // It opens with polling; the upgrade may already be done when
@@ -213,7 +199,7 @@ async fn typing_goes_between_socket_io_and_websocket_clients() {
     if !node_available() {
         return;
     }
-    let (db, _client) = content_db().await;
+    let (db, _client) = public_posts_db().await;
     let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let mut sio = Driver::socket_io(addr, &token("1"), &["websocket"]).await;
     assert_eq!(
@@ -252,7 +238,7 @@ async fn the_seeds_event_names_work_as_aliases() {
     if !node_available() {
         return;
     }
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let mut sio = Driver::socket_io(addr, &token("1"), &["websocket"]).await;
     let reply = sio.request("join-content", json!(10)).await;
@@ -300,7 +286,7 @@ async fn a_socket_io_connection_is_a_rowcast_connection() {
     if !node_available() {
         return;
     }
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     client
         .batch_execute(
             "INSERT INTO content (id, author_id, title, visibility) VALUES (11, 1, 'other', 'public')",
@@ -378,7 +364,7 @@ async fn a_socket_io_client_that_stops_reading_is_closed_as_too_slow() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let (relay, addr) = spawn_listening_relay(
         &db,
         "trigger",
@@ -466,7 +452,7 @@ async fn socket_io_clients_resume_on_another_node() {
     if !node_available() {
         return;
     }
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let (_a, addr_a) = spawn_listening_relay(&db, "trigger", &[]).await;
     let (b, addr_b) = spawn_listening_relay(&db, "trigger", &[]).await;
     let mut on_b = Driver::socket_io(addr_b, &token("2"), &["websocket"]).await;
@@ -509,7 +495,7 @@ async fn bad_input_is_refused_and_the_relay_keeps_serving() {
     if !node_available() {
         return;
     }
-    let (db, _client) = content_db().await;
+    let (db, _client) = public_posts_db().await;
     let (_relay, addr) =
         spawn_listening_relay(&db, "trigger", &[("ROWCAST_MAX_FRAME_BYTES", "4096")]).await;
     let mut sio = Driver::socket_io(addr, &token("1"), &["websocket"]).await;

@@ -19,20 +19,6 @@ use serde_json::{json, Value};
 /// How long a test waits for one message.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-async fn content_db() -> (TestDb, tokio_postgres::Client) {
-    let db = TestDb::demo().await;
-    let client = db.client().await;
-    insert_basic_rows(&client).await;
-    client
-        .batch_execute(
-            "INSERT INTO content (id, author_id, title, visibility) VALUES
-                (10, 1, 'hello', 'public'), (11, 2, 'other', 'public')",
-        )
-        .await
-        .unwrap();
-    (db, client)
-}
-
 async fn update(client: &tokio_postgres::Client, id: i64, times: usize) {
     for i in 0..times {
         client
@@ -102,7 +88,7 @@ async fn stored_seqs(client: &tokio_postgres::Client, rooms: &[&str], after: i64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_writes_are_five_messages_whose_ids_are_their_seqs() {
     let (_db, client, relay) = {
-        let (db, client) = content_db().await;
+        let (db, client) = public_posts_db().await;
         let relay = start_relay(&db, "trigger").await;
         (db, client, relay)
     };
@@ -131,7 +117,7 @@ async fn five_writes_are_five_messages_whose_ids_are_their_seqs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_event_id_resumes_exactly_after_it_across_rooms() {
-    let (_db, client) = content_db().await;
+    let (_db, client) = public_posts_db().await;
     let relay = start_relay(&_db, "trigger").await;
     let start = head(&client).await;
     // content_10's events are also user_1's (its author): one message each.
@@ -181,7 +167,7 @@ async fn last_event_id_resumes_exactly_after_it_across_rooms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_come_before_the_stream() {
-    let (db, _client) = content_db().await;
+    let (db, _client) = public_posts_db().await;
     let relay = start_relay(&db, "trigger").await;
     let forbidden = refused(
         relay.addr,
@@ -225,7 +211,7 @@ async fn refusals_come_before_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_older_than_retention_is_a_gap() {
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let mut config = config_for(&db.url, "trigger");
     config.retention.max_events = 5;
     config.retention.interval = Duration::from_millis(200);
@@ -257,7 +243,7 @@ async fn a_position_older_than_retention_is_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_token_ends_the_stream_with_an_error() {
-    let (db, _client) = content_db().await;
+    let (db, _client) = public_posts_db().await;
     let relay = start_relay(&db, "trigger").await;
     let short = sign(
         &json!({"sub": "1", "exp": now() + 2}),
@@ -284,7 +270,7 @@ async fn an_expiring_token_ends_the_stream_with_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_taken_away_is_left() {
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let relay = start_relay(&db, "trigger").await;
     let path = format!("/v1/sse?rooms=content_10,content_11&token={}", token("3"));
     let mut stream = open(relay.addr, &path, &[]).await;
@@ -313,7 +299,7 @@ async fn a_browser_event_source_resumes_across_a_relay_restart() {
     if !common::required("node", common::node::missing().map(str::to_string)) {
         return;
     }
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let port = rowcast_devkit::process::free_port();
     let (relay, addr) = spawn_relay_on(&db, "trigger", port, &[]).await;
     let start = head(&client).await;
@@ -359,7 +345,7 @@ async fn a_browser_event_source_resumes_across_a_relay_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_stream_gets_keep_alive_comments() {
-    let (db, client) = content_db().await;
+    let (db, client) = public_posts_db().await;
     let relay = start_relay(&db, "trigger").await;
     let path = format!("/v1/sse?rooms=content_10&token={}", token("3"));
     let mut stream = open(relay.addr, &path, &[]).await;

@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::{self, Admission, Transport};
-use super::GatewayState;
+use super::{Live, LiveState};
 use crate::protocol;
 use inbound::translate;
 use outbound::{Outbound, Pending};
@@ -47,7 +47,7 @@ const BUFFER: usize = 64;
 /// The Socket.IO service at `/socket.io/`, and shutdown for its
 /// connections (every transport is closed, so clients reconnect to
 /// another node).
-pub(super) fn router<S: Clone + Send + Sync + 'static>(state: Arc<GatewayState>) -> Router<S> {
+pub(super) fn router<S: Clone + Send + Sync + 'static>(state: Live) -> Router<S> {
     let limits = &state.config.limits;
     let (service, io) = SocketIo::builder()
         .transports([TransportType::Polling, TransportType::Websocket])
@@ -112,7 +112,7 @@ struct Prepared {
 }
 
 fn admit(
-    state: &GatewayState,
+    state: &LiveState,
     socket: &SocketRef,
     peer: SocketAddr,
     auth: Option<Value>,
@@ -230,7 +230,7 @@ fn refuse(ack: Option<AckSender>, reply: axum::extract::ws::Utf8Bytes) {
 }
 
 /// Runs an admitted Socket.IO connection to its end.
-async fn connected(state: Arc<GatewayState>, socket: SocketRef) {
+async fn connected(state: Live, socket: SocketRef) {
     let prepared = socket
         .extensions
         .remove::<Admitted>()

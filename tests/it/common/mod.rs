@@ -594,6 +594,22 @@ pub async fn insert_basic_rows(client: &Client) {
         .await
         .expect("basic rows");
 }
+/// A demo database with [`insert_basic_rows`]'s rows and two public posts:
+/// 10 by user 1 and 11 by user 2.
+pub async fn public_posts_db() -> (TestDb, Client) {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    insert_basic_rows(&client).await;
+    client
+        .batch_execute(
+            "INSERT INTO content (id, author_id, title, visibility) VALUES
+                (10, 1, 'hello', 'public'), (11, 2, 'other', 'public')",
+        )
+        .await
+        .expect("public posts");
+    (db, client)
+}
+
 /// A test database with [`insert_basic_rows`]'s rows and the relay running on it.
 pub async fn basic_relay(mode: &str) -> (TestDb, Client, Relay) {
     basic_relay_on(Pg::DEFAULT, mode).await
