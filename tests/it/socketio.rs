@@ -287,12 +287,6 @@ async fn a_socket_io_connection_is_a_rowcast_connection() {
         return;
     }
     let (db, client) = public_posts_db().await;
-    client
-        .batch_execute(
-            "INSERT INTO content (id, author_id, title, visibility) VALUES (11, 1, 'other', 'public')",
-        )
-        .await
-        .unwrap();
     let (_relay, addr) = spawn_listening_relay(&db, "trigger", &[]).await;
     let mut sio = Driver::socket_io(addr, &token("3"), &["websocket"]).await;
     for room in ["content_10", "content_11"] {
