@@ -138,6 +138,21 @@ pub struct CaptureConfig {
     /// `ROWCAST_ON_CAPTURE_GAP`: what the relay does when changes were lost
     /// before it could capture them.
     pub on_gap: OnCaptureGap,
+    /// `ROWCAST_DELIVER`: when logical capture fans an event out.
+    pub deliver: DeliverAt,
+}
+
+/// When logical capture fans an event out (trigger capture always
+/// delivers after the outbox commit: its order comes from that commit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliverAt {
+    /// Once the change is durable in the WAL: its seq is fixed by the
+    /// stream, the outbox row is written behind it.
+    #[default]
+    Wal,
+    /// Once its outbox row committed.
+    Outbox,
 }
 
 /// What the relay does on a capture gap (a replication slot lost in a
@@ -329,6 +344,7 @@ impl Config {
                 on_gap: s.on_capture_gap.parse().map_err(|e: UnknownGapPolicy| {
                     ConfigError::new(env::ROWCAST_ON_CAPTURE_GAP, e.to_string())
                 })?,
+                deliver: s.deliver,
             },
             routes: match &s.routes {
                 Some(path) if !path.as_os_str().is_empty() => RoutesSource::File(path.clone()),

@@ -30,6 +30,7 @@ pub mod env {
     pub const ROWCAST_PUBLICATION: &str = "ROWCAST_PUBLICATION";
     pub const ROWCAST_HEARTBEAT: &str = "ROWCAST_HEARTBEAT";
     pub const ROWCAST_ON_CAPTURE_GAP: &str = "ROWCAST_ON_CAPTURE_GAP";
+    pub const ROWCAST_DELIVER: &str = "ROWCAST_DELIVER";
     pub const ROWCAST_RETENTION_AGE: &str = "ROWCAST_RETENTION_AGE";
     pub const ROWCAST_RETENTION_EVENTS: &str = "ROWCAST_RETENTION_EVENTS";
     pub const ROWCAST_RETENTION_INTERVAL: &str = "ROWCAST_RETENTION_INTERVAL";
@@ -106,6 +107,11 @@ pub struct Settings {
     /// `stop` (exit non-zero).
     #[arg(long, env = env::ROWCAST_ON_CAPTURE_GAP, default_value = "continue")]
     pub on_capture_gap: String,
+    /// Logical mode: when an event is fanned out. `wal`: as soon as its
+    /// change is durable in the WAL, with the outbox row written behind it
+    /// (same seqs after a crash); `outbox`: after its outbox row committed.
+    #[arg(long, env = env::ROWCAST_DELIVER, value_enum, default_value_t = crate::config::DeliverAt::Wal)]
+    pub deliver: crate::config::DeliverAt,
 
     /// Delete stored events older than this.
     #[arg(long, env = env::ROWCAST_RETENTION_AGE, default_value = "7d")]

@@ -77,6 +77,10 @@ pub struct Written {
     pub consumed: bool,
     /// The source position reached, stored in the same transaction.
     pub position: Option<SourcePosition>,
+    /// Whether the events it routed are a function of the stream alone
+    /// (their order and content fixed by the WAL, not by this
+    /// transaction), so they may be delivered before it commits.
+    pub ahead: bool,
 }
 
 /// What the ingest loop does after a batch committed.

@@ -264,7 +264,7 @@ impl Source for TriggerSource {
         take.taken = taken;
         Ok(Written {
             consumed: taken > 0,
-            position: None,
+            ..Written::default()
         })
     }
 

@@ -166,6 +166,11 @@ pub struct Hub {
     /// The highest seq handed to fanout. Set before an event is fanned out,
     /// so a joiner that reads it after subscribing misses nothing.
     head: AtomicI64,
+    /// The highest seq known to be in the outbox. In logical capture an
+    /// event is fanned out when its change is durable in the WAL, before
+    /// its outbox row commits, so this can trail `head`; a replay up to
+    /// `head` first waits for it ([`Hub::stored_through`]).
+    durable: tokio::sync::watch::Sender<i64>,
     /// Open connections, to close them all on shutdown.
     connections: Mutex<HashMap<ConnId, Arc<dyn Mailbox>>>,
     /// Next connection id.
@@ -188,6 +193,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             head: AtomicI64::new(head),
+            durable: tokio::sync::watch::channel(head).0,
             connections: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             rooms: AtomicUsize::new(0),
@@ -205,6 +211,16 @@ impl Hub {
     /// Moves the head forward (when the outbox opens on existing events).
     pub fn advance_head(&self, seq: i64) {
         self.head.fetch_max(seq, Ordering::AcqRel);
+        self.durable.send_if_modified(|d| raise(d, seq));
+    }
+
+    /// Waits (at most `deadline`) until the outbox holds every event up to
+    /// `seq`; whether it does.
+    pub async fn stored_through(&self, seq: i64, deadline: std::time::Duration) -> bool {
+        let mut durable = self.durable.subscribe();
+        tokio::time::timeout(deadline, durable.wait_for(|d| *d >= seq))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Rooms with at least one member.
@@ -385,6 +401,19 @@ impl Subscriber for Hub {
             let _ = self.access.send(Arc::new(change));
         }
     }
+
+    fn durable(&self, head: i64) {
+        self.durable.send_if_modified(|d| raise(d, head));
+    }
+}
+
+/// Raises `value` to `to`; whether it moved.
+fn raise(value: &mut i64, to: i64) -> bool {
+    let moved = to > *value;
+    if moved {
+        *value = to;
+    }
+    moved
 }
 
 /// Locks a mutex, recovering the data if a panic poisoned it (every update

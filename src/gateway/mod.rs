@@ -151,7 +151,11 @@ impl Gateway {
         let live = Live(Arc::new(LiveState {
             config: config.clone(),
             hub: hub.clone(),
-            reads: Arc::new(RoomReads::new(pool.clone(), config.limits.auth_cache_ttl)),
+            reads: Arc::new(RoomReads::new(
+                pool.clone(),
+                config.limits.auth_cache_ttl,
+                hub.clone(),
+            )),
             verifier,
             reader: Arc::new(ReaderConfig {
                 limits: config.limits.clone(),

@@ -4,7 +4,7 @@
 //! burst of replays cannot starve authorization.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
@@ -13,7 +13,13 @@ use tokio::sync::Semaphore;
 use super::auth::Claims;
 use super::connection::{Authorize, History};
 use crate::db::DbError;
+use crate::fanout::Hub;
 use crate::outbox::{RoomPage, Span};
+
+/// How long a replay waits for the outbox to hold the events it must
+/// include (events fanned out at WAL durability, whose rows are being
+/// written); past this the replay fails and the client resumes again.
+const STORED_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Authorization (with a short cache) and history, from the database.
 pub(crate) struct RoomReads {
@@ -26,19 +32,22 @@ pub(crate) struct RoomReads {
     ttl: Duration,
     /// Recent answers by (claims, room).
     cache: Mutex<HashMap<(String, String), (bool, Instant)>>,
+    /// How far the outbox holds what was fanned out.
+    hub: Arc<Hub>,
 }
 
 /// Most cached authorization answers before the cache is emptied.
 const AUTH_CACHE_MAX: usize = 100_000;
 
 impl RoomReads {
-    pub(crate) fn new(pool: Pool, ttl: Duration) -> Self {
+    pub(crate) fn new(pool: Pool, ttl: Duration, hub: Arc<Hub>) -> Self {
         let sessions = pool.status().max_size;
         Self {
             pages: Semaphore::new(sessions.saturating_sub(2).max(1)),
             pool,
             ttl,
             cache: Mutex::new(HashMap::new()),
+            hub,
         }
     }
 
@@ -135,7 +144,17 @@ impl Authorize for RoomReads {
 
 impl RoomReads {
     /// A page of a room's history, read under the pages semaphore.
+    /// A page of a room's history. A page bounded by `until` (a replay up
+    /// to what was fanned out) first waits until the outbox holds `until`,
+    /// so the replay and the live events that follow it leave no hole.
     pub(crate) async fn room_page(&self, room: &str, span: Span) -> Result<RoomPage, DbError> {
+        if let Some(until) = span.until {
+            if !self.hub.stored_through(until, STORED_DEADLINE).await {
+                return Err(DbError::Retry(format!(
+                    "the outbox did not reach seq {until} in time"
+                )));
+            }
+        }
         let _permit = self
             .pages
             .acquire()

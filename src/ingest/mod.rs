@@ -21,7 +21,7 @@ use crate::capture::logical::{self, LogicalSource};
 use crate::capture::switch::Retiring;
 use crate::capture::trigger::TriggerSource;
 use crate::capture::{self, CaptureError, CaptureStatus, Progress, Source, SourceKind};
-use crate::config::CaptureConfig;
+use crate::config::{CaptureConfig, DeliverAt};
 use crate::db::{Backoff, DatabaseConfig};
 use crate::duration::sleep_until;
 use crate::event::StoredEvent;
@@ -52,6 +52,9 @@ pub struct Ingest {
     /// A follower with a stream: when the outbox is read anyway if the
     /// stream has not brought the head announced by then.
     stalled_until: Option<tokio::time::Instant>,
+    /// Whether events the stream alone decides are delivered before their
+    /// outbox transaction commits (`ROWCAST_DELIVER=wal`).
+    deliver_ahead: bool,
 }
 
 /// How long a follower waits for the stream to bring an announced head
@@ -105,6 +108,7 @@ impl Ingest {
             batch_size,
             stream: None,
             stalled_until: None,
+            deliver_ahead: false,
         }
     }
 
@@ -122,6 +126,7 @@ impl Ingest {
             stream,
         } = capture;
         self.stream = stream;
+        self.deliver_ahead = config.deliver == DeliverAt::Wal;
         let mut heads = Heads::new(database.clone());
         let mut installed = match start {
             Start::Leading(retiring) => Some(retiring),
@@ -291,6 +296,7 @@ impl Ingest {
             self.outbox.resync().await?;
         }
         self.stalled_until = None;
+        self.outbox.known_stored(heads.latest());
         let access = heads.take_access();
         if !leading {
             self.outbox.announce_access(access);
@@ -366,9 +372,12 @@ impl Ingest {
                 self.publish_queued().await?;
             }
             let flush_at = self.outbox.next_flush();
+            let settled = self.outbox.settled();
             tokio::select! {
                 waited = source.wait() => waited?,
-                request = self.requests.recv() => {
+                // Until the stream has brought again what was delivered
+                // ahead of a failed commit, only it may take seqs.
+                request = self.requests.recv(), if settled => {
                     if let Some(first) = request {
                         self.publish(first).await?;
                     }
@@ -419,6 +428,9 @@ impl Ingest {
             let mut client = self.outbox.pool().get().await?;
             let mut tx = self.outbox.begin(&mut client).await?;
             let written = source.write(&mut batch, &mut tx).await?;
+            if written.ahead && self.deliver_ahead {
+                self.outbox.deliver_ahead(&mut tx);
+            }
             if flush {
                 tx.flush_due();
             }

@@ -40,6 +40,9 @@ impl Ingest {
     /// Stores the requests already queued, if any (between source batches,
     /// so a busy source does not starve them).
     pub(super) async fn publish_queued(&mut self) -> Result<(), CaptureError> {
+        if !self.outbox.settled() {
+            return Ok(());
+        }
         let mut batch = Vec::new();
         self.take_queued(&mut batch);
         if batch.is_empty() {

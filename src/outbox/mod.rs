@@ -57,6 +57,12 @@ pub trait Subscriber: Send + Sync + 'static {
     /// taken rights away. At most once (lost if the relay stops between
     /// commit and delivery; the periodic re-check covers that).
     fn access_changed(&self, _changes: Vec<AccessChange>) {}
+
+    /// Every event up to `head` is in the outbox (called after a commit,
+    /// and after events were read back from it). Events may be handed to
+    /// [`stored`](Self::stored) before their commit (logical capture
+    /// delivers at WAL durability); this says when their rows are there.
+    fn durable(&self, _head: i64) {}
 }
 
 /// Where the logical capture stood after a transaction: which source
@@ -83,6 +89,10 @@ pub struct Outbox {
     forward: Option<Arc<dyn Subscriber>>,
     /// Last seq handed to the subscriber.
     delivered: i64,
+    /// Last seq known to be in the outbox. Below `delivered` while events
+    /// delivered at WAL durability are being written, or after a write of
+    /// them failed: the stream derives them again, with the same seqs.
+    stored: i64,
     /// When the earliest held coalesced burst is due.
     next_flush: Option<Instant>,
 }
@@ -105,6 +115,7 @@ impl Outbox {
             subscriber,
             forward: None,
             delivered: head,
+            stored: head,
             next_flush: due_in.map(pending::deadline_in),
         })
     }
@@ -119,9 +130,17 @@ impl Outbox {
         self.delivered
     }
 
-    /// When held coalesced events must be flushed, if any are held.
+    /// Whether everything delivered is in the outbox. Until it is, only
+    /// the stream may take seqs (it derives the delivered ones again):
+    /// explicit events and due bursts wait.
+    pub fn settled(&self) -> bool {
+        self.stored >= self.delivered
+    }
+
+    /// When held coalesced events must be flushed, if any are held (none
+    /// while not [`settled`](Self::settled)).
     pub fn next_flush(&self) -> Option<Instant> {
-        self.next_flush
+        self.next_flush.filter(|_| self.settled())
     }
 
     /// Starts an outbox transaction on a client of the pool.
@@ -137,6 +156,8 @@ impl Outbox {
         let mut outbox_tx = OutboxTx {
             tx,
             head: row.get(0),
+            delivered: self.delivered,
+            sealed: Vec::new(),
             events: Vec::new(),
             held: Vec::new(),
             access: Vec::new(),
@@ -144,10 +165,28 @@ impl Outbox {
             slot_confirmed: None,
             gaps: Vec::new(),
         };
-        if outbox_tx.head < self.delivered {
+        if outbox_tx.head < self.stored {
             outbox_tx.rewound(self.delivered);
         }
         Ok(outbox_tx)
+    }
+
+    /// Delivers the events of an open transaction before it commits: what
+    /// logical capture does once the change is durable in the WAL. Their
+    /// seqs follow the head the transaction locked, in stream order, so
+    /// if the commit fails the stream derives the same events under the
+    /// same seqs again (and those already delivered are not sent twice).
+    pub fn deliver_ahead(&mut self, tx: &mut OutboxTx<'_>) {
+        let sealed = tx.seal();
+        let fresh: Vec<Arc<StoredEvent>> = sealed
+            .iter()
+            .filter(|e| e.seq > self.delivered)
+            .cloned()
+            .collect();
+        if let Some(last) = fresh.last() {
+            self.delivered = last.seq;
+            self.hand_on(&fresh);
+        }
     }
 
     /// Hands committed events to the subscriber, first filling any gap
@@ -161,8 +200,10 @@ impl Outbox {
             self.next_flush = committed.next_flush;
         }
         let access = std::mem::take(&mut committed.access);
-        let fresh = self.deliver_events(committed.events).await?;
-        metrics::counter!("rowcast_events_stored_total").increment(fresh as u64);
+        self.known_stored(committed.head);
+        let stored = committed.events.len();
+        self.deliver_events(committed.events).await?;
+        metrics::counter!("rowcast_events_stored_total").increment(stored as u64);
         if !access.is_empty() {
             self.subscriber.access_changed(access);
         }
@@ -178,6 +219,11 @@ impl Outbox {
         };
         if first.seq > self.delivered + 1 {
             self.catch_up(first.seq - 1).await?;
+            if first.seq > self.delivered + 1 {
+                // Not in the outbox yet (a leader delivering at WAL
+                // durability): the next head announcement brings them.
+                return Ok(0);
+            }
         }
         let fresh: Vec<Arc<StoredEvent>> = events
             .into_iter()
@@ -189,6 +235,15 @@ impl Outbox {
             self.hand_on(&fresh);
         }
         Ok(fresh.len())
+    }
+
+    /// The outbox holds every event up to `head` (a commit, a read, or
+    /// another node's announcement).
+    pub fn known_stored(&mut self, head: i64) {
+        if head > self.stored {
+            self.stored = head;
+            self.subscriber.durable(head);
+        }
     }
 
     /// Hands events that follow the delivered ones to the subscriber (and
@@ -208,6 +263,7 @@ impl Outbox {
             let batch = read::range(&client, self.delivered, head, 1000).await?;
             let Some(last) = batch.last() else { break };
             self.delivered = last.seq;
+            self.known_stored(last.seq);
             self.hand_on(&batch);
         }
         Ok(())
@@ -229,12 +285,13 @@ impl Outbox {
             .query_one("SELECT head FROM realtime.state", &[])
             .await?
             .get(0);
-        if head < self.delivered {
+        if head < self.stored {
             let committed = self.begin(&mut client).await?.commit(None).await?;
             drop(client);
             return self.deliver(committed).await;
         }
         drop(client);
+        self.known_stored(head);
         self.catch_up(head).await
     }
 }
@@ -244,6 +301,8 @@ impl Outbox {
 pub struct Committed {
     /// The stored events, in seq order.
     pub events: Vec<Arc<StoredEvent>>,
+    /// The head after it.
+    head: i64,
     /// When the bursts it started holding are due.
     held_until: Option<Instant>,
     /// Whether it flushed due bursts (then `next_flush` is the new deadline).
@@ -258,8 +317,13 @@ pub struct Committed {
 pub struct OutboxTx<'a> {
     /// The open transaction, holding the state row lock.
     tx: Transaction<'a>,
-    /// Head at the start of the transaction.
+    /// Head at the start of the transaction; after [`seal`](Self::seal),
+    /// the seq of the last sealed event.
     head: i64,
+    /// The last seq the outbox had delivered when the transaction began.
+    delivered: i64,
+    /// Events given their seqs already (delivered before the commit).
+    sealed: Vec<Arc<StoredEvent>>,
     /// Events to store, in order.
     events: Vec<Event>,
     /// Events of coalescing routes, to hold.
@@ -317,6 +381,21 @@ impl<'a> OutboxTx<'a> {
         self.slot_confirmed = Some(self.slot_confirmed.map_or(lsn, |l| l.max(lsn)));
     }
 
+    /// Gives the events queued so far their seqs, for delivery before the
+    /// commit; they are stored first.
+    fn seal(&mut self) -> Vec<Arc<StoredEvent>> {
+        let start = self.sealed.len();
+        let sealed = std::mem::take(&mut self.events)
+            .into_iter()
+            .zip(self.head + 1..)
+            .map(|(event, seq)| Arc::new(StoredEvent { seq, event }));
+        self.sealed.extend(sealed);
+        if let Some(last) = self.sealed.last() {
+            self.head = last.seq;
+        }
+        self.sealed[start..].to_vec()
+    }
+
     /// Stores a gap marker for `gap`, after the events queued so far.
     pub fn capture_gap(&mut self, gap: CaptureGap) {
         metrics::counter!("rowcast_capture_gaps_total").increment(1);
@@ -366,6 +445,7 @@ impl<'a> OutboxTx<'a> {
         }
         self.tx.commit().await?;
         Ok(Committed {
+            head: self.head,
             events: stored,
             held_until,
             flushed: self.flush_pending,
@@ -384,15 +464,28 @@ impl<'a> OutboxTx<'a> {
         &mut self,
         position: Option<SourcePosition>,
     ) -> Result<Vec<Arc<StoredEvent>>, DbError> {
-        let stored: Vec<Arc<StoredEvent>> = std::mem::take(&mut self.events)
-            .into_iter()
-            .zip(self.head + 1..)
-            .map(|(event, seq)| Arc::new(StoredEvent { seq, event }))
-            .collect();
+        if self.sealed.is_empty() && !self.events.is_empty() && self.head < self.delivered {
+            // Events were delivered under these seqs and the stream cannot
+            // bring them again (a capture gap took them): seqs resume above.
+            tracing::error!(
+                head = self.head,
+                delivered = self.delivered,
+                "events delivered before their commit are lost; seqs resume above them"
+            );
+            self.head = self.delivered;
+        }
+        let mut stored = std::mem::take(&mut self.sealed);
+        stored.extend(
+            std::mem::take(&mut self.events)
+                .into_iter()
+                .zip(self.head + 1..)
+                .map(|(event, seq)| Arc::new(StoredEvent { seq, event })),
+        );
         if stored.is_empty() && position.is_none() && self.slot_confirmed.is_none() {
             return Ok(stored);
         }
         let head = stored.last().map_or(self.head, |e| e.seq);
+        self.head = head;
         let columns = Columns::of(&stored);
         let statement = self.tx.prepare_cached(INSERT_EVENTS).await?;
         let (lsn, changes, done) = match position {

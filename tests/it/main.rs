@@ -9,6 +9,7 @@
 mod common;
 
 mod capture;
+mod crash;
 mod failover;
 mod gateway_auth;
 mod gateway_http;

@@ -417,21 +417,21 @@ impl Source for LogicalSource {
                 }
                 Ok(Written {
                     consumed: true,
-                    position: None,
+                    ..Written::default()
                 })
             }
             LogicalBatch::Record(recording) => {
                 record(tx, recording).await?;
                 Ok(Written {
                     consumed: true,
-                    position: None,
+                    ..Written::default()
                 })
             }
             LogicalBatch::Confirm(lsn) => {
                 tx.confirm_slot(*lsn);
                 Ok(Written {
                     consumed: true,
-                    position: None,
+                    ..Written::default()
                 })
             }
             LogicalBatch::Stream(batch) => {
@@ -455,6 +455,7 @@ impl Source for LogicalSource {
                 Ok(Written {
                     consumed: true,
                     position: batch.position,
+                    ahead: true,
                 })
             }
         }

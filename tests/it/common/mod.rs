@@ -326,7 +326,7 @@ pub async fn barrier(client: &Client) -> i64 {
     .await
 }
 
-fn rand_u64() -> u64 {
+pub fn rand_u64() -> u64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = RandomState::new().build_hasher();
