@@ -481,11 +481,7 @@ fn summarize(args: &Args, runs: Vec<Run>) -> Report {
             stored_ratio.show(2),
             drain_ratio.show(2),
         ]);
-        let want = if capture == CaptureMode::Logical {
-            0.95
-        } else {
-            0.85
-        };
+        let want = if capture.is_logical() { 0.95 } else { 0.85 };
         notes.push(format!(
             "target {capture}: writes with capture ÷ without ≥ {want}: {} ({:.2}); relay throughput ÷ Postgres insert rate ≥ 1.0: live {:.2}, backlog drain {:.2}",
             if write_ratio.median >= want { "met" } else { "not met" },

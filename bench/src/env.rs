@@ -93,6 +93,7 @@ impl Env {
 
     /// A fresh copy of the template: demo schema and users, no capture.
     pub async fn fresh_db(&self, tag: &str) -> anyhow::Result<Db> {
+        let tag = tag.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
         let name = format!("{}_{tag}", database::unique_name("rowcast_bench"));
         let url = self
             .server

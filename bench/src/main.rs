@@ -90,6 +90,12 @@ pub enum CaptureMode {
     #[default]
     Trigger,
     Logical,
+    /// Logical capture delivering after the outbox commit
+    /// (`ROWCAST_DELIVER=outbox`), to compare with delivery at WAL
+    /// durability in the same run.
+    #[value(name = "logical-outbox")]
+    #[serde(rename = "logical-outbox")]
+    LogicalOutbox,
 }
 
 impl CaptureMode {
@@ -98,7 +104,22 @@ impl CaptureMode {
         match self {
             CaptureMode::Trigger => "trigger",
             CaptureMode::Logical => "logical",
+            CaptureMode::LogicalOutbox => "logical-outbox",
         }
+    }
+
+    /// The relay's settings for it.
+    pub fn relay_flags(self) -> [&'static str; 4] {
+        match self {
+            CaptureMode::Trigger => ["--capture", "trigger", "--deliver", "wal"],
+            CaptureMode::Logical => ["--capture", "logical", "--deliver", "wal"],
+            CaptureMode::LogicalOutbox => ["--capture", "logical", "--deliver", "outbox"],
+        }
+    }
+
+    /// Whether it streams a replication slot.
+    pub fn is_logical(self) -> bool {
+        self != CaptureMode::Trigger
     }
 }
 

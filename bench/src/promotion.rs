@@ -161,7 +161,7 @@ async fn one_trial(
         .until_body("before", SETUP_DEADLINE)
         .await
         .context("the first event before the promotion")?;
-    if capture == CaptureMode::Logical && version >= 17 {
+    if capture.is_logical() && version >= 17 {
         wait_slot_synced(&writer, &standby).await?;
     }
     wait(SETUP_DEADLINE, "the standby to catch up", || async {

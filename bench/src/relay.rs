@@ -61,7 +61,8 @@ impl RelayProc {
         let mut command = Command::new(&env.exe);
         command
             .arg("relay")
-            .args(["--capture", capture.as_str(), "--bind", "127.0.0.1"])
+            .args(capture.relay_flags())
+            .args(["--bind", "127.0.0.1"])
             .args(["--port", &port.to_string()])
             .env("DATABASE_URL", &db.url)
             .env("JWT_SECRET", env.secret())

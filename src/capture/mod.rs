@@ -141,6 +141,12 @@ pub trait Source: Send {
     /// is stored before the loop ends (input already waiting, not more).
     fn stopping(&mut self) {}
 
+    /// The relay is stopping with every event it delivered stored (so
+    /// nothing delivered ahead of its commit is left to derive again).
+    fn stopped(&mut self) -> impl Future<Output = Result<(), CaptureError>> + Send {
+        async { Ok(()) }
+    }
+
     /// Closes the session's connections (after an error or at the end).
     fn close(&mut self);
 }

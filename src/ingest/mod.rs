@@ -410,6 +410,9 @@ impl Ingest {
                 break;
             }
         }
+        if self.outbox.settled() {
+            source.stopped().await?;
+        }
         Ok(())
     }
 

@@ -99,6 +99,8 @@ pub struct Router {
     /// Shared copies of the qualified names, so captured changes need not
     /// allocate one per row.
     names: HashMap<String, Arc<str>>,
+    /// The routes file's text (empty for routes built in code).
+    text: Arc<str>,
 }
 
 /// The live catalog: qualified table name to its columns.
@@ -107,7 +109,19 @@ pub type Catalog = HashMap<String, Vec<String>>;
 impl Router {
     /// Loads the built-in routes (the demo schema's defaults).
     pub fn builtin() -> Result<Self, RouteError> {
-        file::parse(include_str!("../../routes.toml"), "built-in routes.toml")
+        Self::from_text(include_str!("../../routes.toml"), "built-in routes.toml")
+    }
+
+    /// Parses a routes file's text; `source_name` names it in errors.
+    pub fn from_text(text: &str, source_name: &str) -> Result<Self, RouteError> {
+        let mut router = file::parse(text, source_name)?;
+        router.text = Arc::from(text);
+        Ok(router)
+    }
+
+    /// The routes file's text, as loaded.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Loads a routes file.
@@ -116,7 +130,7 @@ impl Router {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        file::parse(&text, &path.display().to_string())
+        Self::from_text(&text, &path.display().to_string())
     }
 
     pub(crate) fn new(tables: BTreeMap<String, TableRoutes>) -> Self {
@@ -124,7 +138,11 @@ impl Router {
             .keys()
             .map(|k| (k.clone(), Arc::from(k.as_str())))
             .collect();
-        Self { tables, names }
+        Self {
+            tables,
+            names,
+            text: Arc::from(""),
+        }
     }
 
     /// The routes of one table (`schema.table`).

@@ -267,3 +267,95 @@ fn check(
         }
     }
 }
+
+/// The routes file changes between a crash and the restart. Events may
+/// have been delivered under the old file before their outbox rows
+/// committed, so changes committed before the restart are routed by the
+/// routes recorded at the crash (a delivered event never changes); later
+/// changes by the new file. After a clean stop nothing is pending, and the
+/// new file applies at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_file_changed_across_a_crash_applies_once_the_stream_caught_up() {
+    let db = TestDb::demo().await;
+    let client = db.client().await;
+    burst::setup(&client).await;
+    let original = include_str!("../../routes.toml");
+    let renamed = original.replace("event = \"content-updated\"", "event = \"content-changed\"");
+    assert_ne!(renamed, original, "the routes file names content-updated");
+    let path = std::env::temp_dir().join(format!(
+        "rowcast-routes-{}-{}.toml",
+        std::process::id(),
+        rand_u64()
+    ));
+    let routes = path.display().to_string();
+    let extra = [("ROWCAST_ROUTES", routes.as_str())];
+    let port = rowcast_devkit::process::free_port();
+    std::fs::write(&path, original).unwrap();
+    let (mut relay, _) = spawn_relay_on(&db, "logical", port, &extra).await;
+    let title = |id: i64, title: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .execute(
+                    "UPDATE content SET title = $1 WHERE id = $2",
+                    &[&title, &id],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    title(1, "before the crash").await;
+    barrier(&client).await;
+    relay.kill();
+    // Committed while the relay is down, after a crash: routed by the
+    // routes the stream was read with.
+    title(2, "while down after a crash").await;
+    std::fs::write(&path, &renamed).unwrap();
+    let (relay, _) = spawn_relay_on(&db, "logical", port, &extra).await;
+    barrier(&client).await;
+    title(3, "after the restart").await;
+    barrier(&client).await;
+    let recorded: Option<String> = client
+        .query_one("SELECT ahead_routes FROM realtime.state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        recorded.as_deref(),
+        Some(renamed.as_str()),
+        "the new file is recorded"
+    );
+    // A clean stop leaves nothing to derive again: the next file applies
+    // to what was committed while the relay was down.
+    assert!(
+        relay.stop(Duration::from_secs(20)).await.is_some(),
+        "the relay stopped cleanly"
+    );
+    title(4, "while down after a clean stop").await;
+    std::fs::write(&path, original).unwrap();
+    let (relay, _) = spawn_relay_on(&db, "logical", port, &extra).await;
+    let until = barrier(&client).await;
+    let names: BTreeMap<String, String> = stored_between(&client, 0, until)
+        .await
+        .into_iter()
+        .filter(|e| e.rooms.iter().any(|r| r.starts_with("content_")))
+        .map(|e| {
+            (
+                e.data["title"].as_str().unwrap_or_default().to_string(),
+                e.event,
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("before the crash", "content-updated"),
+        ("while down after a crash", "content-updated"),
+        ("after the restart", "content-changed"),
+        ("while down after a clean stop", "content-updated"),
+    ]
+    .into_iter()
+    .map(|(t, e)| (t.to_string(), e.to_string()))
+    .collect();
+    assert_eq!(names, expected);
+    drop(relay);
+    let _ = std::fs::remove_file(&path);
+}

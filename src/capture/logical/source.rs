@@ -19,7 +19,7 @@ use super::session::{self, Server};
 use super::{pgoutput, slot};
 use crate::capture::switch::{Retiring, Switch};
 use crate::capture::{table, CaptureError, Progress, Source, SourceKind, Written};
-use crate::config::{CaptureConfig, OnCaptureGap};
+use crate::config::{CaptureConfig, DeliverAt, OnCaptureGap};
 use crate::db::{DatabaseConfig, DbError};
 use crate::event::{CaptureGap, Captured, Change};
 use crate::outbox::{OutboxTx, SourcePosition};
@@ -81,11 +81,15 @@ pub struct StreamBatch {
     /// Whether it filled up inside a source transaction (stored at once,
     /// with a partial position).
     full: bool,
+    /// Whether it reaches the position up to which the recorded routes
+    /// read the stream: the session ends after it, and the next reads on
+    /// with the routes file.
+    switch_routes: bool,
 }
 
 impl StreamBatch {
     fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.position.is_none()
+        self.items.is_empty() && self.position.is_none() && !self.switch_routes
     }
 
     /// Whether it holds `max_items` changes, or [`MAX_BATCH_BYTES`].
@@ -176,6 +180,14 @@ struct Stream {
     confirmations: Confirmations,
     /// What the session's first transaction records, until it is stored.
     recording: Option<Recording>,
+    /// The routes this session reads the stream with.
+    router: Arc<Router>,
+    /// While reading with the recorded routes of a previous run: the WAL
+    /// position past which the routes file takes over.
+    switch_at: Option<u64>,
+    /// The routes to record as those events are delivered under, when the
+    /// record is not that already (`Some(None)`: record none).
+    record_routes: Option<Option<String>>,
 }
 
 impl LogicalSource {
@@ -251,6 +263,43 @@ impl LogicalSource {
         }
     }
 
+    /// The routes events are delivered under ahead of their commit, as
+    /// recorded: the routes file's text, or none when delivering after the
+    /// commit.
+    fn delivered_under(&self) -> Option<String> {
+        (self.config.deliver == DeliverAt::Wal).then(|| self.router.text().to_string())
+    }
+
+    /// The routes this session reads the stream with. Events may have been
+    /// delivered under the recorded routes before their outbox rows
+    /// committed; if the routes file changed since, the stream is read with
+    /// the recorded routes up to the WAL position now (past anything that
+    /// was delivered), so those events come again exactly as delivered,
+    /// and with the file after that.
+    async fn session_routes(
+        &self,
+        recorded: Option<&str>,
+    ) -> Result<(Arc<Router>, Option<u64>), CaptureError> {
+        let Some(recorded) = recorded.filter(|r| *r != self.router.text()) else {
+            return Ok((self.router.clone(), None));
+        };
+        let previous = match Router::from_text(recorded, "the routes recorded in realtime.state") {
+            Ok(previous) => Arc::new(previous),
+            Err(e) => {
+                tracing::error!(error = %e, "the recorded routes do not load: the stream is read with the routes file at once, and events delivered before the last stop may differ from those stored");
+                return Ok((self.router.clone(), None));
+            }
+        };
+        let client = self.pool.get().await?;
+        let now: PgLsn = client
+            .query_one("SELECT pg_current_wal_lsn()", &[])
+            .await?
+            .get(0);
+        let now = u64::from(now);
+        tracing::warn!(until = %Lsn(now), "the routes file changed since the relay last stopped with events delivered ahead of their commit: changes up to the WAL position now are routed by the routes recorded then (as they were delivered), later ones by the routes file");
+        Ok((previous, Some(now)))
+    }
+
     fn stream(&mut self) -> Result<&mut Stream, CaptureError> {
         self.stream
             .as_mut()
@@ -304,10 +353,14 @@ impl Source for LogicalSource {
         tracing::info!(%slot, confirmed = %Lsn(confirmed), timeline = server.observed.timeline, "logical capture streaming");
         self.heartbeat = heartbeat(self.config.heartbeat);
         let recorded = record.confirmed.unwrap_or(confirmed);
+        let (router, switch_at) = self.session_routes(state.ahead_routes.as_deref()).await?;
+        let delivered_under = self.delivered_under();
+        let record_routes = (switch_at.is_none() && state.ahead_routes != delivered_under)
+            .then_some(delivered_under);
         self.stream = Some(Stream {
             slot,
             client,
-            decoder: Decoder::new(self.router.clone()),
+            decoder: Decoder::new(router.clone()),
             stored: state.stored,
             triggers: state.triggers,
             drain_before: state.drain_before.unwrap_or(0),
@@ -317,6 +370,9 @@ impl Source for LogicalSource {
             next: None,
             confirmations: Confirmations::new(recorded, server.standbys),
             recording,
+            router,
+            switch_at,
+            record_routes,
         });
         Ok(())
     }
@@ -399,8 +455,9 @@ impl Source for LogicalSource {
         tx: &mut OutboxTx<'_>,
     ) -> Result<Written, CaptureError> {
         let limit = self.config.batch_size;
-        let router = self.router.clone();
+        let delivered_under = self.delivered_under();
         let stream = self.stream()?;
+        let router = stream.router.clone();
         match batch {
             LogicalBatch::Drain { bound, taken } => {
                 let (count, changes) =
@@ -452,6 +509,17 @@ impl Source for LogicalSource {
                         .await
                         .map_err(DbError::from)?;
                 }
+                let routes = match (&stream.record_routes, batch.switch_routes) {
+                    (_, true) => Some(&delivered_under),
+                    (Some(routes), false) => Some(routes),
+                    (None, false) => None,
+                };
+                if let Some(routes) = routes {
+                    tx.transaction()
+                        .execute("UPDATE realtime.state SET ahead_routes = $1", &[routes])
+                        .await
+                        .map_err(DbError::from)?;
+                }
                 Ok(Written {
                     consumed: true,
                     position: batch.position,
@@ -480,6 +548,7 @@ impl Source for LogicalSource {
                 stream.confirm(lsn, &pool).await?;
             }
             LogicalBatch::Stream(batch) => {
+                stream.record_routes = None;
                 if batch.position.is_some() {
                     stream.stored = batch.position;
                 }
@@ -490,9 +559,29 @@ impl Source for LogicalSource {
                 if batch.ends_stream {
                     return Ok(Progress::Finished);
                 }
+                if batch.switch_routes {
+                    tracing::info!("the stream caught up with the recorded routes; reading on with the routes file");
+                    return Err(CaptureError::Interrupted(
+                        "switching to the routes file".into(),
+                    ));
+                }
             }
         }
         Ok(Progress::Continue)
+    }
+
+    /// Every delivered event is stored: no routes are needed to derive
+    /// them again (unless this session still reads with recorded routes,
+    /// which apply up to a position it has not reached).
+    async fn stopped(&mut self) -> Result<(), CaptureError> {
+        if self.stream.as_ref().is_some_and(|s| s.switch_at.is_some()) {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        client
+            .execute("UPDATE realtime.state SET ahead_routes = NULL", &[])
+            .await?;
+        Ok(())
     }
 
     fn close(&mut self) {
@@ -512,10 +601,11 @@ impl Stream {
     }
 
     /// Whether the batch must be stored before reading on: it filled up,
-    /// or it ends with the awaited switch.
+    /// or it ends with the awaited switch (of capture mode or of routes).
     fn must_store(&self, max: usize) -> bool {
         self.batch.full
             || self.batch.ends_stream
+            || self.batch.switch_routes
             || (self.txn.is_none() && !self.batch.is_empty() && self.batch.is_full(max))
     }
 
@@ -559,7 +649,10 @@ impl Stream {
                     txn.switch = Some(switch);
                 }
             }
-            ReplicationEvent::Commit { end_lsn, .. } => self.commit(end_lsn.0, stop),
+            ReplicationEvent::Commit { end_lsn, .. } => {
+                self.commit(end_lsn.0, stop);
+                self.switch_routes_at(end_lsn.0);
+            }
             ReplicationEvent::Message {
                 transactional: false,
                 lsn,
@@ -687,6 +780,16 @@ impl Stream {
         if self.txn.is_none() && self.batch.is_empty() && lsn > 0 {
             self.confirmations.handled(lsn);
             metrics::gauge!("rowcast_slot_lag_seconds").set(0.0);
+            self.switch_routes_at(lsn);
+        }
+    }
+
+    /// Everything up to `lsn` is read: past the position up to which the
+    /// recorded routes apply, the batch ends there.
+    fn switch_routes_at(&mut self, lsn: u64) {
+        if self.switch_at.is_some_and(|at| lsn >= at) {
+            self.switch_at = None;
+            self.batch.switch_routes = true;
         }
     }
 }
@@ -709,6 +812,9 @@ struct State {
     drain_before: Option<i64>,
     /// Whether those were read from the table already.
     drained: bool,
+    /// The routes events may have been delivered under ahead of their
+    /// commit.
+    ahead_routes: Option<String>,
 }
 
 async fn read_state(pool: &Pool) -> Result<State, DbError> {
@@ -716,7 +822,7 @@ async fn read_state(pool: &Pool) -> Result<State, DbError> {
     let row = client
         .query_one(
             "SELECT source_lsn, source_changes, source_done, triggers_active, drain_before, drained,
-                    slot_name, slot_confirmed, system_id, timeline
+                    slot_name, slot_confirmed, system_id, timeline, ahead_routes
              FROM realtime.state",
             &[],
         )
@@ -735,6 +841,7 @@ async fn read_state(pool: &Pool) -> Result<State, DbError> {
         triggers: row.get(3),
         drain_before: row.get(4),
         drained: row.get(5),
+        ahead_routes: row.get(10),
     })
 }
 
