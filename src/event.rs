@@ -60,6 +60,9 @@ pub struct Published {
     pub event: String,
     /// Its payload, a JSON object.
     pub data: Value,
+    /// Set by a relay node that handed the event to the leader through
+    /// `realtime.capture`: the token it waits on for the event's seq.
+    pub reply: Option<String>,
 }
 
 /// What capture hands to routing.

@@ -95,7 +95,15 @@ fn published(new: Value) -> Option<Published> {
     let data = fields
         .remove("data")
         .unwrap_or(Value::Object(Default::default()));
-    Some(Published { rooms, event, data })
+    let reply = fields
+        .remove("reply")
+        .and_then(|r| r.as_str().map(str::to_string));
+    Some(Published {
+        rooms,
+        event,
+        data,
+        reply,
+    })
 }
 
 /// Deletes the capture rows with these ids inside `tx`; returns those it

@@ -44,6 +44,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, Code::BadRequest, message)
     }
 
+    /// 503: the relay cannot answer now; the client may retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Code::Internal, message)
+    }
+
     /// 500, logging the cause (which the client never sees).
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "request failed");

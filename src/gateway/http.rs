@@ -273,6 +273,9 @@ pub(super) struct PublishReceipt {
         (status = 403, description = "The token lacks `role: \"service\"`.", body = ErrorBody),
         (status = 413, description = "The body is larger than 256 KiB.", body = ErrorBody),
         (status = 500, description = "The event could not be stored.", body = ErrorBody),
+        (status = 503, description = "Queued for the leader node, which did not store it \
+            within 10 s (none may be leading at the moment); it is delivered once one does.",
+            body = ErrorBody),
     ),
     security(("bearer" = []), ("token" = [])),
 )]
@@ -319,6 +322,7 @@ pub(super) async fn publish(
             rooms,
             event: body.event,
             data,
+            reply: None,
         },
         reply,
     };
@@ -333,6 +337,7 @@ pub(super) async fn publish(
         .map_err(|e| match e {
             PublishError::InvalidRooms => ApiError::bad_request("invalid rooms"),
             PublishError::NotStored => ApiError::internal(e),
+            PublishError::Unconfirmed => ApiError::unavailable(e.to_string()),
         })?;
     Ok(Json(PublishReceipt { seq }))
 }

@@ -5,15 +5,20 @@
 //! then re-checks its own members. Notifications are only a wake-up: the
 //! outbox is also read whenever a node becomes a follower or a leader, on
 //! every follower round, and every membership is re-checked periodically.
+//!
+//! A leader that stored events another node handed to it through
+//! `realtime.capture` notifies `realtime_published` with their seqs; the
+//! node waiting for them answers its publish requests ([`Replies`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use crate::db::{DatabaseConfig, DbError, Session};
 use crate::event::AccessChange;
-use crate::outbox::{ACCESS_CHANNEL, HEAD_CHANNEL};
+use crate::outbox::{ACCESS_CHANNEL, HEAD_CHANNEL, PUBLISHED_CHANNEL};
 
 /// Access changes held at most before they fold into one "re-check
 /// everyone".
@@ -32,6 +37,43 @@ pub(super) struct Heads {
     access: Arc<Mutex<Vec<AccessChange>>>,
     /// Woken on every announcement.
     wake: Arc<Notify>,
+    /// Publish requests this node handed to the leader, by token.
+    replies: Replies,
+}
+
+/// Publish requests handed to the leader, waiting for their seqs.
+#[derive(Clone, Default)]
+pub(super) struct Replies(Arc<Mutex<HashMap<String, oneshot::Sender<i64>>>>);
+
+impl Replies {
+    /// Waits for the seq of the event handed over under `token`.
+    pub(super) fn expect(&self, token: String) -> oneshot::Receiver<i64> {
+        let (sender, receiver) = oneshot::channel();
+        lock(&self.0).insert(token, sender);
+        receiver
+    }
+
+    /// Stops waiting for `token` (its request timed out or failed).
+    pub(super) fn forget(&self, token: &str) {
+        lock(&self.0).remove(token);
+    }
+
+    /// Answers the waiting requests a leader announced.
+    fn answer(&self, payload: &str) {
+        let Ok(answers) = serde_json::from_str::<Vec<(String, i64)>>(payload) else {
+            return;
+        };
+        let mut waiting = lock(&self.0);
+        for (token, seq) in answers {
+            if let Some(sender) = waiting.remove(&token) {
+                let _ = sender.send(seq);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Heads {
@@ -43,7 +85,13 @@ impl Heads {
             latest: Arc::new(AtomicI64::new(0)),
             access: Arc::new(Mutex::new(Vec::new())),
             wake: Arc::new(Notify::new()),
+            replies: Replies::default(),
         }
+    }
+
+    /// The publish requests waiting for a leader's answer.
+    pub(super) fn replies(&self) -> &Replies {
+        &self.replies
     }
 
     /// Listens, (re)connecting when the session is gone.
@@ -52,11 +100,16 @@ impl Heads {
             return Ok(());
         }
         let (latest, access, wake) = (self.latest.clone(), self.access.clone(), self.wake.clone());
+        let replies = self.replies.clone();
         let session = Session::listen(
             &self.database,
             "rowcast heads",
-            &[HEAD_CHANNEL, ACCESS_CHANNEL],
+            &[HEAD_CHANNEL, ACCESS_CHANNEL, PUBLISHED_CHANNEL],
             move |channel, payload| {
+                if channel == PUBLISHED_CHANNEL {
+                    replies.answer(payload);
+                    return;
+                }
                 if channel == HEAD_CHANNEL {
                     if let Ok(head) = payload.parse::<i64>() {
                         latest.fetch_max(head, Ordering::AcqRel);
@@ -84,7 +137,7 @@ impl Heads {
 
     /// The access changes announced since the last call.
     pub(super) fn take_access(&self) -> Vec<AccessChange> {
-        std::mem::take(&mut *self.access.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.access))
     }
 }
 
@@ -98,7 +151,7 @@ fn hold(access: &Mutex<Vec<AccessChange>>, payload: &str) {
         everyone: true,
         ..AccessChange::default()
     };
-    let mut held = access.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = lock(access);
     if changes.is_empty() || held.len() + changes.len() > MAX_ACCESS {
         *held = vec![everyone];
     } else if !held.first().is_some_and(|c| c.everyone) {

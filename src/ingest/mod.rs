@@ -55,6 +55,10 @@ pub struct Ingest {
     /// Whether events the stream alone decides are delivered before their
     /// outbox transaction commits (`ROWCAST_DELIVER=wal`).
     deliver_ahead: bool,
+    /// This process's prefix of hand-off tokens.
+    node: String,
+    /// Explicit events handed to the leader so far.
+    handed: u64,
 }
 
 /// How long a follower waits for the stream to bring an announced head
@@ -109,6 +113,8 @@ impl Ingest {
             stream: None,
             stalled_until: None,
             deliver_ahead: false,
+            node: node_token(),
+            handed: 0,
         }
     }
 
@@ -269,7 +275,7 @@ impl Ingest {
                 }
                 request = self.requests.recv() => {
                     if let Some(first) = request {
-                        self.publish(first).await?;
+                        self.hand_to_leader(first, heads.replies());
                     }
                 }
                 _ = self.shutdown.wait() => return Ok(Some(false)),
@@ -471,4 +477,12 @@ async fn received(stream: &mut Option<EventStream>) -> Arc<StoredEvent> {
         },
         None => std::future::pending().await,
     }
+}
+
+/// A token no other relay process uses: its pid and a random number.
+fn node_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("{}-{:x}", std::process::id(), hasher.finish())
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_postgres::types::PgLsn;
 
 use crate::db::DbError;
-use crate::event::{AccessChange, CaptureGap, Change, Event, StoredEvent};
+use crate::event::{AccessChange, CaptureGap, Captured, Change, Event, Published, StoredEvent};
 use crate::route::Router;
 
 pub use read::{room_events, RoomPage, Span};
@@ -38,6 +38,11 @@ pub const HEAD_CHANNEL: &str = "realtime_outbox";
 /// notifies, with those changes as JSON (`"*"` when they do not fit in a
 /// notification): other nodes re-check their own members.
 pub const ACCESS_CHANNEL: &str = "realtime_access";
+
+/// The channel an outbox transaction that stored events another node
+/// handed to the leader notifies, with `[[token, seq], ...]`: that node
+/// answers its publish requests.
+pub const PUBLISHED_CHANNEL: &str = "realtime_published";
 
 /// Largest notification payload Postgres takes, with a margin.
 const MAX_PAYLOAD: usize = 7900;
@@ -164,6 +169,7 @@ impl Outbox {
             flush_pending: false,
             slot_confirmed: None,
             gaps: Vec::new(),
+            replies: Vec::new(),
         };
         if outbox_tx.head < self.stored {
             outbox_tx.rewound(self.delivered);
@@ -338,6 +344,9 @@ pub struct OutboxTx<'a> {
     /// Gaps whose markers this transaction stores, in the order of their
     /// markers among `events`.
     gaps: Vec<CaptureGap>,
+    /// Events another node waits for: its token, and the event's place
+    /// among the events this transaction stores.
+    replies: Vec<(String, usize)>,
 }
 
 impl<'a> OutboxTx<'a> {
@@ -363,7 +372,16 @@ impl<'a> OutboxTx<'a> {
     /// Routes a captured change: queues its events and notes what it means
     /// for access.
     pub fn route(&mut self, router: &Router, change: &Change) {
+        let queued = self.sealed.len() + self.events.len();
         self.append(router.route(change));
+        if let Captured::Published(Published {
+            reply: Some(token), ..
+        }) = &change.captured
+        {
+            if self.sealed.len() + self.events.len() > queued {
+                self.replies.push((token.clone(), queued));
+            }
+        }
         if let Some(access) = router.access(change) {
             self.access.push(access);
         }
@@ -434,6 +452,7 @@ impl<'a> OutboxTx<'a> {
         if let Some(last) = stored.last() {
             self.notify(HEAD_CHANNEL, &last.seq.to_string()).await?;
         }
+        self.notify_replies(&stored).await?;
         if !self.access.is_empty() {
             let payload = serde_json::to_string(&self.access).unwrap_or_default();
             let payload = if payload.is_empty() || payload.len() > MAX_PAYLOAD {
@@ -452,6 +471,28 @@ impl<'a> OutboxTx<'a> {
             next_flush,
             access: std::mem::take(&mut self.access),
         })
+    }
+
+    /// Tells the nodes that handed events to this one their seqs, in
+    /// notifications that fit.
+    async fn notify_replies(&self, stored: &[Arc<StoredEvent>]) -> Result<(), DbError> {
+        let answers: Vec<(&str, i64)> = self
+            .replies
+            .iter()
+            .filter_map(|(token, at)| Some((token.as_str(), stored.get(*at)?.seq)))
+            .collect();
+        let mut start = 0;
+        while start < answers.len() {
+            let mut end = answers.len();
+            let mut payload = serde_json::to_string(&answers[start..end]).unwrap_or_default();
+            while payload.len() > MAX_PAYLOAD && end > start + 1 {
+                end = start + (end - start) / 2;
+                payload = serde_json::to_string(&answers[start..end]).unwrap_or_default();
+            }
+            self.notify(PUBLISHED_CHANNEL, &payload).await?;
+            start = end;
+        }
+        Ok(())
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), DbError> {

@@ -322,6 +322,7 @@ fn published_events_pass_through_with_valid_rooms_only() {
             rooms: vec!["broadcast".into(), "bad room".into(), "broadcast".into()],
             event: "announcement".into(),
             data: json!({"title": "hi"}),
+            reply: None,
         }),
         at: OffsetDateTime::UNIX_EPOCH,
     });
