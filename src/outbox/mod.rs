@@ -183,16 +183,7 @@ impl Outbox {
     /// if the commit fails the stream derives the same events under the
     /// same seqs again (and those already delivered are not sent twice).
     pub fn deliver_ahead(&mut self, tx: &mut OutboxTx<'_>) {
-        let sealed = tx.seal();
-        let fresh: Vec<Arc<StoredEvent>> = sealed
-            .iter()
-            .filter(|e| e.seq > self.delivered)
-            .cloned()
-            .collect();
-        if let Some(last) = fresh.last() {
-            self.delivered = last.seq;
-            self.hand_on(&fresh);
-        }
+        self.hand_on_fresh(tx.seal().to_vec());
     }
 
     /// Hands committed events to the subscriber, first filling any gap
@@ -231,6 +222,12 @@ impl Outbox {
                 return Ok(0);
             }
         }
+        Ok(self.hand_on_fresh(events))
+    }
+
+    /// Hands on the events above the last delivered seq (in seq order,
+    /// none twice); how many.
+    fn hand_on_fresh(&mut self, events: Vec<Arc<StoredEvent>>) -> usize {
         let fresh: Vec<Arc<StoredEvent>> = events
             .into_iter()
             .filter(|e| e.seq > self.delivered)
@@ -240,7 +237,7 @@ impl Outbox {
             self.delivered = last.seq;
             self.hand_on(&fresh);
         }
-        Ok(fresh.len())
+        fresh.len()
     }
 
     /// The outbox holds every event up to `head` (a commit, a read, or
@@ -401,7 +398,7 @@ impl<'a> OutboxTx<'a> {
 
     /// Gives the events queued so far their seqs, for delivery before the
     /// commit; they are stored first.
-    fn seal(&mut self) -> Vec<Arc<StoredEvent>> {
+    fn seal(&mut self) -> &[Arc<StoredEvent>] {
         let start = self.sealed.len();
         let sealed = std::mem::take(&mut self.events)
             .into_iter()
@@ -411,7 +408,7 @@ impl<'a> OutboxTx<'a> {
         if let Some(last) = self.sealed.last() {
             self.head = last.seq;
         }
-        self.sealed[start..].to_vec()
+        &self.sealed[start..]
     }
 
     /// Stores a gap marker for `gap`, after the events queued so far.
@@ -515,13 +512,8 @@ impl<'a> OutboxTx<'a> {
             );
             self.head = self.delivered;
         }
-        let mut stored = std::mem::take(&mut self.sealed);
-        stored.extend(
-            std::mem::take(&mut self.events)
-                .into_iter()
-                .zip(self.head + 1..)
-                .map(|(event, seq)| Arc::new(StoredEvent { seq, event })),
-        );
+        self.seal();
+        let stored = std::mem::take(&mut self.sealed);
         if stored.is_empty() && position.is_none() && self.slot_confirmed.is_none() {
             return Ok(stored);
         }
