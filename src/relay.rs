@@ -15,7 +15,7 @@ use crate::capture::{self, CaptureError, CaptureStatus, SourceKind};
 use crate::config::{Config, Retention, RoutesSource};
 use crate::db::{self, DbError};
 use crate::fanout::Hub;
-use crate::gateway::{Gateway, GatewayError};
+use crate::gateway::{Gateway, GatewayError, ReadinessCheck};
 use crate::ingest::{Capture, Ingest, Leadership, PublishRequest, Start};
 use crate::outbox::{self, Outbox};
 use crate::route::{RouteError, Router};
@@ -145,12 +145,14 @@ impl Relay {
         hub.advance_head(outbox.delivered());
         let (publisher, requests) = mpsc::channel(PUBLISH_QUEUE);
         let capture_status = Arc::new(CaptureStatus::default());
+        let readiness_pool =
+            db::pool_of(&config.database, 1, "rowcast readiness").map_err(database_error)?;
         let gateway = Gateway::start(
             &config.gateway,
             hub.clone(),
             pool.clone(),
             publisher.clone(),
-            capture_status.clone(),
+            ReadinessCheck::new(readiness_pool, capture_status.clone()),
             shutdown.clone(),
             routes,
         )

@@ -12,7 +12,6 @@ use axum::extract::{ConnectInfo, FromRef, Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -23,9 +22,9 @@ use super::auth::{token_from, Claims, Verifier};
 use super::connection::Authorize;
 use super::error::{ApiError, ErrorBody};
 use super::limits::HistoryLimits;
+use super::readiness::ReadinessCheck;
 use super::reads::RoomReads;
 use super::GatewayState;
-use crate::capture::CaptureStatus;
 use crate::event::{is_event_name, Published};
 use crate::ingest::{PublishError, PublishRequest};
 use crate::outbox::{RoomPage, Span};
@@ -74,16 +73,14 @@ impl FromRef<Arc<GatewayState>> for PublishApi {
 /// What `/readyz` looks at.
 #[derive(Clone)]
 pub(super) struct ReadinessProbe {
-    pool: Pool,
-    capture: Arc<CaptureStatus>,
+    check: Arc<ReadinessCheck>,
     shutdown: Shutdown,
 }
 
 impl FromRef<Arc<GatewayState>> for ReadinessProbe {
     fn from_ref(state: &Arc<GatewayState>) -> Self {
         Self {
-            pool: state.pool.clone(),
-            capture: state.capture_status.clone(),
+            check: state.readiness.clone(),
             shutdown: state.live.shutdown.clone(),
         }
     }
@@ -403,25 +400,8 @@ pub(super) enum ReadyStatus {
     ),
 )]
 pub(super) async fn readyz(State(probe): State<ReadinessProbe>) -> Response {
-    // Never wait behind requests for a session: a pool whose sessions are
-    // all busy answering them is proof enough that the database answers.
-    let pool = probe.pool.status();
-    let all_busy = pool.available == 0 && pool.size >= pool.max_size;
-    // The database counts only as a primary: a standby takes no writes.
-    let database = all_busy
-        || tokio::time::timeout(Duration::from_secs(2), async {
-            let client = probe.pool.get().await.ok()?;
-            let row = client
-                .query_one("SELECT NOT pg_is_in_recovery()", &[])
-                .await
-                .ok()?;
-            row.get::<_, bool>(0).then_some(())
-        })
-        .await
-        .ok()
-        .flatten()
-        .is_some();
-    let capture = probe.capture.is_running();
+    let database = probe.check.database().await;
+    let capture = probe.check.capture();
     let ready = database && capture && !probe.shutdown.is_triggered();
     let status = if ready {
         StatusCode::OK

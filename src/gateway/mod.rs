@@ -10,6 +10,7 @@ mod lifecycle;
 pub mod limits;
 mod openapi;
 mod presence;
+mod readiness;
 mod reads;
 mod server;
 mod socketio;
@@ -28,7 +29,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::capture::CaptureStatus;
 use crate::config::{CorsOrigins, GatewayConfig};
 use crate::fanout::Hub;
 use crate::ingest::PublishRequest;
@@ -37,6 +37,7 @@ use auth::Verifier;
 use connection::{close, ReaderConfig};
 use limits::{ConnectLimits, ConnectionCaps, HistoryLimits};
 use presence::Presence;
+pub use readiness::ReadinessCheck;
 use reads::RoomReads;
 
 /// The gateway could not start.
@@ -60,14 +61,12 @@ pub enum GatewayError {
 pub(crate) struct GatewayState {
     /// What the WebSocket, SSE and Socket.IO connections use.
     live: Live,
-    /// The runtime pool.
-    pool: Pool,
     /// HTTP history reads per IP and per user.
     history_limits: Arc<HistoryLimits>,
     /// Explicit events for the single writer.
     publisher: mpsc::Sender<PublishRequest>,
-    /// Whether capture runs.
-    capture_status: Arc<CaptureStatus>,
+    /// What `/readyz` checks.
+    readiness: Arc<ReadinessCheck>,
     /// Metrics exporter.
     metrics: PrometheusHandle,
 }
@@ -133,7 +132,7 @@ impl Gateway {
         hub: Arc<Hub>,
         pool: Pool,
         publisher: mpsc::Sender<PublishRequest>,
-        capture_status: Arc<CaptureStatus>,
+        readiness: ReadinessCheck,
         shutdown: Shutdown,
         extra: Router,
     ) -> Result<Self, GatewayError> {
@@ -171,10 +170,9 @@ impl Gateway {
         }));
         let shared = Arc::new(GatewayState {
             live: live.clone(),
-            pool,
             history_limits: Arc::new(HistoryLimits::new(&config.limits)),
             publisher,
-            capture_status,
+            readiness: Arc::new(readiness),
             metrics: metrics_handle(),
         });
         tokio::spawn(forget_idle_addresses(shared.clone()));
