@@ -127,7 +127,7 @@ pub trait Source: Send {
     fn write(
         &mut self,
         batch: &mut Self::Batch,
-        tx: &mut OutboxTx<'_>,
+        tx: &mut OutboxTx,
     ) -> impl Future<Output = Result<Written, CaptureError>> + Send;
 
     /// The batch's transaction committed (or, with nothing consumed, was

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::ClientWrapper;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -27,7 +27,7 @@ const TAKE: &str = "SELECT id, tbl, op, old, new, captured_at
 /// changes. Rows that cannot be read are logged and dropped rather than
 /// blocking the table forever.
 pub async fn take(
-    tx: &Transaction<'_>,
+    tx: &ClientWrapper,
     router: &Router,
     limit: usize,
     bound: i64,
@@ -115,7 +115,7 @@ fn published(new: Value) -> Option<Published> {
 /// consumed by nobody else and must appear; rows below it may have been
 /// drained and are given up on after a short wait.
 pub async fn consume(
-    tx: &Transaction<'_>,
+    tx: &ClientWrapper,
     ids: &[i64],
     drained_below: i64,
 ) -> Result<HashSet<i64>, DbError> {

@@ -251,11 +251,7 @@ impl Source for TriggerSource {
         Ok(())
     }
 
-    async fn write(
-        &mut self,
-        take: &mut Take,
-        tx: &mut OutboxTx<'_>,
-    ) -> Result<Written, CaptureError> {
+    async fn write(&mut self, take: &mut Take, tx: &mut OutboxTx) -> Result<Written, CaptureError> {
         let (taken, changes) =
             table::take(tx.transaction(), &self.router, self.batch_size, i64::MAX).await?;
         for change in &changes {

@@ -165,6 +165,7 @@ impl Ingest {
                 _ = leadership.lost() => None,
             };
             metrics::gauge!("rowcast_leader").set(0.0);
+            self.outbox.release().await;
             self.outbox.forward_to(None);
             self.status.set_running(false);
             match led {
@@ -336,6 +337,7 @@ impl Ingest {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
             let result = self.session(&mut source, &mut backoff, heads).await;
+            self.outbox.release().await;
             source.close();
             self.status.set_running(false);
             match result {
@@ -379,8 +381,10 @@ impl Ingest {
             }
             let flush_at = self.outbox.next_flush();
             let settled = self.outbox.settled();
+            let ahead_idle = self.outbox.ahead_idle_at();
             tokio::select! {
                 waited = source.wait() => waited?,
+                _ = sleep_until(ahead_idle) => self.outbox.release().await,
                 // Until the stream has brought again what was delivered
                 // ahead of a failed commit, only it may take seqs.
                 request = self.requests.recv(), if settled => {
@@ -416,6 +420,7 @@ impl Ingest {
                 break;
             }
         }
+        self.outbox.release().await;
         if self.outbox.settled() {
             source.stopped().await?;
         }
@@ -433,36 +438,33 @@ impl Ingest {
             .outbox
             .next_flush()
             .is_some_and(|due| due <= tokio::time::Instant::now());
-        let committed = {
-            let mut client = self.outbox.pool().get().await?;
-            let mut tx = self.outbox.begin(&mut client).await?;
-            let written = source.write(&mut batch, &mut tx).await?;
-            if written.ahead && self.deliver_ahead {
-                self.outbox.deliver_ahead(&mut tx);
-            }
-            if flush {
-                tx.flush_due();
-            }
-            if !written.consumed && !flush {
-                None
-            } else {
-                Some(tx.commit(written.position).await?)
-            }
-        };
-        if let Some(committed) = committed {
+        let mut tx = self.outbox.begin().await?;
+        let written = source.write(&mut batch, &mut tx).await?;
+        let ahead = written.ahead && self.deliver_ahead;
+        if ahead {
+            self.outbox.deliver_ahead(&mut tx);
+        }
+        if flush {
+            tx.flush_due();
+        }
+        if !written.consumed && !flush {
+            tx.rollback().await;
+        } else {
+            let committed = tx.commit(written.position).await?;
             self.outbox.deliver(committed).await?;
+            if ahead {
+                // The next batch of the stream then finds the lock taken.
+                self.outbox.prelock().await?;
+            }
         }
         source.committed(batch).await
     }
 
     /// Stores coalesced bursts whose window closed.
     async fn store_due(&mut self) -> Result<(), CaptureError> {
-        let committed = {
-            let mut client = self.outbox.pool().get().await?;
-            let mut tx = self.outbox.begin(&mut client).await?;
-            tx.flush_due();
-            tx.commit(None).await?
-        };
+        let mut tx = self.outbox.begin().await?;
+        tx.flush_due();
+        let committed = tx.commit(None).await?;
         self.outbox.deliver(committed).await?;
         Ok(())
     }

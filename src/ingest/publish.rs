@@ -171,17 +171,14 @@ impl Ingest {
         batch: &[PublishRequest],
     ) -> Result<Vec<i64>, CaptureError> {
         let at = OffsetDateTime::now_utc();
-        let committed = {
-            let mut client = self.outbox.pool().get().await?;
-            let mut tx = self.outbox.begin(&mut client).await?;
-            for request in batch {
-                tx.append(self.router.route(&Change {
-                    captured: Captured::Published(request.event.clone()),
-                    at,
-                }));
-            }
-            tx.commit(None).await?
-        };
+        let mut tx = self.outbox.begin().await?;
+        for request in batch {
+            tx.append(self.router.route(&Change {
+                captured: Captured::Published(request.event.clone()),
+                at,
+            }));
+        }
+        let committed = tx.commit(None).await?;
         let seqs = committed.events.iter().map(|e| e.seq).collect();
         self.outbox.deliver(committed).await?;
         Ok(seqs)

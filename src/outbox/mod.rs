@@ -16,8 +16,9 @@ mod retention;
 mod stream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{ClientWrapper, Pool};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_postgres::types::PgLsn;
@@ -100,6 +101,9 @@ pub struct Outbox {
     stored: i64,
     /// When the earliest held coalesced burst is due.
     next_flush: Option<Instant>,
+    /// A transaction opened ahead of the next batch, already holding the
+    /// state row lock, and when it was opened (see [`prelock`](Self::prelock)).
+    ahead: Option<(OutboxTx, Instant)>,
 }
 
 impl Outbox {
@@ -122,6 +126,7 @@ impl Outbox {
             delivered: head,
             stored: head,
             next_flush: due_in.map(pending::deadline_in),
+            ahead: None,
         })
     }
 
@@ -148,33 +153,54 @@ impl Outbox {
         self.next_flush.filter(|_| self.settled())
     }
 
-    /// Starts an outbox transaction on a client of the pool.
-    pub async fn begin<'a>(
-        &self,
-        client: &'a mut deadpool_postgres::Client,
-    ) -> Result<OutboxTx<'a>, DbError> {
-        let tx = client.transaction().await?;
-        let lock = tx
-            .prepare_cached("SELECT head FROM realtime.state FOR UPDATE")
-            .await?;
-        let row = tx.query_one(&lock, &[]).await?;
-        let mut outbox_tx = OutboxTx {
-            tx,
-            head: row.get(0),
-            delivered: self.delivered,
-            sealed: Vec::new(),
-            events: Vec::new(),
-            held: Vec::new(),
-            access: Vec::new(),
-            flush_pending: false,
-            slot_confirmed: None,
-            gaps: Vec::new(),
-            replies: Vec::new(),
+    /// Starts an outbox transaction: the one opened ahead, if any, or a new
+    /// one on a session of the pool.
+    pub async fn begin(&mut self) -> Result<OutboxTx, DbError> {
+        let mut tx = match self.ahead.take() {
+            // A session Postgres closed (terminated, timed out) has lost
+            // its lock: the batch then waits for a fresh one.
+            Some((tx, _)) if !tx.transaction().is_closed() => tx,
+            _ => OutboxTx::open(self.pool.get().await?).await?,
         };
-        if outbox_tx.head < self.stored {
-            outbox_tx.rewound(self.delivered);
+        // The head cannot have moved while the lock was held; what this
+        // node delivered meanwhile (events read back, a follower's catch-up)
+        // may have.
+        tx.delivered = self.delivered;
+        if tx.head < self.stored {
+            tx.rewound(self.delivered);
         }
-        Ok(outbox_tx)
+        Ok(tx)
+    }
+
+    /// Opens the next outbox transaction now, so that the next batch finds
+    /// the state row locked and its head known, and can be delivered with
+    /// no round trip to the database before the fan-out (logical capture,
+    /// delivering at WAL durability). While it is open, nothing else can
+    /// take a seq: every other outbox transaction of this node takes it
+    /// over through [`begin`](Self::begin), and the caller
+    /// [releases](Self::release) it before any other work on
+    /// `realtime.state` and once it has been idle for [`AHEAD_IDLE`].
+    pub async fn prelock(&mut self) -> Result<(), DbError> {
+        if self.ahead.is_none() {
+            let tx = OutboxTx::open(self.pool.get().await?).await?;
+            self.ahead = Some((tx, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// When the transaction opened ahead must be released for idleness, if
+    /// one is open.
+    pub fn ahead_idle_at(&self) -> Option<Instant> {
+        self.ahead.as_ref().map(|(_, opened)| *opened + AHEAD_IDLE)
+    }
+
+    /// Rolls back the transaction opened ahead, if any: the state row is
+    /// free again (for retention, another session of this node, or the next
+    /// leader).
+    pub async fn release(&mut self) {
+        if let Some((tx, _)) = self.ahead.take() {
+            tx.rollback().await;
+        }
     }
 
     /// Delivers the events of an open transaction before it commits: what
@@ -182,7 +208,7 @@ impl Outbox {
     /// seqs follow the head the transaction locked, in stream order, so
     /// if the commit fails the stream derives the same events under the
     /// same seqs again (and those already delivered are not sent twice).
-    pub fn deliver_ahead(&mut self, tx: &mut OutboxTx<'_>) {
+    pub fn deliver_ahead(&mut self, tx: &mut OutboxTx) {
         self.hand_on_fresh(tx.seal().to_vec());
     }
 
@@ -283,19 +309,29 @@ impl Outbox {
     /// head below what this node delivered means a failover took the
     /// newest events away: a gap marker is stored above them at once.
     pub async fn resync(&mut self) -> Result<(), DbError> {
-        let mut client = self.pool.get().await?;
+        let client = self.pool.get().await?;
         let head: i64 = client
             .query_one("SELECT head FROM realtime.state", &[])
             .await?
             .get(0);
         if head < self.stored {
-            let committed = self.begin(&mut client).await?.commit(None).await?;
             drop(client);
+            let committed = self.begin().await?.commit(None).await?;
             return self.deliver(committed).await;
         }
         drop(client);
         self.known_stored(head);
         self.catch_up(head).await
+    }
+}
+
+impl Drop for OutboxTx {
+    fn drop(&mut self) {
+        // Unfinished: the session must not go back to the pool inside the
+        // transaction. Closing it makes Postgres roll back.
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 }
 
@@ -316,10 +352,20 @@ pub struct Committed {
     access: Vec<AccessChange>,
 }
 
-/// One outbox transaction.
-pub struct OutboxTx<'a> {
-    /// The open transaction, holding the state row lock.
-    tx: Transaction<'a>,
+/// Longest a transaction opened ahead of the next batch stays open with
+/// no batch: it holds the state row lock (retention waits for it) and a
+/// transaction id (vacuum's horizon).
+pub const AHEAD_IDLE: Duration = Duration::from_millis(500);
+
+/// One outbox transaction. It owns its session, so that it can be opened
+/// ahead of the batch it will store. Dropped without
+/// [`commit`](Self::commit) or [`rollback`](Self::rollback) (an error on
+/// the way), it closes the session instead of returning it to the pool,
+/// and Postgres rolls the transaction back.
+pub struct OutboxTx {
+    /// The session, in an open transaction holding the state row lock
+    /// (`None` once finished).
+    client: Option<deadpool_postgres::Client>,
     /// Head at the start of the transaction; after [`seal`](Self::seal),
     /// the seq of the last sealed event.
     head: i64,
@@ -346,10 +392,48 @@ pub struct OutboxTx<'a> {
     replies: Vec<(String, usize)>,
 }
 
-impl<'a> OutboxTx<'a> {
-    /// The open transaction, for capture to consume its input in it.
-    pub fn transaction(&self) -> &Transaction<'a> {
-        &self.tx
+impl OutboxTx {
+    /// Begins a transaction on `client` and locks the state row.
+    async fn open(client: deadpool_postgres::Client) -> Result<Self, DbError> {
+        let mut tx = Self {
+            client: Some(client),
+            head: 0,
+            delivered: 0,
+            sealed: Vec::new(),
+            events: Vec::new(),
+            held: Vec::new(),
+            access: Vec::new(),
+            flush_pending: false,
+            slot_confirmed: None,
+            gaps: Vec::new(),
+            replies: Vec::new(),
+        };
+        let session = tx.transaction();
+        session.batch_execute("BEGIN").await?;
+        let lock = session
+            .prepare_cached("SELECT head FROM realtime.state FOR UPDATE")
+            .await?;
+        tx.head = session.query_one(&lock, &[]).await?.get(0);
+        Ok(tx)
+    }
+
+    /// The session in its open transaction, for capture to consume its
+    /// input in it.
+    pub fn transaction(&self) -> &ClientWrapper {
+        self.client
+            .as_ref()
+            .expect("an outbox transaction is used only while open")
+    }
+
+    /// Rolls back; a session that cannot at once is closed.
+    pub async fn rollback(mut self) {
+        const WITHIN: Duration = Duration::from_secs(1);
+        if let Some(client) = self.client.take() {
+            let rolled_back = tokio::time::timeout(WITHIN, client.batch_execute("ROLLBACK")).await;
+            if !matches!(rolled_back, Ok(Ok(()))) {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
     }
 
     /// Queues events; coalescing ones are held instead of stored.
@@ -438,10 +522,10 @@ impl<'a> OutboxTx<'a> {
 
     /// Writes everything, records `position` (logical mode), and commits.
     pub async fn commit(mut self, position: Option<SourcePosition>) -> Result<Committed, DbError> {
-        let held_until = pending::hold(&self.tx, &self.held).await?;
+        let held_until = pending::hold(self.transaction(), &self.held).await?;
         let mut next_flush = None;
         if self.flush_pending {
-            let (due, next) = pending::take_due(&self.tx).await?;
+            let (due, next) = pending::take_due(self.transaction()).await?;
             self.events.extend(due);
             next_flush = next;
         }
@@ -459,7 +543,8 @@ impl<'a> OutboxTx<'a> {
             };
             self.notify(ACCESS_CHANNEL, &payload).await?;
         }
-        self.tx.commit().await?;
+        self.transaction().batch_execute("COMMIT").await?;
+        self.client = None;
         Ok(Committed {
             head: self.head,
             events: stored,
@@ -493,8 +578,13 @@ impl<'a> OutboxTx<'a> {
     }
 
     async fn notify(&self, channel: &str, payload: &str) -> Result<(), DbError> {
-        let notify = self.tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        self.tx.execute(&notify, &[&channel, &payload]).await?;
+        let notify = self
+            .transaction()
+            .prepare_cached("SELECT pg_notify($1, $2)")
+            .await?;
+        self.transaction()
+            .execute(&notify, &[&channel, &payload])
+            .await?;
         Ok(())
     }
 
@@ -520,13 +610,13 @@ impl<'a> OutboxTx<'a> {
         let head = stored.last().map_or(self.head, |e| e.seq);
         self.head = head;
         let columns = Columns::of(&stored);
-        let statement = self.tx.prepare_cached(INSERT_EVENTS).await?;
+        let statement = self.transaction().prepare_cached(INSERT_EVENTS).await?;
         let (lsn, changes, done) = match position {
             Some(p) => (Some(PgLsn::from(p.lsn)), p.changes, p.done),
             None => (None, 0, true),
         };
         let confirmed = self.slot_confirmed.map(PgLsn::from);
-        self.tx
+        self.transaction()
             .execute(
                 &statement,
                 &[
@@ -555,7 +645,7 @@ impl<'a> OutboxTx<'a> {
     async fn store_gaps(&mut self, stored: &[Arc<StoredEvent>]) -> Result<(), DbError> {
         let markers = stored.iter().filter(|e| e.is_gap_marker());
         for (marker, gap) in markers.zip(std::mem::take(&mut self.gaps)) {
-            self.tx
+            self.transaction()
                 .execute(
                     "WITH gap AS (
                         INSERT INTO realtime.capture_gaps (seq, slot, last_lsn, reason)

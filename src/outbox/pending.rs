@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::ClientWrapper;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -20,7 +20,7 @@ pub(super) fn deadline_in(seconds: f64) -> Instant {
 
 /// Holds a batch's coalescing events; returns when the earliest new burst
 /// is due.
-pub(super) async fn hold(tx: &Transaction<'_>, held: &[Event]) -> Result<Option<Instant>, DbError> {
+pub(super) async fn hold(tx: &ClientWrapper, held: &[Event]) -> Result<Option<Instant>, DbError> {
     if held.is_empty() {
         return Ok(None);
     }
@@ -84,9 +84,7 @@ fn merge(held: &[Event]) -> Vec<(String, (&Event, i32))> {
 
 /// Takes the bursts whose window closed, as events to store, and the next
 /// deadline.
-pub(super) async fn take_due(
-    tx: &Transaction<'_>,
-) -> Result<(Vec<Event>, Option<Instant>), DbError> {
+pub(super) async fn take_due(tx: &ClientWrapper) -> Result<(Vec<Event>, Option<Instant>), DbError> {
     let statement = tx
         .prepare_cached(
             "DELETE FROM realtime.pending WHERE flush_at <= clock_timestamp()

@@ -11,6 +11,12 @@
 //! saw. Every session of either must be exactly the outbox's events of its
 //! rooms after its `since`: same seqs, same names, same data, none missing
 //! in between, none twice.
+//!
+//! Logical capture also opens each outbox transaction ahead of the batch
+//! it will store, so that the batch is fanned out with the state row
+//! already locked. The same clients check that Postgres terminating that
+//! waiting session, again and again while the writers commit, loses and
+//! repeats nothing either.
 
 use crate::common;
 
@@ -42,6 +48,37 @@ async fn sigkill_with_clients_joined_trigger() {
     sigkill_with_clients("trigger").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminating_the_transaction_opened_ahead_with_clients_joined() {
+    with_clients_joined("logical", Disruption::TerminateAhead).await;
+}
+
+/// What happens to the relay at each random point.
+#[derive(Clone, Copy, PartialEq)]
+enum Disruption {
+    /// SIGKILL, then a restart.
+    Kill,
+    /// Postgres terminates the outbox transaction the relay opened ahead
+    /// of its next batch (the relay keeps running).
+    TerminateAhead,
+}
+
+/// Ends the relay's outbox transaction that waits for the next batch, if
+/// one is open; whether one was.
+async fn terminate_ahead(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'rowcast ingest'
+               AND state = 'idle in transaction'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+}
+
 /// What one connection of a client received in one room: the `since` it
 /// joined with and the events that followed, in arrival order.
 #[derive(Debug, Default)]
@@ -61,6 +98,10 @@ enum Resume {
 }
 
 async fn sigkill_with_clients(mode: &str) {
+    with_clients_joined(mode, Disruption::Kill).await;
+}
+
+async fn with_clients_joined(mode: &str, disruption: Disruption) {
     let db = TestDb::demo().await;
     let client = db.client().await;
     burst::setup(&client).await;
@@ -77,6 +118,7 @@ async fn sigkill_with_clients(mode: &str) {
     ));
     let writers = burst::start(&db.url, 8, 1500);
     let mut while_writing = 0;
+    let mut terminated = 0;
     for _ in 0..KILLS {
         // A random point: some tens of events after the last restart,
         // while the writers still write.
@@ -93,13 +135,24 @@ async fn sigkill_with_clients(mode: &str) {
         if !writers.iter().all(|w| w.is_finished()) {
             while_writing += 1;
         }
-        relay.kill();
-        relay = spawn_relay_on(&db, mode, port, &[]).await.0;
+        match disruption {
+            Disruption::Kill => {
+                relay.kill();
+                relay = spawn_relay_on(&db, mode, port, &[]).await.0;
+            }
+            Disruption::TerminateAhead => terminated += usize::from(terminate_ahead(&client).await),
+        }
     }
     assert!(
         while_writing >= KILLS / 2,
-        "{mode}: only {while_writing} of {KILLS} kills came while the writers wrote"
+        "{mode}: only {while_writing} of {KILLS} disruptions came while the writers wrote"
     );
+    if disruption == Disruption::TerminateAhead {
+        assert!(
+            terminated >= KILLS / 4,
+            "a transaction opened ahead was found only {terminated} times of {KILLS}"
+        );
+    }
     burst::join(writers).await;
     let until = barrier(&client).await;
     burst::verify(&client, until).await;

@@ -658,3 +658,45 @@ async fn truncate(pg: Pg, mode: &str) {
     assert!(relay.capture_status.is_running(), "capture keeps running");
     stop_relay(relay).await;
 }
+
+/// Logical capture opens the next outbox transaction ahead of the batch it
+/// will store (the state row locked, so the batch is fanned out with no
+/// round trip before it); once the stream is idle it lets go, so that
+/// retention and any other session that updates `realtime.state` is not
+/// held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transaction_opened_ahead_is_let_go_when_the_stream_is_idle() {
+    const WAITING: &str = "SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'rowcast ingest'
+          AND state = 'idle in transaction'";
+    let (_db, client, relay) = basic_relay("logical").await;
+    wait_for(
+        "an outbox transaction opened ahead",
+        Duration::from_secs(30),
+        || async {
+            barrier(&client).await;
+            (scalar(&client, WAITING).await? > 0).then_some(())
+        },
+    )
+    .await;
+    // Waits for the lock at most 10 s: far longer than the relay keeps it
+    // with nothing to store.
+    client
+        .batch_execute(
+            "BEGIN;
+             SET LOCAL lock_timeout = '10s';
+             UPDATE realtime.state SET oldest = oldest;
+             COMMIT;",
+        )
+        .await
+        .expect("the state row is let go");
+    wait_for(
+        "no outbox transaction left open",
+        Duration::from_secs(10),
+        || async { (scalar(&client, WAITING).await? == 0).then_some(()) },
+    )
+    .await;
+    // Capture goes on.
+    barrier_delivered(&client, &relay).await;
+    stop_relay(relay).await;
+}

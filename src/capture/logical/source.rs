@@ -452,7 +452,7 @@ impl Source for LogicalSource {
     async fn write(
         &mut self,
         batch: &mut LogicalBatch,
-        tx: &mut OutboxTx<'_>,
+        tx: &mut OutboxTx,
     ) -> Result<Written, CaptureError> {
         let limit = self.config.batch_size;
         let delivered_under = self.delivered_under();
@@ -873,7 +873,7 @@ fn needs_recording(record: &Record, server: &Server, gap: bool) -> bool {
 }
 
 /// Records the slot and server (and a gap's marker) in the transaction.
-async fn record(tx: &mut OutboxTx<'_>, recording: &Recording) -> Result<(), DbError> {
+async fn record(tx: &mut OutboxTx, recording: &Recording) -> Result<(), DbError> {
     if let Some(gap) = &recording.gap {
         tx.capture_gap(gap.clone());
         tx.transaction()
