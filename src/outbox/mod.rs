@@ -425,13 +425,14 @@ impl OutboxTx {
             .expect("an outbox transaction is used only while open")
     }
 
-    /// Rolls back; a session that cannot at once is closed.
+    /// Rolls back, and the session goes back to the pool; one that cannot
+    /// roll back at once is closed (by `drop`).
     pub async fn rollback(mut self) {
         const WITHIN: Duration = Duration::from_secs(1);
-        if let Some(client) = self.client.take() {
+        if let Some(client) = &self.client {
             let rolled_back = tokio::time::timeout(WITHIN, client.batch_execute("ROLLBACK")).await;
-            if !matches!(rolled_back, Ok(Ok(()))) {
-                drop(deadpool_postgres::Object::take(client));
+            if matches!(rolled_back, Ok(Ok(()))) {
+                self.client = None;
             }
         }
     }
