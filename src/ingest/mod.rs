@@ -443,6 +443,9 @@ impl Ingest {
         let ahead = written.ahead && self.deliver_ahead;
         if ahead {
             self.outbox.deliver_ahead(&mut tx);
+            // The connections' writers just woken run before the outbox
+            // write is built and sent: delivery first, storage behind.
+            tokio::task::yield_now().await;
         }
         if flush {
             tx.flush_due();

@@ -409,11 +409,18 @@ impl OutboxTx {
             replies: Vec::new(),
         };
         let session = tx.transaction();
-        session.batch_execute("BEGIN").await?;
         let lock = session
             .prepare_cached("SELECT head FROM realtime.state FOR UPDATE")
             .await?;
-        tx.head = session.query_one(&lock, &[]).await?.get(0);
+        // Pipelined, one round trip: if BEGIN failed, the lock was taken
+        // outside a transaction and is gone, and its error is returned (the
+        // session is then closed, not reused).
+        let (begun, locked) = tokio::join!(
+            session.batch_execute("BEGIN"),
+            session.query_one(&lock, &[])
+        );
+        begun?;
+        tx.head = locked?.get(0);
         Ok(tx)
     }
 
@@ -530,9 +537,13 @@ impl OutboxTx {
             self.events.extend(due);
             next_flush = next;
         }
-        let stored = self.store(position).await?;
-        if let Some(last) = stored.last() {
-            self.notify(HEAD_CHANNEL, &last.seq.to_string()).await?;
+        // With nothing to send after the events (the usual batch), the
+        // COMMIT goes out right behind them, in the same round trip.
+        let commit_behind =
+            self.gaps.is_empty() && self.replies.is_empty() && self.access.is_empty();
+        let stored = self.store(position, commit_behind).await?;
+        if self.client.is_none() {
+            return Ok(self.committed(stored, held_until, next_flush));
         }
         self.notify_replies(&stored).await?;
         if !self.access.is_empty() {
@@ -546,14 +557,23 @@ impl OutboxTx {
         }
         self.transaction().batch_execute("COMMIT").await?;
         self.client = None;
-        Ok(Committed {
+        Ok(self.committed(stored, held_until, next_flush))
+    }
+
+    fn committed(
+        &mut self,
+        events: Vec<Arc<StoredEvent>>,
+        held_until: Option<Instant>,
+        next_flush: Option<Instant>,
+    ) -> Committed {
+        Committed {
             head: self.head,
-            events: stored,
+            events,
             held_until,
             flushed: self.flush_pending,
             next_flush,
             access: std::mem::take(&mut self.access),
-        })
+        }
     }
 
     /// Tells the nodes that handed events to this one their seqs, in
@@ -589,9 +609,14 @@ impl OutboxTx {
         Ok(())
     }
 
+    /// Stores the events and the position and tells the nodes the new
+    /// head. With `commit_behind`, the COMMIT is sent in the same flight
+    /// and the transaction is finished when this returns `Ok` (the
+    /// session is back in the pool).
     async fn store(
         &mut self,
         position: Option<SourcePosition>,
+        commit_behind: bool,
     ) -> Result<Vec<Arc<StoredEvent>>, DbError> {
         if self.sealed.is_empty() && !self.events.is_empty() && self.head < self.delivered {
             // Events were delivered under these seqs and the stream cannot
@@ -611,33 +636,43 @@ impl OutboxTx {
         let head = stored.last().map_or(self.head, |e| e.seq);
         self.head = head;
         let columns = Columns::of(&stored);
-        let statement = self.transaction().prepare_cached(INSERT_EVENTS).await?;
+        let session = self.transaction();
+        let statement = session.prepare_cached(INSERT_EVENTS).await?;
         let (lsn, changes, done) = match position {
             Some(p) => (Some(PgLsn::from(p.lsn)), p.changes, p.done),
             None => (None, 0, true),
         };
         let confirmed = self.slot_confirmed.map(PgLsn::from);
-        self.transaction()
-            .execute(
-                &statement,
-                &[
-                    &columns.seq,
-                    &columns.event,
-                    &columns.rooms,
-                    &columns.data,
-                    &columns.old,
-                    &columns.count,
-                    &columns.at,
-                    &columns.room,
-                    &columns.room_seq,
-                    &head,
-                    &lsn,
-                    &changes,
-                    &done,
-                    &confirmed,
-                ],
-            )
-            .await?;
+        let announce = stored.last().map(|last| last.seq.to_string());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 16] = [
+            &columns.seq,
+            &columns.event,
+            &columns.rooms,
+            &columns.data,
+            &columns.old,
+            &columns.count,
+            &columns.at,
+            &columns.room,
+            &columns.room_seq,
+            &head,
+            &lsn,
+            &changes,
+            &done,
+            &confirmed,
+            &HEAD_CHANNEL,
+            &announce,
+        ];
+        let insert = session.execute(&statement, &params);
+        if commit_behind {
+            // Pipelined: a failed insert turns the COMMIT into a rollback,
+            // and its own error is what is returned.
+            let (inserted, committed) = tokio::join!(insert, session.batch_execute("COMMIT"));
+            inserted?;
+            committed?;
+            self.client = None;
+            return Ok(stored);
+        }
+        insert.await?;
         self.store_gaps(&stored).await?;
         Ok(stored)
     }
@@ -666,8 +701,9 @@ impl OutboxTx {
     }
 }
 
-/// Stores events and their rooms and moves the head (and the logical
-/// position, when one is given) in one statement.
+/// Stores events and their rooms, moves the head (and the logical
+/// position, when one is given) and, when events were stored, tells the
+/// nodes the new head, in one statement.
 const INSERT_EVENTS: &str = "
 WITH events AS (
     INSERT INTO realtime.outbox (seq, event, rooms, data, old, count, committed_at)
@@ -677,13 +713,16 @@ WITH events AS (
 ), rooms AS (
     INSERT INTO realtime.outbox_rooms (room, seq)
     SELECT * FROM unnest($8::text[], $9::bigint[])
+), state AS (
+    UPDATE realtime.state
+    SET head = $10,
+        source_lsn = coalesce($11::pg_lsn, source_lsn),
+        source_changes = CASE WHEN $11::pg_lsn IS NULL THEN source_changes ELSE $12 END,
+        source_done = CASE WHEN $11::pg_lsn IS NULL THEN source_done ELSE $13 END,
+        slot_confirmed = greatest(slot_confirmed, $14::pg_lsn)
+    RETURNING head
 )
-UPDATE realtime.state
-SET head = $10,
-    source_lsn = coalesce($11::pg_lsn, source_lsn),
-    source_changes = CASE WHEN $11::pg_lsn IS NULL THEN source_changes ELSE $12 END,
-    source_done = CASE WHEN $11::pg_lsn IS NULL THEN source_done ELSE $13 END,
-    slot_confirmed = greatest(slot_confirmed, $14::pg_lsn)";
+SELECT pg_notify($15, $16) FROM state WHERE $16::text IS NOT NULL";
 
 /// Column arrays for the multi-row insert.
 struct Columns<'e> {
