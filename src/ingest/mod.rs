@@ -453,11 +453,15 @@ impl Ingest {
         if !written.consumed && !flush {
             tx.rollback().await;
         } else {
-            let committed = tx.commit(written.position).await?;
+            let (committed, reopened) = if ahead {
+                tx.commit_reopening(written.position).await?
+            } else {
+                (tx.commit(written.position).await?, None)
+            };
             self.outbox.deliver(committed).await?;
             if ahead {
                 // The next batch of the stream then finds the lock taken.
-                self.outbox.prelock().await?;
+                self.outbox.prelock(reopened).await?;
             }
         }
         source.committed(batch).await

@@ -180,9 +180,14 @@ impl Outbox {
     /// over through [`begin`](Self::begin), and the caller
     /// [releases](Self::release) it before any other work on
     /// `realtime.state` and once it has been idle for [`AHEAD_IDLE`].
-    pub async fn prelock(&mut self) -> Result<(), DbError> {
+    /// `reopened` is a transaction the last commit already opened (see
+    /// [`OutboxTx::commit_reopening`]).
+    pub async fn prelock(&mut self, reopened: Option<OutboxTx>) -> Result<(), DbError> {
         if self.ahead.is_none() {
-            let tx = OutboxTx::open(self.pool.get().await?).await?;
+            let tx = match reopened {
+                Some(tx) => tx,
+                None => OutboxTx::open(self.pool.get().await?).await?,
+            };
             self.ahead = Some((tx, Instant::now()));
         }
         Ok(())
@@ -395,23 +400,9 @@ pub struct OutboxTx {
 impl OutboxTx {
     /// Begins a transaction on `client` and locks the state row.
     async fn open(client: deadpool_postgres::Client) -> Result<Self, DbError> {
-        let mut tx = Self {
-            client: Some(client),
-            head: 0,
-            delivered: 0,
-            sealed: Vec::new(),
-            events: Vec::new(),
-            held: Vec::new(),
-            access: Vec::new(),
-            flush_pending: false,
-            slot_confirmed: None,
-            gaps: Vec::new(),
-            replies: Vec::new(),
-        };
+        let mut tx = Self::on(client, 0);
         let session = tx.transaction();
-        let lock = session
-            .prepare_cached("SELECT head FROM realtime.state FOR UPDATE")
-            .await?;
+        let lock = session.prepare_cached(LOCK_STATE).await?;
         // Pipelined, one round trip: if BEGIN failed, the lock was taken
         // outside a transaction and is gone, and its error is returned (the
         // session is then closed, not reused).
@@ -422,6 +413,24 @@ impl OutboxTx {
         begun?;
         tx.head = locked?.get(0);
         Ok(tx)
+    }
+
+    /// The transaction on `client`, which holds the state row lock and
+    /// read `head`.
+    fn on(client: deadpool_postgres::Client, head: i64) -> Self {
+        Self {
+            client: Some(client),
+            head,
+            delivered: 0,
+            sealed: Vec::new(),
+            events: Vec::new(),
+            held: Vec::new(),
+            access: Vec::new(),
+            flush_pending: false,
+            slot_confirmed: None,
+            gaps: Vec::new(),
+            replies: Vec::new(),
+        }
     }
 
     /// The session in its open transaction, for capture to consume its
@@ -529,7 +538,26 @@ impl OutboxTx {
     }
 
     /// Writes everything, records `position` (logical mode), and commits.
-    pub async fn commit(mut self, position: Option<SourcePosition>) -> Result<Committed, DbError> {
+    pub async fn commit(self, position: Option<SourcePosition>) -> Result<Committed, DbError> {
+        Ok(self.finish(position, false).await?.0)
+    }
+
+    /// [`commit`](Self::commit)s, and opens the next transaction on the same
+    /// session in the same round trip where it can (the usual batch): the
+    /// state row lock then passes straight to it. `None` when it could not
+    /// be opened; the commit stands.
+    pub async fn commit_reopening(
+        self,
+        position: Option<SourcePosition>,
+    ) -> Result<(Committed, Option<OutboxTx>), DbError> {
+        self.finish(position, true).await
+    }
+
+    async fn finish(
+        mut self,
+        position: Option<SourcePosition>,
+        reopen: bool,
+    ) -> Result<(Committed, Option<OutboxTx>), DbError> {
         let held_until = pending::hold(self.transaction(), &self.held).await?;
         let mut next_flush = None;
         if self.flush_pending {
@@ -541,9 +569,11 @@ impl OutboxTx {
         // COMMIT goes out right behind them, in the same round trip.
         let commit_behind =
             self.gaps.is_empty() && self.replies.is_empty() && self.access.is_empty();
-        let stored = self.store(position, commit_behind).await?;
+        let (stored, next) = self
+            .store(position, commit_behind.then_some(reopen))
+            .await?;
         if self.client.is_none() {
-            return Ok(self.committed(stored, held_until, next_flush));
+            return Ok((self.committed(stored, held_until, next_flush), next));
         }
         self.notify_replies(&stored).await?;
         if !self.access.is_empty() {
@@ -557,7 +587,7 @@ impl OutboxTx {
         }
         self.transaction().batch_execute("COMMIT").await?;
         self.client = None;
-        Ok(self.committed(stored, held_until, next_flush))
+        Ok((self.committed(stored, held_until, next_flush), None))
     }
 
     fn committed(
@@ -611,13 +641,14 @@ impl OutboxTx {
 
     /// Stores the events and the position and tells the nodes the new
     /// head. With `commit_behind`, the COMMIT is sent in the same flight
-    /// and the transaction is finished when this returns `Ok` (the
-    /// session is back in the pool).
+    /// and the transaction is finished when this returns `Ok`; with
+    /// `Some(true)`, the next transaction is opened behind it too, and
+    /// returned when it was.
     async fn store(
         &mut self,
         position: Option<SourcePosition>,
-        commit_behind: bool,
-    ) -> Result<Vec<Arc<StoredEvent>>, DbError> {
+        commit_behind: Option<bool>,
+    ) -> Result<(Vec<Arc<StoredEvent>>, Option<OutboxTx>), DbError> {
         if self.sealed.is_empty() && !self.events.is_empty() && self.head < self.delivered {
             // Events were delivered under these seqs and the stream cannot
             // bring them again (a capture gap took them): seqs resume above.
@@ -631,7 +662,7 @@ impl OutboxTx {
         self.seal();
         let stored = std::mem::take(&mut self.sealed);
         if stored.is_empty() && position.is_none() && self.slot_confirmed.is_none() {
-            return Ok(stored);
+            return Ok((stored, None));
         }
         let head = stored.last().map_or(self.head, |e| e.seq);
         self.head = head;
@@ -662,19 +693,44 @@ impl OutboxTx {
             &HEAD_CHANNEL,
             &announce,
         ];
+        let lock = session.prepare_cached(LOCK_STATE).await?;
         let insert = session.execute(&statement, &params);
-        if commit_behind {
+        match commit_behind {
             // Pipelined: a failed insert turns the COMMIT into a rollback,
             // and its own error is what is returned.
-            let (inserted, committed) = tokio::join!(insert, session.batch_execute("COMMIT"));
-            inserted?;
-            committed?;
-            self.client = None;
-            return Ok(stored);
+            Some(false) => {
+                let (inserted, committed) = tokio::join!(insert, session.batch_execute("COMMIT"));
+                inserted?;
+                committed?;
+                self.client = None;
+                Ok((stored, None))
+            }
+            Some(true) => {
+                let (inserted, committed, begun, locked) = tokio::join!(
+                    insert,
+                    session.batch_execute("COMMIT"),
+                    session.batch_execute("BEGIN"),
+                    session.query_one(&lock, &[])
+                );
+                inserted?;
+                committed?;
+                let client = self.client.take();
+                let next = match (client, begun, locked) {
+                    (Some(client), Ok(()), Ok(row)) => Some(OutboxTx::on(client, row.get(0))),
+                    // Whatever state the session is in, it is not reused.
+                    (client, _, _) => {
+                        drop(client.map(deadpool_postgres::Object::take));
+                        None
+                    }
+                };
+                Ok((stored, next))
+            }
+            None => {
+                insert.await?;
+                self.store_gaps(&stored).await?;
+                Ok((stored, None))
+            }
         }
-        insert.await?;
-        self.store_gaps(&stored).await?;
-        Ok(stored)
     }
 
     /// Records the gaps whose markers were just stored.
@@ -700,6 +756,9 @@ impl OutboxTx {
         Ok(())
     }
 }
+
+/// Locks the state row for an outbox transaction; reads the head.
+const LOCK_STATE: &str = "SELECT head FROM realtime.state FOR UPDATE";
 
 /// Stores events and their rooms, moves the head (and the logical
 /// position, when one is given) and, when events were stored, tells the
