@@ -401,17 +401,7 @@ impl OutboxTx {
     /// Begins a transaction on `client` and locks the state row.
     async fn open(client: deadpool_postgres::Client) -> Result<Self, DbError> {
         let mut tx = Self::on(client, 0);
-        let session = tx.transaction();
-        let lock = session.prepare_cached(LOCK_STATE).await?;
-        // Pipelined, one round trip: if BEGIN failed, the lock was taken
-        // outside a transaction and is gone, and its error is returned (the
-        // session is then closed, not reused).
-        let (begun, locked) = tokio::join!(
-            session.batch_execute("BEGIN"),
-            session.query_one(&lock, &[])
-        );
-        begun?;
-        tx.head = locked?.get(0);
+        tx.head = begin_locked(tx.transaction()).await?;
         Ok(tx)
     }
 
@@ -567,11 +557,15 @@ impl OutboxTx {
         }
         // With nothing to send after the events (the usual batch), the
         // COMMIT goes out right behind them, in the same round trip.
-        let commit_behind =
-            self.gaps.is_empty() && self.replies.is_empty() && self.access.is_empty();
-        let (stored, next) = self
-            .store(position, commit_behind.then_some(reopen))
-            .await?;
+        let behind = match (
+            self.gaps.is_empty() && self.replies.is_empty() && self.access.is_empty(),
+            reopen,
+        ) {
+            (false, _) => Behind::Nothing,
+            (true, false) => Behind::Commit,
+            (true, true) => Behind::CommitAndBegin,
+        };
+        let (stored, next) = self.store(position, behind).await?;
         if self.client.is_none() {
             return Ok((self.committed(stored, held_until, next_flush), next));
         }
@@ -640,14 +634,13 @@ impl OutboxTx {
     }
 
     /// Stores the events and the position and tells the nodes the new
-    /// head. With `commit_behind`, the COMMIT is sent in the same flight
-    /// and the transaction is finished when this returns `Ok`; with
-    /// `Some(true)`, the next transaction is opened behind it too, and
-    /// returned when it was.
+    /// head, with what `behind` says in the same flight. Unless it is
+    /// [`Behind::Nothing`], the transaction is finished when this returns
+    /// `Ok`, and the next one is returned when it was opened.
     async fn store(
         &mut self,
         position: Option<SourcePosition>,
-        commit_behind: Option<bool>,
+        behind: Behind,
     ) -> Result<(Vec<Arc<StoredEvent>>, Option<OutboxTx>), DbError> {
         if self.sealed.is_empty() && !self.events.is_empty() && self.head < self.delivered {
             // Events were delivered under these seqs and the stream cannot
@@ -693,42 +686,40 @@ impl OutboxTx {
             &HEAD_CHANNEL,
             &announce,
         ];
-        let lock = session.prepare_cached(LOCK_STATE).await?;
         let insert = session.execute(&statement, &params);
-        match commit_behind {
-            // Pipelined: a failed insert turns the COMMIT into a rollback,
-            // and its own error is what is returned.
-            Some(false) => {
+        // Pipelined: a failed insert turns the COMMIT behind it into a
+        // rollback, and its own error is what is returned.
+        match behind {
+            Behind::Nothing => {
+                insert.await?;
+                self.store_gaps(&stored).await?;
+                Ok((stored, None))
+            }
+            Behind::Commit => {
                 let (inserted, committed) = tokio::join!(insert, session.batch_execute("COMMIT"));
                 inserted?;
                 committed?;
                 self.client = None;
                 Ok((stored, None))
             }
-            Some(true) => {
-                let (inserted, committed, begun, locked) = tokio::join!(
+            Behind::CommitAndBegin => {
+                let (inserted, committed, begun) = tokio::join!(
                     insert,
                     session.batch_execute("COMMIT"),
-                    session.batch_execute("BEGIN"),
-                    session.query_one(&lock, &[])
+                    begin_locked(session)
                 );
                 inserted?;
                 committed?;
-                let client = self.client.take();
-                let next = match (client, begun, locked) {
-                    (Some(client), Ok(()), Ok(row)) => Some(OutboxTx::on(client, row.get(0))),
+                let client = self.client.take().expect("committed on its session");
+                let next = match begun {
+                    Ok(head) => Some(OutboxTx::on(client, head)),
                     // Whatever state the session is in, it is not reused.
-                    (client, _, _) => {
-                        drop(client.map(deadpool_postgres::Object::take));
+                    Err(_) => {
+                        drop(deadpool_postgres::Object::take(client));
                         None
                     }
                 };
                 Ok((stored, next))
-            }
-            None => {
-                insert.await?;
-                self.store_gaps(&stored).await?;
-                Ok((stored, None))
             }
         }
     }
@@ -757,8 +748,32 @@ impl OutboxTx {
     }
 }
 
-/// Locks the state row for an outbox transaction; reads the head.
-const LOCK_STATE: &str = "SELECT head FROM realtime.state FOR UPDATE";
+/// What an outbox transaction's insert sends behind it, in the same flight.
+#[derive(Clone, Copy)]
+enum Behind {
+    /// Nothing: more statements follow (gap records, notifications).
+    Nothing,
+    /// Its COMMIT.
+    Commit,
+    /// Its COMMIT, then the next transaction's BEGIN and lock.
+    CommitAndBegin,
+}
+
+/// Begins a transaction on `session` and locks the state row, in one
+/// round trip (pipelined); the head. If BEGIN failed, the lock was taken
+/// outside a transaction and is gone, and BEGIN's error is returned: the
+/// caller then closes the session rather than reuse it.
+async fn begin_locked(session: &ClientWrapper) -> Result<i64, DbError> {
+    let lock = session
+        .prepare_cached("SELECT head FROM realtime.state FOR UPDATE")
+        .await?;
+    let (begun, locked) = tokio::join!(
+        session.batch_execute("BEGIN"),
+        session.query_one(&lock, &[])
+    );
+    begun?;
+    Ok(locked?.get(0))
+}
 
 /// Stores events and their rooms, moves the head (and the logical
 /// position, when one is given) and, when events were stored, tells the
