@@ -52,6 +52,143 @@ pub async fn request(
     Ok((status, body))
 }
 
+/// One keep-alive HTTP/1.1 connection for many requests in a row, so that
+/// a test sending thousands of them holds one socket instead of leaving
+/// thousands in TIME-WAIT (which would use up the machine's ephemeral
+/// ports for every other test on loopback). When the relay closes it, the
+/// next request opens a new one.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    /// Bytes read past the end of the last response.
+    buffered: Vec<u8>,
+}
+
+impl KeepAlive {
+    /// A connection to `addr`, opened by the first request.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            stream: None,
+            buffered: Vec::new(),
+        }
+    }
+
+    /// One request on the connection; returns the status and the body text.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let result = tokio::time::timeout(RESPONSE_DEADLINE, self.exchange(method, path, token))
+            .await
+            .map_err(std::io::Error::from)
+            .and_then(|r| r);
+        if result.is_err() {
+            self.stream = None;
+            self.buffered.clear();
+        }
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        if self.stream.is_none() {
+            let stream =
+                tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(self.addr)).await??;
+            self.stream = Some(stream);
+        }
+        let addr = self.addr;
+        let stream = self.stream.as_mut().expect("opened above");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let head_end = loop {
+            if let Some(at) = find(&self.buffered, b"\r\n\r\n") {
+                break at + 4;
+            }
+            read_more(stream, &mut self.buffered).await?;
+        };
+        let head = String::from_utf8_lossy(&self.buffered[..head_end]).to_ascii_lowercase();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        let closes = header("connection:").is_some_and(|v| v == "close");
+        self.buffered.drain(..head_end);
+        let body = if header("transfer-encoding:").is_some_and(|v| v == "chunked") {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(at) = find(&self.buffered, b"\r\n") {
+                        break at;
+                    }
+                    read_more(stream, &mut self.buffered).await?;
+                };
+                let size = String::from_utf8_lossy(&self.buffered[..line_end]);
+                let size = usize::from_str_radix(size.trim(), 16)
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+                // The size line, the chunk and the CRLF after it (for the
+                // last chunk, the empty trailer line).
+                let whole = line_end + 2 + size + 2;
+                while self.buffered.len() < whole {
+                    read_more(stream, &mut self.buffered).await?;
+                }
+                body.extend_from_slice(&self.buffered[line_end + 2..line_end + 2 + size]);
+                self.buffered.drain(..whole);
+                if size == 0 {
+                    break;
+                }
+            }
+            String::from_utf8_lossy(&body).into_owned()
+        } else {
+            let length: usize = header("content-length:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while self.buffered.len() < length {
+                read_more(stream, &mut self.buffered).await?;
+            }
+            let body = String::from_utf8_lossy(&self.buffered[..length]).into_owned();
+            self.buffered.drain(..length);
+            body
+        };
+        if closes {
+            self.stream = None;
+            self.buffered.clear();
+        }
+        Ok((status, body))
+    }
+}
+
+/// Where `needle` starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Appends what the stream has next; an error when it has ended.
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    buffer.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
 /// Like [`request`] with a JSON body; the response body as JSON, or as a
 /// JSON string when it is not JSON.
 pub async fn json(

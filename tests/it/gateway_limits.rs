@@ -152,10 +152,10 @@ async fn history_hammering_leaves_live_delivery_and_readiness_alone() {
             let user = token(["1", "2", "3", "4"][i % 4]);
             tokio::spawn(async move {
                 let (mut ok, mut limited) = (0u32, 0u32);
+                let mut connection = rowcast_devkit::http::KeepAlive::new(addr);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let path = "/v1/rooms/content_10/events?after=0&limit=1000";
-                    match rowcast_devkit::http::request(addr, "GET", path, Some(&user), None).await
-                    {
+                    match connection.request("GET", path, Some(&user)).await {
                         Ok((200, _)) => ok += 1,
                         Ok((429, _)) => limited += 1,
                         Ok((status, body)) => panic!("history answered {status}: {body}"),
