@@ -57,6 +57,12 @@ pub struct Config {
     pub bus: BusConfig,
     /// `REALTIME_DEBUG`: debug-level logs.
     pub debug: bool,
+    /// Web Push, when a VAPID key is set.
+    pub push: Option<PushConfig>,
+    /// Values for the variables a routes file's `secret_env` names, given
+    /// in code (an embedding program, a test); a name missing here is read
+    /// from the process environment.
+    pub sink_secrets: std::collections::BTreeMap<String, Secret>,
 }
 
 /// What connects the relay nodes (ephemeral frames; with NATS, stored
@@ -358,6 +364,8 @@ impl Config {
             gateway: gateway(s)?,
             bus: bus(s)?,
             debug: s.debug,
+            push: push(s)?,
+            sink_secrets: Default::default(),
         })
     }
 }
@@ -370,6 +378,71 @@ fn database(s: &Settings) -> Result<DatabaseConfig, ConfigError> {
         startup_timeout: duration(env::ROWCAST_STARTUP_TIMEOUT, &s.startup_timeout)?,
         ..database
     })
+}
+
+/// Web Push settings.
+#[derive(Clone, Debug)]
+pub struct PushConfig {
+    /// `ROWCAST_VAPID_PRIVATE_KEY`: base64url of the raw P-256 key.
+    pub vapid_private_key: Secret,
+    /// `ROWCAST_VAPID_SUBJECT`: `mailto:` or `https:`.
+    pub subject: String,
+    /// `ROWCAST_PUSH_ORIGINS`: the push services subscriptions may use
+    /// (`scheme://host[:port]`); empty for any https origin.
+    pub origins: Vec<String>,
+    /// `ROWCAST_PUSH_TTL`.
+    pub ttl: Duration,
+    /// `ROWCAST_PUSH_SUBSCRIPTIONS_PER_USER`.
+    pub per_user: usize,
+}
+
+fn push(s: &Settings) -> Result<Option<PushConfig>, ConfigError> {
+    let Some(key) = s
+        .vapid_private_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let subject = s.vapid_subject.clone().unwrap_or_default();
+    let subject = subject.trim();
+    if !(subject.starts_with("mailto:") || subject.starts_with("https:")) || subject.len() < 8 {
+        return Err(ConfigError::new(
+            env::ROWCAST_VAPID_SUBJECT,
+            "Web Push needs a contact: `mailto:you@example.com` or an https: URL",
+        ));
+    }
+    let mut origins = Vec::new();
+    for origin in s
+        .push_origins
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        let parsed = reqwest::Url::parse(origin).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+        });
+        let Some(parsed) = parsed else {
+            return Err(ConfigError::new(
+                env::ROWCAST_PUSH_ORIGINS,
+                format!("`{origin}` is not an origin such as https://push.example.com"),
+            ));
+        };
+        origins.push(parsed.origin().ascii_serialization());
+    }
+    Ok(Some(PushConfig {
+        vapid_private_key: Secret::new(key.trim()),
+        subject: subject.to_string(),
+        origins,
+        ttl: duration(env::ROWCAST_PUSH_TTL, &s.push_ttl)?,
+        per_user: positive(
+            env::ROWCAST_PUSH_SUBSCRIPTIONS_PER_USER,
+            s.push_subscriptions_per_user,
+        )?,
+    }))
 }
 
 fn bus(s: &Settings) -> Result<BusConfig, ConfigError> {

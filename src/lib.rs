@@ -36,6 +36,7 @@ mod route;
 mod schema;
 pub mod settings;
 pub mod shutdown;
+mod sink;
 mod telemetry;
 
 // The public surface, re-exported from the stages.

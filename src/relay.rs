@@ -21,6 +21,7 @@ use crate::outbox::{self, Outbox};
 use crate::route::{RouteError, Router};
 use crate::schema::{self, MigrateError};
 use crate::shutdown::Shutdown;
+use crate::sink::{self, PushSink, SigningSecret, Sink, WebhookSink};
 
 /// Why the relay could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,9 @@ pub enum RelayError {
     /// The bus between nodes could not start.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A sink (webhook, Web Push) cannot be set up as configured.
+    #[error("{0}")]
+    Sink(String),
     /// A background task panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,6 +90,8 @@ pub struct Relay {
     capture: JoinHandle<Result<(), CaptureError>>,
     /// Retention, stopped with the relay.
     retention: JoinHandle<()>,
+    /// The sinks' driver, stopped with the relay.
+    sinks: JoinHandle<()>,
 }
 
 impl Relay {
@@ -120,6 +126,20 @@ impl Relay {
             .await
             .map_err(database_error)?;
         router.check(&catalog)?;
+        let webhooks = webhook_sinks(&router, &config)?;
+        let push = match &config.push {
+            Some(push) => {
+                Some(PushSink::new(push, router.sinks().push.clone()).map_err(RelayError::Sink)?)
+            }
+            None => None,
+        };
+        let mut names: Vec<String> = webhooks.iter().map(WebhookSink::cursor_name).collect();
+        names.extend(push.iter().map(|(sink, _)| sink.cursor_name()));
+        let client = pool.get().await.map_err(|e| database_error(e.into()))?;
+        sink::register(&client, &names)
+            .await
+            .map_err(database_error)?;
+        drop(client);
         let (mode, why) = capture::resolve_kind(&pool, config.capture.mode)
             .await
             .map_err(database_error)?;
@@ -153,6 +173,7 @@ impl Relay {
             pool.clone(),
             publisher.clone(),
             ReadinessCheck::new(readiness_pool, capture_status.clone()),
+            push.as_ref().map(|(_, registry)| registry.clone()),
             shutdown.clone(),
             routes,
         )
@@ -176,6 +197,17 @@ impl Relay {
             stream,
         }));
         let retention = tokio::spawn(retain(ingest_pool, config.retention, shutdown.clone()));
+        let sinks = tokio::spawn(sink::run(
+            config.database.clone(),
+            hub.clone(),
+            move || {
+                let webhooks = webhooks.iter().map(|w| Sink::Webhook(Box::new(w.clone())));
+                webhooks
+                    .chain(push.iter().map(|(sink, _)| Sink::Push(sink.clone())))
+                    .collect()
+            },
+            shutdown.clone(),
+        ));
         Ok(Self {
             addr: gateway.addr,
             gateway,
@@ -188,6 +220,7 @@ impl Relay {
             capture_stop,
             capture,
             retention,
+            sinks,
         })
     }
 
@@ -215,11 +248,37 @@ impl Relay {
             None => capture.await,
         };
         let _ = self.retention.await;
+        let _ = self.sinks.await;
         match result {
             Ok(result) => result.map_err(RelayError::from),
             Err(e) => Err(RelayError::Internal(e.to_string())),
         }
     }
+}
+
+/// The routes file's webhooks, each with its secret from the environment.
+fn webhook_sinks(router: &Router, config: &Config) -> Result<Vec<WebhookSink>, RelayError> {
+    let mut sinks = Vec::new();
+    for webhook in &router.sinks().webhooks {
+        let variable = &webhook.secret_env;
+        let given = config
+            .sink_secrets
+            .get(variable)
+            .map(|s| s.expose().to_string());
+        let value = given
+            .or_else(|| std::env::var(variable).ok())
+            .ok_or_else(|| {
+                RelayError::Sink(format!(
+                    "webhook {}: {variable} is not set (it holds the whsec_ signing secret)",
+                    webhook.name
+                ))
+            })?;
+        let secret = SigningSecret::parse(&value).map_err(|why| {
+            RelayError::Sink(format!("webhook {}: {variable} {why}", webhook.name))
+        })?;
+        sinks.push(WebhookSink::new(webhook.clone(), secret).map_err(RelayError::Sink)?);
+    }
+    Ok(sinks)
 }
 
 /// Runs retention every interval until shutdown.

@@ -66,6 +66,11 @@ pub mod env {
     pub const ROWCAST_AUTH_CACHE_TTL: &str = "ROWCAST_AUTH_CACHE_TTL";
     pub const ROWCAST_AUTH_RECHECK_INTERVAL: &str = "ROWCAST_AUTH_RECHECK_INTERVAL";
     pub const REALTIME_DEBUG: &str = "REALTIME_DEBUG";
+    pub const ROWCAST_VAPID_PRIVATE_KEY: &str = "ROWCAST_VAPID_PRIVATE_KEY";
+    pub const ROWCAST_VAPID_SUBJECT: &str = "ROWCAST_VAPID_SUBJECT";
+    pub const ROWCAST_PUSH_ORIGINS: &str = "ROWCAST_PUSH_ORIGINS";
+    pub const ROWCAST_PUSH_TTL: &str = "ROWCAST_PUSH_TTL";
+    pub const ROWCAST_PUSH_SUBSCRIPTIONS_PER_USER: &str = "ROWCAST_PUSH_SUBSCRIPTIONS_PER_USER";
 }
 
 /// Every setting of the relay, as given on the command line or in the environment.
@@ -230,6 +235,24 @@ pub struct Settings {
     /// declared in the routes file are re-checked at once).
     #[arg(long, env = env::ROWCAST_AUTH_RECHECK_INTERVAL, default_value = "60s")]
     pub auth_recheck_interval: String,
+
+    /// Web Push: base64url of the raw 32-byte P-256 VAPID private key
+    /// (`web-push generate-vapid-keys`); unset turns Web Push off.
+    #[arg(long, env = env::ROWCAST_VAPID_PRIVATE_KEY, hide_env_values = true)]
+    pub vapid_private_key: Option<String>,
+    /// Web Push: the VAPID contact, `mailto:` or `https:`.
+    #[arg(long, env = env::ROWCAST_VAPID_SUBJECT)]
+    pub vapid_subject: Option<String>,
+    /// Web Push: the push services' origins subscriptions may use, comma
+    /// separated (default: any https origin on a public address).
+    #[arg(long, env = env::ROWCAST_PUSH_ORIGINS, default_value = "")]
+    pub push_origins: String,
+    /// Web Push: how long a push service keeps an undelivered message.
+    #[arg(long, env = env::ROWCAST_PUSH_TTL, default_value = "1d")]
+    pub push_ttl: String,
+    /// Web Push: subscriptions one user may register.
+    #[arg(long, env = env::ROWCAST_PUSH_SUBSCRIPTIONS_PER_USER, default_value_t = 10)]
+    pub push_subscriptions_per_user: usize,
 
     /// Debug-level logs.
     #[arg(long = "debug", env = env::REALTIME_DEBUG, default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

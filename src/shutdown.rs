@@ -31,6 +31,14 @@ impl Shutdown {
     pub async fn wait(&self) {
         self.token.cancelled().await;
     }
+
+    /// Waits `delay`, or less if the signal fires; whether it fired.
+    pub async fn sleep(&self, delay: std::time::Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => self.is_triggered(),
+            _ = self.wait() => true,
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -214,6 +214,12 @@ impl Hub {
         self.durable.send_if_modified(|d| raise(d, seq));
     }
 
+    /// The highest seq known to be in the outbox, as it moves: the wake-up
+    /// of readers that follow the outbox table (the sinks).
+    pub fn durable_head(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.durable.subscribe()
+    }
+
     /// Waits (at most `deadline`) until the outbox holds every event up to
     /// `seq`; whether it does.
     pub async fn stored_through(&self, seq: i64, deadline: std::time::Duration) -> bool {

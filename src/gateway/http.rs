@@ -97,7 +97,7 @@ impl FromRef<Arc<GatewayState>> for Metrics {
 }
 
 /// Verifies the request's token (Bearer header or `?token=`).
-fn claims(
+pub(super) fn claims(
     verifier: &Verifier,
     headers: &HeaderMap,
     query: Option<&str>,

@@ -10,6 +10,7 @@ mod lifecycle;
 pub mod limits;
 mod openapi;
 mod presence;
+mod push;
 mod readiness;
 mod reads;
 mod server;
@@ -33,6 +34,7 @@ use crate::config::{CorsOrigins, GatewayConfig};
 use crate::fanout::Hub;
 use crate::ingest::PublishRequest;
 use crate::shutdown::Shutdown;
+use crate::sink::subscriptions::Registry;
 use auth::Verifier;
 use connection::{close, ReaderConfig};
 use limits::{ConnectLimits, ConnectionCaps, HistoryLimits};
@@ -69,6 +71,8 @@ pub(crate) struct GatewayState {
     readiness: Arc<ReadinessCheck>,
     /// Metrics exporter.
     metrics: PrometheusHandle,
+    /// Web Push registration, when configured.
+    push: Option<Arc<Registry>>,
 }
 
 /// What a live connection (WebSocket, SSE, Socket.IO) and the rights
@@ -133,6 +137,7 @@ impl Gateway {
         pool: Pool,
         publisher: mpsc::Sender<PublishRequest>,
         readiness: ReadinessCheck,
+        push: Option<Arc<Registry>>,
         shutdown: Shutdown,
         extra: Router,
     ) -> Result<Self, GatewayError> {
@@ -174,6 +179,7 @@ impl Gateway {
             publisher,
             readiness: Arc::new(readiness),
             metrics: metrics_handle(),
+            push,
         });
         tokio::spawn(forget_idle_addresses(shared.clone()));
         tokio::spawn(metrics_upkeep(shared.clone()));
@@ -210,7 +216,11 @@ fn router(shared: Arc<GatewayState>) -> Router {
             list.iter().filter_map(|o| o.parse().ok()),
         )),
     }
-    .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+    .allow_methods([
+        axum::http::Method::GET,
+        axum::http::Method::POST,
+        axum::http::Method::DELETE,
+    ])
     .allow_headers([
         axum::http::header::AUTHORIZATION,
         axum::http::header::CONTENT_TYPE,
@@ -220,6 +230,11 @@ fn router(shared: Arc<GatewayState>) -> Router {
         .route("/v1/sse", get(sse::stream))
         .route("/v1/rooms/{room}/events", get(http::history))
         .route("/v1/publish", post(http::publish))
+        .route("/v1/push/vapid", get(push::vapid))
+        .route(
+            "/v1/push/subscriptions",
+            post(push::subscribe).delete(push::unsubscribe),
+        )
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))

@@ -11,14 +11,14 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{http, sse};
+use super::{http, push, sse};
 
 /// The HTTP API's document.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "rowcast HTTP API",
-        description = "Room history, publishing, Server-Sent Events, health, readiness and \
+        description = "Room history, publishing, Server-Sent Events, Web Push registration, health, readiness and \
             metrics of a rowcast relay (client protocol version 1.1). Errors have the body \
             `{\"error\":{\"code\":..,\"message\":..}}` with the codes of the protocol's \
             `reply` frames. Tokens are JWTs: `sub` is the user, `role: \"service\"` marks a \
@@ -28,6 +28,9 @@ use super::{http, sse};
         sse::stream,
         http::history,
         http::publish,
+        push::vapid,
+        push::subscribe,
+        push::unsubscribe,
         http::healthz,
         http::readyz,
         http::metrics,
@@ -38,6 +41,7 @@ use super::{http, sse};
         (name = "sse", description = "Server-Sent Events: rooms' events as a stream."),
         (name = "history", description = "A room's stored events, page by page."),
         (name = "publish", description = "Events stored by a trusted backend."),
+        (name = "push", description = "Web Push: the VAPID key and users' browser subscriptions."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     )
 )]

@@ -40,6 +40,11 @@ pub(crate) struct RoomReads {
 const AUTH_CACHE_MAX: usize = 100_000;
 
 impl RoomReads {
+    /// The pool of client requests.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     pub(crate) fn new(pool: Pool, ttl: Duration, hub: Arc<Hub>) -> Self {
         let sessions = pool.status().max_size;
         Self {

@@ -27,7 +27,7 @@ use crate::db::DbError;
 use crate::event::{AccessChange, CaptureGap, Captured, Change, Event, Published, StoredEvent};
 use crate::route::Router;
 
-pub use read::{room_events, RoomPage, Span};
+pub use read::{room_events, stored, RoomPage, Span, EVENTS_AFTER};
 pub use stream::EventStream;
 
 /// The channel every outbox transaction that stored events notifies, with

@@ -28,7 +28,15 @@ pub struct RoomPage {
 /// always returned, however large).
 pub const MAX_PAGE_BYTES: i64 = 1024 * 1024;
 
-fn stored(row: &Row) -> Arc<StoredEvent> {
+/// Events after a seq, in all rooms and in seq order, for a reader with a
+/// session of its own (`$1`: after, `$2`: most rows); [`stored`] reads
+/// its rows.
+pub const EVENTS_AFTER: &str =
+    "SELECT seq, event, rooms, data::text, old::text, count, committed_at
+     FROM realtime.outbox WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// A stored event from a row of [`EVENTS_AFTER`] (or of the same columns).
+pub fn stored(row: &Row) -> Arc<StoredEvent> {
     Arc::new(StoredEvent {
         seq: row.get(0),
         event: Event {

@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::condition::{Condition, Side, Test};
+use super::sinks::{self, PushRule};
 use super::template::Problem;
-use super::{AccessRule, RoomRule, Route, Router, TableRoutes, Template};
+use super::{AccessRule, RoomRule, Route, Router, SinkRoutes, TableRoutes, Template};
 use crate::event::{is_event_name, Op};
 
 /// A routes file that cannot be used.
@@ -58,6 +59,8 @@ struct RoutesFile {
     route: Vec<RouteFile>,
     #[serde(default)]
     access: Vec<AccessFile>,
+    #[serde(default)]
+    webhook: Vec<sinks::WebhookFile>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +95,7 @@ struct RouteFile {
     #[serde(default)]
     when: WhenFile,
     coalesce: Option<String>,
+    push: Option<sinks::PushFile>,
 }
 
 /// A room: a template, or a template with conditions on the row.
@@ -142,6 +146,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Router, RouteError> {
         message: describe_toml_error(text, &e),
     })?;
     let mut tables: BTreeMap<String, TableRoutes> = BTreeMap::new();
+    let mut push_rules: Vec<(String, PushRule)> = Vec::new();
     for route in &file.route {
         let invalid = |problem: Problem| RouteError::Invalid {
             source_name: source_name.to_string(),
@@ -151,6 +156,10 @@ pub fn parse(text: &str, source_name: &str) -> Result<Router, RouteError> {
         let table_file = file.tables.get(&route.table);
         let (schema, name) = split_table(&route.table, table_file).map_err(invalid)?;
         let compiled = compile(route, table_file).map_err(invalid)?;
+        if let Some(push) = &route.push {
+            let rule = sinks::push(push, &compiled.expose).map_err(invalid)?;
+            push_rules.push((route.event.clone(), rule));
+        }
         let entry = tables
             .entry(format!("{schema}.{name}"))
             .or_insert_with(|| TableRoutes {
@@ -188,7 +197,31 @@ pub fn parse(text: &str, source_name: &str) -> Result<Router, RouteError> {
         }
         entry.access.push(compiled);
     }
-    Ok(Router::new(tables))
+    let push = sinks::push_rules(push_rules).map_err(|(event, problem)| RouteError::Invalid {
+        source_name: source_name.to_string(),
+        event,
+        message: problem.0,
+    })?;
+    let mut webhooks = Vec::new();
+    for hook in &file.webhook {
+        let compiled = sinks::webhook(hook).map_err(|problem| RouteError::Invalid {
+            source_name: source_name.to_string(),
+            event: format!("webhook {}", hook.name()),
+            message: problem.0,
+        })?;
+        if webhooks
+            .iter()
+            .any(|w: &sinks::Webhook| w.name == compiled.name)
+        {
+            return Err(RouteError::Invalid {
+                source_name: source_name.to_string(),
+                event: format!("webhook {}", compiled.name),
+                message: "two webhooks have this name: each needs its own cursor".into(),
+            });
+        }
+        webhooks.push(compiled);
+    }
+    Ok(Router::new(tables).with_sinks(SinkRoutes { webhooks, push }))
 }
 
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {

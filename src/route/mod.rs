@@ -10,6 +10,7 @@
 mod access;
 mod condition;
 pub mod file;
+mod sinks;
 mod template;
 pub mod typescript;
 
@@ -26,6 +27,7 @@ use crate::room::is_room_name;
 pub use access::AccessRule;
 pub use condition::Condition;
 pub use file::RouteError;
+pub use sinks::{PushRule, PushWhen, Webhook};
 pub use template::Template;
 
 /// A room template and the conditions a row version must meet to belong
@@ -101,6 +103,17 @@ pub struct Router {
     names: HashMap<String, Arc<str>>,
     /// The routes file's text (empty for routes built in code).
     text: Arc<str>,
+    /// Deliveries beyond the open socket.
+    sinks: SinkRoutes,
+}
+
+/// The routes file's webhooks and push rules.
+#[derive(Debug, Default)]
+pub struct SinkRoutes {
+    /// `[[webhook]]` sections, in file order.
+    pub webhooks: Vec<Webhook>,
+    /// Push rules by event name.
+    pub push: BTreeMap<String, PushRule>,
 }
 
 /// The live catalog: qualified table name to its columns.
@@ -142,7 +155,18 @@ impl Router {
             tables,
             names,
             text: Arc::from(""),
+            sinks: SinkRoutes::default(),
         }
+    }
+
+    fn with_sinks(mut self, sinks: SinkRoutes) -> Self {
+        self.sinks = sinks;
+        self
+    }
+
+    /// The webhooks and push rules.
+    pub fn sinks(&self) -> &SinkRoutes {
+        &self.sinks
     }
 
     /// The routes of one table (`schema.table`).
