@@ -25,6 +25,7 @@ mod privileges;
 mod resilience;
 mod revocation;
 mod secrets;
+mod sinks;
 mod socketio;
 mod sse;
 mod tls;

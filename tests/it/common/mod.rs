@@ -669,5 +669,6 @@ pub mod burst;
 pub mod catalog;
 pub mod driver;
 pub mod node;
+pub mod peers;
 pub mod schemathesis;
 pub mod ws;
