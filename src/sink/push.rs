@@ -331,24 +331,7 @@ impl PushSink {
             .body(body.to_vec())
             .send()
             .await;
-        match response {
-            Ok(r) if r.status().is_success() => Outcome::Delivered,
-            Ok(r) if matches!(r.status().as_u16(), 404 | 410) => Outcome::Gone(r.status().as_u16()),
-            Ok(r) => Outcome::Retry {
-                status: Some(r.status().as_u16()),
-                error: format!("answered {}", r.status()),
-                retry_after: retry::retry_after(r.headers()),
-            },
-            Err(e) => Outcome::Retry {
-                status: None,
-                error: if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    "could not connect or send".into()
-                },
-                retry_after: None,
-            },
-        }
+        retry::outcome(response, &[404, 410])
     }
 
     /// The request slots of one push service.

@@ -24,6 +24,50 @@ pub enum Outcome {
     Gone(u16),
 }
 
+/// What one request's result means: 2xx is delivered, a status in `gone`
+/// says the target is gone, anything else (another status, a timeout, a
+/// connection error) may be retried.
+pub fn outcome(response: Result<reqwest::Response, reqwest::Error>, gone: &[u16]) -> Outcome {
+    match response {
+        Ok(r) if r.status().is_success() => Outcome::Delivered,
+        Ok(r) if gone.contains(&r.status().as_u16()) => Outcome::Gone(r.status().as_u16()),
+        Ok(r) => Outcome::Retry {
+            status: Some(r.status().as_u16()),
+            error: format!("answered {}", r.status()),
+            retry_after: retry_after(r.headers()),
+        },
+        Err(e) => Outcome::Retry {
+            status: None,
+            error: describe(&e),
+            retry_after: None,
+        },
+    }
+}
+
+/// An HTTP error without the URL (it may carry a token in its query).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
 /// The delay before retry number `retry` (0 for the first retry):
 /// `base · 2^retry`, capped at `max`, then drawn from its upper half, so
 /// that many sinks failing at once do not retry in step. A `Retry-After`

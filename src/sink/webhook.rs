@@ -205,19 +205,7 @@ impl WebhookSink {
             .body(body.to_string())
             .send()
             .await;
-        match response {
-            Ok(r) if r.status().is_success() => Outcome::Delivered,
-            Ok(r) => Outcome::Retry {
-                status: Some(r.status().as_u16()),
-                error: format!("answered {}", r.status()),
-                retry_after: retry::retry_after(r.headers()),
-            },
-            Err(e) => Outcome::Retry {
-                status: None,
-                error: describe(&e),
-                retry_after: None,
-            },
-        }
+        retry::outcome(response, &[])
     }
 
     /// Records an event the webhook gave up on.
@@ -280,30 +268,6 @@ pub fn body(event: &StoredEvent) -> String {
     // `{"type":"event",` + `"rooms":[..],` + the rest of the frame.
     let (head, rest) = frame.as_str().split_at("{\"type\":\"event\",".len());
     format!("{head}\"rooms\":{rooms},{rest}")
-}
-
-/// An HTTP error without the URL (it may carry a token in its query).
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_request() {
-        "request failed"
-    } else {
-        "failed"
-    };
-    let mut source = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
-    }
 }
 
 #[cfg(test)]
