@@ -117,7 +117,11 @@ mod tests {
     fn routes() -> Vec<(String, String)> {
         let source = include_str!("mod.rs");
         let mut routes = Vec::new();
-        for rest in source.split(".route(\"").skip(1) {
+        for rest in source.split(".route(").skip(1) {
+            let rest = rest
+                .trim_start()
+                .strip_prefix('"')
+                .expect("a route's path is a literal");
             let (path, rest) = rest.split_once('"').expect("a route's path is a literal");
             let mut depth = 1;
             let end = rest
