@@ -179,8 +179,9 @@ pub(super) async fn unsubscribe(
     let body = body.map_err(|_| ApiError::bad_request("the body could not be read"))?;
     let request: Unsubscribe = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("expected {\"endpoint\":..}"))?;
-    crate::sink::subscriptions::unregister(&api.pool, &user, &request.endpoint)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(StatusCode::NO_CONTENT)
+    match crate::sink::subscriptions::unregister(&api.pool, &user, &request.endpoint).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(Refused::Invalid(why)) => Err(ApiError::bad_request(why)),
+        Err(refused) => Err(ApiError::internal(refused)),
+    }
 }

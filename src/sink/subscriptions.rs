@@ -15,6 +15,7 @@ use crate::db::DbError;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SubscriptionJson {
     /// The push service URL to POST messages to.
+    #[schema(max_length = 2048, pattern = "^https?://[^\\x00-\\x20]+$")]
     pub endpoint: String,
     /// When the subscription expires (milliseconds since the epoch), if
     /// the browser says so. Not used.
@@ -31,9 +32,12 @@ pub struct SubscriptionJson {
 /// `keys` of a `PushSubscription`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KeysJson {
-    /// base64url of the browser's P-256 public key (65 bytes).
+    /// base64url of the browser's P-256 public key (65 bytes, an
+    /// uncompressed point on the curve).
+    #[schema(pattern = "^B[A-P][A-Za-z0-9_-]{84}[AEIMQUYcgkosw048]=?$")]
     pub p256dh: String,
     /// base64url of the 16-byte authentication secret.
+    #[schema(pattern = "^[A-Za-z0-9_-]{21}[AQgw](==)?$")]
     pub auth: String,
 }
 
@@ -71,14 +75,7 @@ impl Origins {
     /// other must be https on a public address, and only when none is
     /// listed.
     pub fn check(&self, endpoint: &str) -> Result<(reqwest::Url, Reach), String> {
-        let url =
-            reqwest::Url::parse(endpoint).map_err(|_| "`endpoint` is not a URL".to_string())?;
-        if endpoint.len() > 2048 {
-            return Err("`endpoint` is longer than 2048 characters".into());
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err("`endpoint` must not carry credentials".into());
-        }
+        let url = endpoint_url(endpoint)?;
         let origin = url.origin().ascii_serialization();
         if self.listed.contains(&origin) {
             return Ok((url, Reach::Any));
@@ -95,6 +92,27 @@ impl Origins {
         check_target(&url, Reach::Public).map_err(|e| format!("`endpoint`: {e}"))?;
         Ok((url, Reach::Public))
     }
+}
+
+/// `endpoint` as a URL a push service could have given: http or https, at
+/// most 2048 characters, no control characters (which the URL parser would
+/// quietly encode but the stored text must not hold) and no credentials.
+fn endpoint_url(endpoint: &str) -> Result<reqwest::Url, String> {
+    if endpoint.len() > 2048 {
+        return Err("`endpoint` is longer than 2048 characters".into());
+    }
+    let not_a_url = || "`endpoint` is not a URL".to_string();
+    if endpoint.chars().any(char::is_control) {
+        return Err(not_a_url());
+    }
+    let url = reqwest::Url::parse(endpoint).map_err(|_| not_a_url())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("`endpoint` must be an http or https URL".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("`endpoint` must not carry credentials".into());
+    }
+    Ok(url)
 }
 
 /// Checks and stores `user`'s subscription; registering the same endpoint
@@ -155,14 +173,19 @@ pub async fn register(
 
 /// Removes `user`'s subscription of `endpoint` (nothing when it is not
 /// theirs or not there).
-pub async fn unregister(pool: &Pool, user: &str, endpoint: &str) -> Result<(), DbError> {
-    let client = pool.get().await?;
+pub async fn unregister(pool: &Pool, user: &str, endpoint: &str) -> Result<(), Refused> {
+    if endpoint_url(endpoint).is_err() {
+        // Never stored, so not registered: nothing to remove.
+        return Ok(());
+    }
+    let client = pool.get().await.map_err(DbError::from)?;
     client
         .execute(
             "DELETE FROM realtime.push_subscriptions WHERE endpoint = $1 AND sub = $2",
             &[&endpoint, &user],
         )
-        .await?;
+        .await
+        .map_err(DbError::from)?;
     Ok(())
 }
 
