@@ -47,4 +47,5 @@ pub use outbox::{room_events, Span};
 pub use relay::Relay;
 pub use route::{typescript, Catalog, Router};
 pub use schema::migrate;
+pub use sink::journal::{Attempt as SinkAttempt, Journal as SinkJournal, Outcome as SinkOutcome};
 pub use telemetry::init_logs;

@@ -21,6 +21,7 @@ use crate::outbox::{self, Outbox};
 use crate::route::{RouteError, Router};
 use crate::schema::{self, MigrateError};
 use crate::shutdown::Shutdown;
+use crate::sink::journal::Journal;
 use crate::sink::{self, PushSink, SigningSecret, Sink, WebhookSink};
 
 /// Why the relay could not start or had to stop.
@@ -98,15 +99,16 @@ impl Relay {
     /// Starts every stage; fails with a clear error when a prerequisite is
     /// missing (database, schema, routes).
     pub async fn start(config: Config, shutdown: Shutdown) -> Result<Self, RelayError> {
-        Self::start_with(config, shutdown, axum::Router::new()).await
+        Self::start_with(config, shutdown, |_| axum::Router::new()).await
     }
 
-    /// Like [`start`](Self::start), also serving `routes` on the gateway's
-    /// port (they must not overlap the relay's own paths).
+    /// Like [`start`](Self::start), also serving the routes `routes` makes
+    /// on the gateway's port (they must not overlap the relay's own paths);
+    /// it gets the journal of this node's sink deliveries.
     pub async fn start_with(
         config: Config,
         shutdown: Shutdown,
-        routes: axum::Router,
+        routes: impl FnOnce(Arc<Journal>) -> axum::Router,
     ) -> Result<Self, RelayError> {
         let target = db::describe(&config.database.pg);
         let database_error = |error| RelayError::Database {
@@ -126,11 +128,13 @@ impl Relay {
             .await
             .map_err(database_error)?;
         router.check(&catalog)?;
-        let webhooks = webhook_sinks(&router, &config)?;
+        let journal = Arc::new(Journal::default());
+        let webhooks = webhook_sinks(&router, &config, &journal)?;
         let push = match &config.push {
-            Some(push) => {
-                Some(PushSink::new(push, router.sinks().push.clone()).map_err(RelayError::Sink)?)
-            }
+            Some(push) => Some(
+                PushSink::new(push, router.sinks().push.clone(), journal.clone())
+                    .map_err(RelayError::Sink)?,
+            ),
             None => None,
         };
         let mut names: Vec<String> = webhooks.iter().map(WebhookSink::cursor_name).collect();
@@ -175,7 +179,7 @@ impl Relay {
             ReadinessCheck::new(readiness_pool, capture_status.clone()),
             push.as_ref().map(|(_, registry)| registry.clone()),
             shutdown.clone(),
-            routes,
+            routes(journal),
         )
         .await?;
         let capture_stop = Shutdown::new();
@@ -257,7 +261,11 @@ impl Relay {
 }
 
 /// The routes file's webhooks, each with its secret from the environment.
-fn webhook_sinks(router: &Router, config: &Config) -> Result<Vec<WebhookSink>, RelayError> {
+fn webhook_sinks(
+    router: &Router,
+    config: &Config,
+    journal: &Arc<Journal>,
+) -> Result<Vec<WebhookSink>, RelayError> {
     let mut sinks = Vec::new();
     for webhook in &router.sinks().webhooks {
         let variable = &webhook.secret_env;
@@ -276,7 +284,9 @@ fn webhook_sinks(router: &Router, config: &Config) -> Result<Vec<WebhookSink>, R
         let secret = SigningSecret::parse(&value).map_err(|why| {
             RelayError::Sink(format!("webhook {}: {variable} {why}", webhook.name))
         })?;
-        sinks.push(WebhookSink::new(webhook.clone(), secret).map_err(RelayError::Sink)?);
+        sinks.push(
+            WebhookSink::new(webhook.clone(), secret, journal.clone()).map_err(RelayError::Sink)?,
+        );
     }
     Ok(sinks)
 }

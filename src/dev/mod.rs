@@ -63,8 +63,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|s| s.expose().to_string())
         .unwrap_or_default();
-    let inspector = inspector::routes(secret);
-    let relay = Relay::start_with(config.clone(), shutdown.clone(), inspector).await?;
+    let relay = Relay::start_with(config.clone(), shutdown.clone(), |journal| {
+        inspector::routes(secret, journal)
+    })
+    .await?;
     banner(&config, &relay);
     let printer = tokio::spawn(print_events(relay.hub.clone(), shutdown.clone()));
     let demo = (!interval.is_zero())

@@ -12,6 +12,7 @@
 
 pub mod client;
 mod cursor;
+pub mod journal;
 mod push;
 mod push_crypto;
 pub mod retry;

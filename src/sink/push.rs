@@ -10,13 +10,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::client::Reach;
 use super::cursor::Cursor;
+use super::journal::{Attempt, Journal, Outcome as Noted};
 use super::push_crypto::{self, SubscriptionKeys, Vapid};
 use super::retry::{self, Outcome};
 use super::subscriptions::{Origins, Registry};
@@ -50,6 +51,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long one attempt may take.
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How often the sink counts the stored subscriptions for the
+/// `rowcast_push_subscriptions` gauge (registrations land on any node);
+/// it counts again at once after removing one.
+const COUNT_EVERY: Duration = Duration::from_secs(10);
+
 /// How long a VAPID token is valid (RFC 8292 allows at most 24 hours).
 const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
@@ -67,12 +73,15 @@ struct Inner {
     any: reqwest::Client,
     /// Requests in flight per push service origin.
     per_origin: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    journal: Arc<Journal>,
 }
 
-/// One subscription to deliver to.
+/// One subscription to deliver to, for one event.
 struct Target {
     endpoint: String,
     keys: SubscriptionKeys,
+    /// The event's name, for the journal.
+    event: Arc<str>,
 }
 
 /// How one delivery ended.
@@ -84,10 +93,12 @@ struct Ended {
 
 impl PushSink {
     /// The sink and the gateway's registration rules, from the settings
-    /// and the routes' push rules. Fails on an unusable VAPID key.
+    /// and the routes' push rules, noting its attempts in `journal`. Fails
+    /// on an unusable VAPID key.
     pub fn new(
         config: &PushConfig,
         rules: BTreeMap<String, PushRule>,
+        journal: Arc<Journal>,
     ) -> Result<(Self, Arc<Registry>), String> {
         let vapid = Vapid::from_private_base64url(config.vapid_private_key.expose())
             .map_err(|e| format!("ROWCAST_VAPID_PRIVATE_KEY: {e}"))?;
@@ -106,6 +117,7 @@ impl PushSink {
             public: super::client::client(Reach::Public)?,
             any: super::client::client(Reach::Any)?,
             per_origin: Default::default(),
+            journal,
         };
         Ok((Self(Arc::new(inner)), registry))
     }
@@ -135,13 +147,24 @@ impl PushSink {
         let forget = client
             .prepare("DELETE FROM realtime.push_subscriptions WHERE endpoint = $1")
             .await?;
+        let census = client
+            .prepare("SELECT count(*) FROM realtime.push_subscriptions")
+            .await?;
+        let mut counted: Option<Instant> = None;
         // Seqs with deliveries in flight, and how many each.
         let mut pending: BTreeMap<i64, usize> = BTreeMap::new();
         let mut tasks: JoinSet<Ended> = JoinSet::new();
         let mut read_to = cursor.seq();
         loop {
             while let Some(ended) = tasks.try_join_next() {
-                self.ended(ended, &mut pending, client, &forget).await?;
+                if self.ended(ended, &mut pending, client, &forget).await? {
+                    counted = None;
+                }
+            }
+            if counted.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
+                let stored: i64 = client.query_one(&census, &[]).await?.get(0);
+                metrics::gauge!("rowcast_push_subscriptions").set(stored as f64);
+                counted = Some(Instant::now());
             }
             let watermark = pending.keys().next().map_or(read_to, |first| first - 1);
             cursor.advance(client, watermark).await?;
@@ -151,7 +174,9 @@ impl PushSink {
             if tasks.len() >= MAX_IN_FLIGHT {
                 tokio::select! {
                     Some(ended) = tasks.join_next() => {
-                        self.ended(ended, &mut pending, client, &forget).await?;
+                        if self.ended(ended, &mut pending, client, &forget).await? {
+                            counted = None;
+                        }
                     }
                     _ = stop.wait() => return Ok(()),
                 }
@@ -165,7 +190,9 @@ impl PushSink {
                     _ = async { head.wait_for(|h| *h > after).await.is_ok() } => {}
                     _ = tokio::time::sleep(super::POLL_EVERY) => {}
                     Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
-                        self.ended(ended, &mut pending, client, &forget).await?;
+                        if self.ended(ended, &mut pending, client, &forget).await? {
+                            counted = None;
+                        }
                     }
                     _ = stop.wait() => return Ok(()),
                 }
@@ -199,8 +226,13 @@ impl PushSink {
                     let payload = payload.clone();
                     let seq = event.seq;
                     let stop = stop.clone();
+                    let event = event.name.clone();
                     tasks.spawn(async move {
-                        let target = Target { endpoint, keys };
+                        let target = Target {
+                            endpoint,
+                            keys,
+                            event,
+                        };
                         sink.deliver(seq, &target, &payload, &stop).await
                     });
                 }
@@ -210,14 +242,15 @@ impl PushSink {
         }
     }
 
-    /// Books a delivery that ended; removes a subscription that is gone.
+    /// Books a delivery that ended; removes a subscription that is gone
+    /// (and says so with `true`).
     async fn ended(
         &self,
         ended: Result<Ended, tokio::task::JoinError>,
         pending: &mut BTreeMap<i64, usize>,
         client: &tokio_postgres::Client,
         forget: &tokio_postgres::Statement,
-    ) -> Result<(), DbError> {
+    ) -> Result<bool, DbError> {
         let ended = match ended {
             Ok(ended) => ended,
             Err(e) => {
@@ -234,11 +267,12 @@ impl PushSink {
                 pending.remove(&ended.seq);
             }
         }
-        if let Some(endpoint) = ended.gone {
-            client.execute(forget, &[&endpoint]).await?;
-            metrics::counter!("rowcast_push_subscriptions_removed_total").increment(1);
-        }
-        Ok(())
+        let Some(endpoint) = ended.gone else {
+            return Ok(false);
+        };
+        client.execute(forget, &[&endpoint]).await?;
+        metrics::counter!("rowcast_push_subscriptions_removed_total").increment(1);
+        Ok(true)
     }
 
     /// Delivers one payload to one subscription, retrying as the push
@@ -259,22 +293,31 @@ impl PushSink {
         let origin = url.origin().ascii_serialization();
         let permits = self.permits(&origin);
         for attempt in 0..ATTEMPTS {
-            let outcome = {
+            let (outcome, ms) = {
                 let Ok(_permit) = permits.acquire().await else {
                     return ended(None);
                 };
+                let started = Instant::now();
                 tokio::select! {
-                    outcome = self.attempt(&url, reach, &origin, &body) => outcome,
+                    outcome = self.attempt(&url, reach, &origin, &body) => {
+                        (outcome, started.elapsed().as_millis() as u64)
+                    }
                     _ = stop.wait() => return ended(None),
                 }
             };
+            let mut noted = Attempt::of(CURSOR, &origin, seq, &target.event, attempt + 1);
+            noted.ms = ms;
             match outcome {
                 Outcome::Delivered => {
                     metrics::counter!("rowcast_sink_sent_total", "sink" => CURSOR).increment(1);
+                    self.0.journal.note(noted);
                     return ended(None);
                 }
                 Outcome::Gone(status) => {
                     tracing::debug!(seq, status, "push subscription gone; removing it");
+                    noted.outcome = Noted::Gone;
+                    noted.status = Some(status);
+                    self.0.journal.note(noted);
                     return ended(Some(target.endpoint.clone()));
                 }
                 Outcome::Retry {
@@ -284,7 +327,12 @@ impl PushSink {
                 } => {
                     metrics::counter!("rowcast_sink_failed_total", "sink" => CURSOR).increment(1);
                     let permanent = status.is_some_and(|s| s != 429 && s < 500);
-                    if permanent || attempt + 1 == ATTEMPTS {
+                    let last = permanent || attempt + 1 == ATTEMPTS;
+                    noted.outcome = if last { Noted::GaveUp } else { Noted::Retry };
+                    noted.status = status;
+                    noted.error = Some(error.clone());
+                    self.0.journal.note(noted);
+                    if last {
                         tracing::warn!(seq, origin, %error, attempts = attempt + 1,
                             "push not delivered");
                         metrics::counter!("rowcast_sink_dead_lettered_total", "sink" => CURSOR)

@@ -9,7 +9,7 @@
 //! `webhook-signature` (`v1,<base64 HMAC-SHA256 of id.timestamp.body>`).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -18,6 +18,7 @@ use sha2::Sha256;
 
 use super::client::{check_target, Reach};
 use super::cursor::Cursor;
+use super::journal::{Attempt, Journal, Outcome as Noted};
 use super::retry::{self, Outcome};
 use super::PAGE;
 use crate::db::{DbError, Session};
@@ -71,11 +72,17 @@ pub struct WebhookSink {
     webhook: Webhook,
     secret: SigningSecret,
     client: reqwest::Client,
+    journal: Arc<Journal>,
 }
 
 impl WebhookSink {
-    /// A sink for `webhook`, signing with `secret`.
-    pub fn new(webhook: Webhook, secret: SigningSecret) -> Result<Self, String> {
+    /// A sink for `webhook`, signing with `secret`, noting its attempts in
+    /// `journal`.
+    pub fn new(
+        webhook: Webhook,
+        secret: SigningSecret,
+        journal: Arc<Journal>,
+    ) -> Result<Self, String> {
         let reach = if webhook.allow_insecure {
             Reach::Any
         } else {
@@ -91,6 +98,7 @@ impl WebhookSink {
             client: super::client::client(reach)?,
             webhook,
             secret,
+            journal,
         })
     }
 
@@ -145,14 +153,24 @@ impl WebhookSink {
         let label = self.cursor_name();
         let name = label.as_str();
         for attempt in 0..self.webhook.attempts {
+            let started = Instant::now();
             let outcome = tokio::select! {
                 outcome = self.attempt(&id, &body) => outcome,
                 _ = stop.wait() => return Delivery::Stopped,
             };
+            let mut noted = Attempt::of(
+                name,
+                &self.webhook.name,
+                event.seq,
+                &event.name,
+                attempt + 1,
+            );
+            noted.ms = started.elapsed().as_millis() as u64;
             let (status, error, retry_after) = match outcome {
                 Outcome::Delivered => {
                     metrics::counter!("rowcast_sink_sent_total", "sink" => name.to_string())
                         .increment(1);
+                    self.journal.note(noted);
                     return Delivery::Done;
                 }
                 Outcome::Gone(status) => (Some(status), format!("answered {status}"), None),
@@ -163,7 +181,12 @@ impl WebhookSink {
                 } => (status, error, retry_after),
             };
             metrics::counter!("rowcast_sink_failed_total", "sink" => name.to_string()).increment(1);
-            if attempt + 1 == self.webhook.attempts {
+            let last = attempt + 1 == self.webhook.attempts;
+            noted.outcome = if last { Noted::GaveUp } else { Noted::Retry };
+            noted.status = status;
+            noted.error = Some(error.clone());
+            self.journal.note(noted);
+            if last {
                 return Delivery::GaveUp(Failure {
                     attempts: self.webhook.attempts,
                     status,

@@ -33,13 +33,24 @@ fn routes_with_webhook(db: &TestDb, receiver: &WebhookReceiver, extra: &str) -> 
     path
 }
 
-/// An in-process relay with that routes file and the receiver's secret.
+/// An in-process relay (trigger capture) with that routes file and the
+/// receiver's secret.
 async fn relay_with_webhook(
     db: &TestDb,
     receiver: &WebhookReceiver,
     extra: &str,
 ) -> rowcast::Relay {
-    let mut config = config_for(&db.url, "trigger");
+    relay_with_webhook_capturing(db, receiver, extra, "trigger").await
+}
+
+/// [`relay_with_webhook`] with a capture mode.
+async fn relay_with_webhook_capturing(
+    db: &TestDb,
+    receiver: &WebhookReceiver,
+    extra: &str,
+    capture: &str,
+) -> rowcast::Relay {
+    let mut config = config_for(&db.url, capture);
     config.routes = RoutesSource::File(routes_with_webhook(db, receiver, extra));
     config.sink_secrets.insert(
         "ROWCAST_WEBHOOK_SECRET".into(),
@@ -145,6 +156,50 @@ async fn a_webhook_down_for_its_first_seconds_gets_every_event_in_order() {
     assert!(refused > 0, "the receiver refused attempts while down");
     assert!(rowcast_devkit::http::metric(relay.addr, "rowcast_sink_sent_total").await >= 50.0);
     assert!(rowcast_devkit::http::metric(relay.addr, "rowcast_sink_retried_total").await >= 1.0);
+    stop_relay(relay).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_logical_capture_a_webhook_gets_a_transactions_events_and_resumes_after_a_restart() {
+    let receiver = WebhookReceiver::start().await;
+    let (db, client) = seeded().await;
+    let relay = relay_with_webhook_capturing(&db, &receiver, "", "logical").await;
+    // Ten rows in one transaction, then ten on their own.
+    client
+        .execute(
+            "INSERT INTO messages (sender_id, recipient_id, body)
+             SELECT 1, 2, 'together ' || g FROM generate_series(1, 10) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    send_messages(&client, 10, "alone").await;
+    let before = message_seqs(&client, 20).await;
+    wait_received(&receiver, &before).await;
+    stop_relay(relay).await;
+
+    send_messages(&client, 10, "while down").await;
+    let relay = relay_with_webhook_capturing(&db, &receiver, "", "logical").await;
+    send_messages(&client, 5, "after").await;
+    let seqs = message_seqs(&client, 35).await;
+    let received = wait_received(&receiver, &seqs).await;
+    // Every event, first arrivals in seq order, repeats (a request the stop
+    // cut short) only under their own id.
+    let mut first: Vec<i64> = Vec::new();
+    for delivery in &received {
+        let seq = delivery["body"]["seq"].as_i64().unwrap();
+        assert_eq!(delivery["id"], format!("evt_{seq}"));
+        if !first.contains(&seq) {
+            first.push(seq);
+        }
+    }
+    assert_eq!(first, seqs, "every event, in seq order");
+    let bodies: BTreeSet<String> = received
+        .iter()
+        .map(|d| d["body"]["data"]["body"].as_str().unwrap().to_string())
+        .collect();
+    assert!(bodies.contains("together 1") && bodies.contains("while down 9"));
+    assert!(receiver.failures().await.is_empty());
     stop_relay(relay).await;
 }
 
@@ -494,6 +549,14 @@ async fn a_push_service_that_fails_twice_then_accepts_delivers_once_and_a_gone_o
     )
     .await;
     assert_eq!(left, [0], "a 410 removes the subscription");
+    // The gauge is counted at once after a removal: user 3's subscription
+    // is left. (Tests beside this one share the process's metrics, so it is
+    // at least that.)
+    wait_for("the subscriptions gauge", DELIVERED, || async {
+        let stored = rowcast_devkit::http::metric(relay.addr, "rowcast_push_subscriptions").await;
+        (stored >= 1.0).then_some(())
+    })
+    .await;
 
     // The removed subscription is not tried again.
     let again = message_to(&client, 4, "still nobody").await;

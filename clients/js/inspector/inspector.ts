@@ -2,7 +2,8 @@
  * The live inspector `rowcast dev` serves at `/`: a demo user's connection
  * through the SDK (so resume and exactly-once come from it), the rooms it
  * joined, every event delivered with its diff and its lag (arrival minus
- * commit time), the head, and the `left` notices. Plain DOM, no framework.
+ * commit time), the head, the `left` notices, and the node's webhook and
+ * Web Push attempts (`/dev/deliveries`). Plain DOM, no framework.
  */
 
 import { createClient, memoryCursors, type EventFrame, type RowcastClient, type Subscription } from "../src/index.js";
@@ -134,6 +135,53 @@ function diff(frame: EventFrame): HTMLElement {
   return list;
 }
 
+/** One attempt of a sink, as `/dev/deliveries` lists it. */
+interface Delivery {
+  id: number;
+  at: string;
+  sink: string;
+  target: string;
+  seq: number;
+  event: string;
+  attempt: number;
+  outcome: "delivered" | "retry" | "gave-up" | "gone";
+  status: number | null;
+  error: string | null;
+  ms: number;
+}
+
+/** The last attempt listed: the next poll asks only for newer ones. */
+let lastDelivery = 0;
+
+async function pollDeliveries(): Promise<void> {
+  try {
+    const response = await fetch(`/dev/deliveries?after=${lastDelivery}`, { cache: "no-store" });
+    if (response.ok) {
+      for (const delivery of (await response.json()) as Delivery[]) showDelivery(delivery);
+    }
+  } catch {
+    // The relay is restarting: the next poll catches up.
+  }
+  setTimeout(pollDeliveries, 1000);
+}
+
+function showDelivery(delivery: Delivery): void {
+  lastDelivery = Math.max(lastDelivery, delivery.id);
+  $("#deliveries-empty")?.remove();
+  const row = document.createElement("tr");
+  row.dataset.seq = String(delivery.seq);
+  row.dataset.sink = delivery.sink;
+  row.dataset.outcome = delivery.outcome;
+  const time = new Date(delivery.at).toLocaleTimeString();
+  const cells = [time, delivery.sink, delivery.target, String(delivery.seq), delivery.event, String(delivery.attempt), delivery.outcome, delivery.status === null ? "" : String(delivery.status), `${delivery.ms} ms`, delivery.error ?? ""];
+  for (const text of cells) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    row.append(cell);
+  }
+  $("#deliveries").prepend(row);
+}
+
 $("#join").addEventListener("submit", (submit) => {
   submit.preventDefault();
   const since = $<HTMLInputElement>("#since").value.trim();
@@ -144,3 +192,4 @@ $("#user-form").addEventListener("submit", (submit) => {
   connect($<HTMLSelectElement>("#user").value);
 });
 connect($<HTMLSelectElement>("#user").value);
+void pollDeliveries();

@@ -2,9 +2,17 @@
  * The inspector `rowcast dev` serves, in real Chromium: it connects as a
  * demo user with a token from `/dev/token`, joins a room, shows rows
  * written in SQL, keeps its list free of gaps and duplicates across a
- * SIGKILL and restart of the dev process, and shows the `left` notice when
- * the room's access is revoked.
+ * SIGKILL and restart of the dev process, shows the `left` notice when
+ * the room's access is revoked, and lists a webhook's attempts.
  */
+
+import { once } from "node:events";
+import { writeFileSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -78,4 +86,55 @@ it("shows live rows for a demo user, resumes across a restart with no gap or dup
   await page.waitForSelector('#rooms li[data-room="content_1"][data-left="true"]', { timeout: 20_000 });
   expect(await page.textContent('#rooms li[data-room="content_1"] .notice')).toBe("left: forbidden");
   expect(errors).toEqual([]);
+});
+
+it("lists a webhook's attempts: a failure to be retried, then the delivery", async () => {
+  // A receiver that answers 500 to its first request and 204 after.
+  let requests = 0;
+  const receiver = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      requests += 1;
+      response.writeHead(requests === 1 ? 500 : 204).end();
+    });
+  });
+  receiver.listen(0, "127.0.0.1");
+  await once(receiver, "listening");
+  const { port } = receiver.address() as AddressInfo;
+  const demoRoutes = readFileSync(fileURLToPath(new URL("../../../../routes.toml", import.meta.url)), "utf8");
+  const routes = join(tmpdir(), `rowcast-inspector-${process.pid}-routes.toml`);
+  writeFileSync(
+    routes,
+    `${demoRoutes}\n[[webhook]]\nname = "inspector"\nurl = "http://127.0.0.1:${port}/hook"\n` +
+      `events = ["content-updated"]\nsecret_env = "ROWCAST_WEBHOOK_SECRET"\nallow_insecure = true\nbackoff = "100ms"\n`,
+  );
+  const hookDb = await TestDatabase.create();
+  const hookDev = await Relay.start(
+    hookDb,
+    { ROWCAST_DEMO_INTERVAL: "0", ROWCAST_ROUTES: routes, ROWCAST_WEBHOOK_SECRET: "whsec_cm93Y2FzdC1pbnNwZWN0b3ItdGVzdA==" },
+    "dev",
+  );
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(`${hookDev.httpUrl}/`);
+    await page.waitForSelector("#deliveries-empty");
+    await hookDb.query("UPDATE content SET title = 'hooked' WHERE id = 1");
+    const delivered = await page.waitForSelector('#deliveries tr[data-sink="webhook:inspector"][data-outcome="delivered"]', { timeout: 30_000 });
+    const seq = Number(await delivered.getAttribute("data-seq"));
+    const { rows: stored } = await hookDb.query<{ seq: string }>("SELECT seq FROM realtime.outbox WHERE event = 'content-updated'");
+    expect(stored.map((row) => Number(row.seq))).toEqual([seq]);
+    const rows = `#deliveries tr[data-sink="webhook:inspector"][data-seq="${seq}"]`;
+    const retry = page.locator(`${rows}[data-outcome="retry"]`);
+    expect(await retry.count()).toBe(1);
+    const cells = await retry.locator("td").allTextContents();
+    expect(cells.slice(1, 8)).toEqual(["webhook:inspector", "inspector", String(seq), "content-updated", "1", "retry", "500"]);
+    expect(await page.locator("#deliveries-empty").count()).toBe(0);
+    // The page never shows the receiver's URL.
+    expect(await page.textContent("#deliveries")).not.toContain(String(port));
+  } finally {
+    await hookDev.stop();
+    await hookDb.drop();
+    receiver.close();
+    rmSync(routes, { force: true });
+  }
 });
