@@ -8,7 +8,7 @@
 //! in flight: at least once, deduplicated by the frame's seq in the
 //! service worker.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -73,6 +73,9 @@ struct Inner {
     any: reqwest::Client,
     /// Requests in flight per push service origin.
     per_origin: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The VAPID `Authorization` per origin and when its token expires
+    /// (unix seconds): one signature serves many requests.
+    tokens: std::sync::Mutex<HashMap<String, (Arc<str>, u64)>>,
     journal: Arc<Journal>,
 }
 
@@ -117,6 +120,7 @@ impl PushSink {
             public: super::client::client(Reach::Public)?,
             any: super::client::client(Reach::Any)?,
             per_origin: Default::default(),
+            tokens: Default::default(),
             journal,
         };
         Ok((Self(Arc::new(inner)), registry))
@@ -136,12 +140,15 @@ impl PushSink {
     ) -> Result<(), DbError> {
         let client = session.client();
         let mut cursor = Cursor::open(client, CURSOR).await?;
+        // Per page of events: which of its users are connected, and their
+        // subscriptions (two queries, whatever the page holds).
         let online = client
-            .prepare("SELECT EXISTS (SELECT 1 FROM realtime.online WHERE sub = $1)")
+            .prepare("SELECT DISTINCT sub FROM realtime.online WHERE sub = ANY($1)")
             .await?;
         let targets = client
             .prepare(
-                "SELECT endpoint, p256dh, auth FROM realtime.push_subscriptions WHERE sub = $1",
+                "SELECT sub, endpoint, p256dh, auth FROM realtime.push_subscriptions
+                 WHERE sub = ANY($1)",
             )
             .await?;
         let forget = client
@@ -198,43 +205,57 @@ impl PushSink {
                 }
                 continue;
             }
-            for event in &events {
-                let Some(rule) = self.0.rules.get(&*event.name) else {
-                    continue;
-                };
-                let Some(user) = user_of(rule, event) else {
-                    continue;
-                };
-                if rule.when == PushWhen::Offline {
-                    let connected: bool = client.query_one(&online, &[&user]).await?.get(0);
-                    if connected {
-                        continue;
+            // The page's pushes: (event, its user, whether only offline).
+            let pushes: Vec<(&Arc<StoredEvent>, String, bool)> = events
+                .iter()
+                .filter_map(|event| {
+                    let rule = self.0.rules.get(&*event.name)?;
+                    let user = user_of(rule, event)?;
+                    Some((event, user, rule.when == PushWhen::Offline))
+                })
+                .collect();
+            let users: Vec<&str> = pushes.iter().map(|(_, user, _)| user.as_str()).collect();
+            let mut subscriptions: HashMap<String, Vec<(String, SubscriptionKeys)>> =
+                HashMap::new();
+            if !users.is_empty() {
+                for row in client.query(&targets, &[&users]).await? {
+                    if let Ok(keys) = SubscriptionKeys::parse(row.get(2), row.get(3)) {
+                        subscriptions
+                            .entry(row.get(0))
+                            .or_default()
+                            .push((row.get(1), keys));
                     }
                 }
-                let rows = client.query(&targets, &[&user]).await?;
-                if rows.is_empty() {
+            }
+            let asked: Vec<&str> = pushes
+                .iter()
+                .filter(|(_, user, offline)| *offline && subscriptions.contains_key(user))
+                .map(|(_, user, _)| user.as_str())
+                .collect();
+            let connected: HashSet<String> = if asked.is_empty() {
+                HashSet::new()
+            } else {
+                let rows = client.query(&online, &[&asked]).await?;
+                rows.iter().map(|row| row.get(0)).collect()
+            };
+            for (event, user, offline) in &pushes {
+                let Some(targets) = subscriptions.get(user) else {
+                    continue;
+                };
+                if *offline && connected.contains(user) {
                     continue;
                 }
                 let payload = Arc::new(payload(event));
-                for row in rows {
-                    let endpoint: String = row.get(0);
-                    let Ok(keys) = SubscriptionKeys::parse(row.get(1), row.get(2)) else {
-                        continue;
-                    };
+                for (endpoint, keys) in targets {
                     *pending.entry(event.seq).or_default() += 1;
-                    let sink = self.clone();
-                    let payload = payload.clone();
-                    let seq = event.seq;
-                    let stop = stop.clone();
-                    let event = event.name.clone();
-                    tasks.spawn(async move {
-                        let target = Target {
-                            endpoint,
-                            keys,
-                            event,
-                        };
-                        sink.deliver(seq, &target, &payload, &stop).await
-                    });
+                    let target = Target {
+                        endpoint: endpoint.clone(),
+                        keys: keys.clone(),
+                        event: event.name.clone(),
+                    };
+                    let (sink, payload, stop, seq) =
+                        (self.clone(), payload.clone(), stop.clone(), event.seq);
+                    tasks.spawn(async move { sink.deliver(seq, &target, &payload, &stop).await });
                 }
             }
             read_to = events.last().map_or(read_to, |e| e.seq);
@@ -358,9 +379,6 @@ impl PushSink {
         origin: &str,
         body: &[u8],
     ) -> Outcome {
-        let expires = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| (d + TOKEN_LIFETIME).as_secs());
         let client = match reach {
             Reach::Public => &self.0.public,
             Reach::Any => &self.0.any,
@@ -372,14 +390,33 @@ impl PushSink {
             .header("content-type", "application/octet-stream")
             .header("ttl", self.0.ttl.as_secs())
             .header("urgency", "normal")
-            .header(
-                "authorization",
-                self.0.vapid.authorization(origin, &self.0.subject, expires),
-            )
+            .header("authorization", &*self.authorization(origin))
             .body(body.to_vec())
             .send()
             .await;
         retry::outcome(response, &[404, 410])
+    }
+
+    /// The VAPID `Authorization` for `origin`: the cached one while more
+    /// than half of its token's lifetime is left, else a new signature.
+    fn authorization(&self, origin: &str) -> Arc<str> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut tokens = self.0.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((header, expires)) = tokens.get(origin) {
+            if *expires > now + TOKEN_LIFETIME.as_secs() / 2 {
+                return header.clone();
+            }
+        }
+        let expires = now + TOKEN_LIFETIME.as_secs();
+        let header: Arc<str> = self
+            .0
+            .vapid
+            .authorization(origin, &self.0.subject, expires)
+            .into();
+        tokens.insert(origin.to_string(), (header.clone(), expires));
+        header
     }
 
     /// The request slots of one push service.
