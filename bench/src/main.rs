@@ -27,6 +27,7 @@ mod replay;
 mod report;
 mod revocation;
 mod seed;
+mod sinks;
 mod slow;
 mod smoke;
 mod soak;
@@ -40,7 +41,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Benchmarks of rowcast: latency, capture cost, fan-out, replay, slow
-/// clients, memory over minutes, revocation, failover, the database's promotion, the bus between nodes, connections over nodes.
+/// clients, memory over minutes, revocation, failover, the database's promotion, the bus between nodes, connections over nodes, webhooks and Web Push.
 #[derive(Debug, Parser)]
 #[command(name = "rowcast-bench", about, long_about = None)]
 struct Cli {
@@ -73,6 +74,8 @@ enum Command {
     Bus(bus::Args),
     /// Idle connections spread over several relay nodes: memory per node.
     Nodes(nodes::Args),
+    /// Outbox → webhook receipt latency, and Web Push throughput.
+    Sinks(sinks::Args),
     /// Every scenario at a tiny size, to prove the harness works.
     Smoke(smoke::Args),
     /// (internal) The relay process.
@@ -260,6 +263,7 @@ async fn scenario(env: &env::Env, command: Command) -> anyhow::Result<()> {
         Command::Promotion(args) => (promotion::run(env, &args).await?, args.common.out),
         Command::Bus(args) => (bus::run(env, &args).await?, args.load.common.out),
         Command::Nodes(args) => (nodes::run(env, &args).await?, args.common.out),
+        Command::Sinks(args) => (sinks::run(env, &args).await?, args.common.out),
         Command::Smoke(args) => {
             let (outcomes, json) = smoke::run(env, &args).await?;
             for outcome in &outcomes {

@@ -57,6 +57,18 @@ impl RelayProc {
         capture: CaptureMode,
         extra: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_with(env, db, capture, extra, &[]).await
+    }
+
+    /// [`RelayProc::start`] with environment variables set for the relay
+    /// (a webhook's `secret_env`, ...).
+    pub async fn start_with(
+        env: &Env,
+        db: &Db,
+        capture: CaptureMode,
+        extra: &[(&str, &str)],
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = process::free_port();
         let mut command = Command::new(&env.exe);
         command
@@ -72,6 +84,7 @@ impl RelayProc {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "warn");
         }
+        command.envs(vars.iter().copied());
         for (flag, value) in GENEROUS.iter().chain(extra) {
             command.args([flag, value]);
         }

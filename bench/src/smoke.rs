@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::env::Env;
 use crate::report::Report;
 use crate::{
-    bus, capture, failover, fanout, latency, nodes, promotion, replay, revocation, slow, soak,
-    CaptureMode, Common, LoadArgs,
+    bus, capture, failover, fanout, latency, nodes, promotion, replay, revocation, sinks, slow,
+    soak, CaptureMode, Common, LoadArgs,
 };
 
 /// Options of `smoke`.
@@ -164,6 +164,23 @@ pub async fn run(env: &Env, args: &Args) -> anyhow::Result<(Vec<Report>, serde_j
                 warmup: 0.5,
                 clients: 4,
                 load: load(vec![CaptureMode::Trigger], 1.0),
+            },
+        )
+        .await?,
+    );
+    outcomes.push(
+        sinks::run(
+            env,
+            &sinks::Args {
+                rate: 200.0,
+                seconds: 1.0,
+                writers: 2,
+                capture: CaptureMode::Trigger,
+                pushes: 200,
+                subscriptions: 20,
+                origins: 2,
+                push_delay_ms: vec![0],
+                common: common.clone(),
             },
         )
         .await?,

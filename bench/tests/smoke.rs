@@ -167,6 +167,22 @@ fn the_benchmark_harness_runs_every_scenario() {
     for run in runs(&results, "bus") {
         assert!(count(run, &["samples"]) > 0, "{run}");
     }
+    for run in runs(&results, "sinks") {
+        let hook = &run["hook"];
+        assert!(count(hook, &["events"]) > 0, "{run}");
+        assert_eq!(
+            count(hook, &["lost"]),
+            0,
+            "every webhook event arrived: {run}"
+        );
+        assert_eq!(count(hook, &["out_of_order"]), 0, "in seq order: {run}");
+        let push = &run["push"][0];
+        assert_eq!(
+            count(push, &["received"]),
+            count(push, &["pushes"]),
+            "every push arrived: {run}"
+        );
+    }
     for run in runs(&results, "nodes") {
         assert_eq!(count(run, &["connected"]), count(run, &["connections"]));
         let nodes = run["nodes"].as_array().expect("nodes");
