@@ -13,6 +13,8 @@
 --   media_{id}     the owner, or anyone when the media is public
 --   album_{id}     the owner, or anyone when the album is public
 --   diary_{id}     the owner only
+--   chapter_{id}   (a chapter's collaborative document) whoever may join
+--                  its content's room
 --   anything else  refused
 -- A token with "role": "service" may join any room.
 
@@ -51,6 +53,12 @@ BEGIN
               AND (c.visibility = 'public'
                    OR c.author_id = uid
                    OR (c.visibility = 'friends' AND public.are_friends(c.author_id, uid))));
+    WHEN 'chapter' THEN
+        -- A chapter's collaborative document: whoever may read its content.
+        RETURN EXISTS (
+            SELECT 1 FROM public.chapters ch
+            WHERE ch.id = target
+              AND realtime.authorize(sub, 'content_' || ch.content_id, claims));
     WHEN 'calendar' THEN
         RETURN EXISTS (SELECT 1 FROM public.calendars k WHERE k.id = target AND k.owner_id = uid)
             OR EXISTS (SELECT 1 FROM public.calendar_invites i
@@ -66,6 +74,27 @@ BEGIN
     ELSE
         RETURN false;
     END CASE;
+END
+$$;
+
+-- realtime.authorize_edit(sub, name, claims) decides who may edit a
+-- collaborative document (reading it is realtime.authorize): a chapter's
+-- document is edited by its content's author; a service token edits any.
+CREATE OR REPLACE FUNCTION realtime.authorize_edit(sub text, name text, claims jsonb)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF coalesce(claims ->> 'role', '') = 'service' THEN
+        RETURN true;
+    END IF;
+    IF name !~ '^chapter_[0-9]{1,18}$' OR sub !~ '^[0-9]{1,18}$' THEN
+        RETURN false;
+    END IF;
+    RETURN EXISTS (
+        SELECT 1 FROM public.chapters ch JOIN public.content c ON c.id = ch.content_id
+        WHERE ch.id = split_part(name, '_', 2)::bigint AND c.author_id = sub::bigint);
 END
 $$;
 

@@ -22,6 +22,7 @@ mod bus;
 mod capture;
 pub mod config;
 mod db;
+mod doc;
 mod duration;
 mod event;
 mod fanout;

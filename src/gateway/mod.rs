@@ -4,6 +4,7 @@
 mod access;
 pub mod auth;
 pub mod connection;
+mod docs;
 mod error;
 mod http;
 mod lifecycle;
@@ -73,6 +74,8 @@ pub(crate) struct GatewayState {
     metrics: PrometheusHandle,
     /// Web Push registration, when configured.
     push: Option<Arc<Registry>>,
+    /// Open collaborative documents.
+    docs: Arc<crate::doc::Docs>,
 }
 
 /// What a live connection (WebSocket, SSE, Socket.IO) and the rights
@@ -180,6 +183,7 @@ impl Gateway {
             readiness: Arc::new(readiness),
             metrics: metrics_handle(),
             push,
+            docs: Arc::new(crate::doc::Docs::new(pool.clone())),
         });
         tokio::spawn(forget_idle_addresses(shared.clone()));
         tokio::spawn(metrics_upkeep(shared.clone()));
@@ -228,6 +232,7 @@ fn router(shared: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/sse", get(sse::stream))
+        .route("/v1/docs/{name}", get(docs::upgrade))
         .route("/v1/rooms/{room}/events", get(http::history))
         .route("/v1/publish", post(http::publish))
         .route("/v1/push/vapid", get(push::vapid))

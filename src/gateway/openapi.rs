@@ -108,9 +108,10 @@ mod tests {
     use super::*;
 
     /// The router's routes that are not HTTP API operations: the WebSocket
-    /// upgrade, which docs/protocol.md describes. (`/socket.io/`, the other
-    /// socket protocol, comes from its own merged router, not `.route`.)
-    const NOT_IN_THE_DOCUMENT: &[&str] = &["/v1/ws"];
+    /// upgrades, which docs/protocol.md and docs/documents.md describe.
+    /// (`/socket.io/`, the other socket protocol, comes from its own merged
+    /// router, not `.route`.)
+    const NOT_IN_THE_DOCUMENT: &[&str] = &["/v1/ws", "/v1/docs/{name}"];
 
     /// Every `(path, method)` that `gateway::router` declares with
     /// `.route(..)`, read from its source.

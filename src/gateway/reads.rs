@@ -92,6 +92,23 @@ impl RoomReads {
         Ok(answer)
     }
 
+    /// Whether the token may edit document `name`
+    /// (`realtime.authorize_edit`), asked on each open.
+    pub(crate) async fn authorize_edit(
+        &self,
+        claims: &Claims,
+        name: &str,
+    ) -> Result<bool, DbError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("SELECT coalesce(realtime.authorize_edit($1, $2, $3::jsonb), false)")
+            .await?;
+        Ok(client
+            .query_one(&statement, &[&claims.sub, &name, &claims.all])
+            .await?
+            .get(0))
+    }
+
     async fn query(&self, claims: &Claims, room: &str) -> Result<bool, DbError> {
         let client = self.pool.get().await?;
         let statement = client

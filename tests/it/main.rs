@@ -10,6 +10,7 @@ mod common;
 
 mod capture;
 mod crash;
+mod docs;
 mod failover;
 mod gateway_auth;
 mod gateway_http;

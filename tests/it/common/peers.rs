@@ -8,6 +8,8 @@
 //!   answers as scripted.
 //! - [`WebhookReceiver`] (`webhook_receiver.mjs`): a Standard Webhooks
 //!   endpoint that verifies every hook with `standardwebhooks`.
+//! - [`DocEditors`] (`doc_editors.mjs`): Yjs editors, each an unchanged
+//!   `y-websocket` provider over its own `yjs` document.
 //!
 //! These only start the peers and make their control calls; waiting for
 //! something to have arrived is the tests' job (with
@@ -266,5 +268,62 @@ impl WebhookReceiver {
     /// "headers", "body": the raw body text, "at"}`.
     pub async fn failures(&self) -> Vec<Value> {
         self.peer.list("/failures").await
+    }
+}
+
+/// Yjs editors of the relay's documents (`tests/node/doc_editors.mjs`):
+/// each is an unchanged `y-websocket` `WebsocketProvider` (with `ws`) over
+/// its own `yjs` `Y.Doc`, editing the `Y.Text` named `body`.
+pub struct DocEditors {
+    peer: Peer,
+}
+
+impl DocEditors {
+    /// Starts the editors' process (installing `tests/node`'s dependencies
+    /// when needed).
+    pub async fn start() -> Self {
+        Self {
+            peer: Peer::start("doc_editors.mjs", &[]).await,
+        }
+    }
+
+    /// Opens editor `id` on document `name` of the relay at `relay` with
+    /// `token`; returns `{"synced": bool, "closes": [code..]}` once it synced
+    /// (or after 10 s).
+    pub async fn open(&self, id: &str, relay: SocketAddr, name: &str, token: &str) -> Value {
+        let url = format!("ws://{relay}/v1/docs");
+        let body = serde_json::json!({ "id": id, "url": url, "name": name, "token": token });
+        self.peer.call("POST", "/open", Some(body)).await
+    }
+
+    /// Makes `count` insertions of `<prefix><i> ` at random word
+    /// boundaries, one per event-loop turn.
+    pub async fn edit(&self, id: &str, count: usize, prefix: &str) {
+        let body = serde_json::json!({ "id": id, "count": count, "prefix": prefix });
+        self.peer.call("POST", "/edit", Some(body)).await;
+    }
+
+    /// Takes editor `id` offline (its edits stay local) or back online
+    /// (answers once it synced again).
+    pub async fn set_online(&self, id: &str, online: bool) -> Value {
+        let path = if online { "/connect" } else { "/disconnect" };
+        let body = serde_json::json!({ "id": id });
+        self.peer.call("POST", path, Some(body)).await
+    }
+
+    /// `{"text", "synced", "connected", "denied": [reason..], "closes":
+    /// [code..]}` of editor `id`.
+    pub async fn state(&self, id: &str) -> Value {
+        self.peer
+            .call("GET", &format!("/state?id={id}"), None)
+            .await
+    }
+
+    /// The text of editor `id`.
+    pub async fn text(&self, id: &str) -> String {
+        self.state(id).await["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
