@@ -99,23 +99,29 @@ impl RoomReads {
         claims: &Claims,
         name: &str,
     ) -> Result<bool, DbError> {
-        let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached("SELECT coalesce(realtime.authorize_edit($1, $2, $3::jsonb), false)")
-            .await?;
-        Ok(client
-            .query_one(&statement, &[&claims.sub, &name, &claims.all])
-            .await?
-            .get(0))
+        self.rule(
+            "SELECT coalesce(realtime.authorize_edit($1, $2, $3::jsonb), false)",
+            claims,
+            name,
+        )
+        .await
     }
 
     async fn query(&self, claims: &Claims, room: &str) -> Result<bool, DbError> {
+        self.rule(
+            "SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)",
+            claims,
+            room,
+        )
+        .await
+    }
+
+    /// Asks a rule (`sql` over `$1` sub, `$2` name, `$3` claims) for a yes.
+    async fn rule(&self, sql: &str, claims: &Claims, name: &str) -> Result<bool, DbError> {
         let client = self.pool.get().await?;
-        let statement = client
-            .prepare_cached("SELECT coalesce(realtime.authorize($1, $2, $3::jsonb), false)")
-            .await?;
+        let statement = client.prepare_cached(sql).await?;
         Ok(client
-            .query_one(&statement, &[&claims.sub, &room, &claims.all])
+            .query_one(&statement, &[&claims.sub, &name, &claims.all])
             .await?
             .get(0))
     }
