@@ -23,12 +23,13 @@
 //   GET  /state?id=   {text, synced, connected, denied: [reason..],
 //                     closes: [code..]}
 
-import { fstatSync } from "node:fs";
 import { createServer } from "node:http";
 
 import WebSocket from "ws";
 import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
+
+import { exitWithParent, readBody, send } from "./peer.mjs";
 
 /** Editors by id: {doc, provider, denied, closes}. */
 const editors = new Map();
@@ -46,11 +47,6 @@ console.warn = (...args) => {
   }
   warn(...args);
 };
-
-function send(res, status, body) {
-  res.writeHead(status, { "content-type": "application/json" });
-  res.end(JSON.stringify(body));
-}
 
 function editor(id) {
   const found = editors.get(id);
@@ -137,8 +133,7 @@ const routes = {
 
 const server = createServer(async (req, res) => {
   const url = new URL(req.url, "http://127.0.0.1");
-  let body = "";
-  for await (const chunk of req) body += chunk;
+  const body = (await readBody(req)).toString();
   try {
     if (req.method === "GET" && url.pathname === "/state") {
       return send(res, 200, state(url.searchParams.get("id")));
@@ -155,12 +150,4 @@ server.listen(0, "127.0.0.1", () => {
   process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`);
 });
 
-try {
-  const stat = fstatSync(0);
-  if (stat.isFIFO() || stat.isSocket()) {
-    process.stdin.on("close", () => process.exit(0));
-    process.stdin.resume();
-  }
-} catch {
-  // No stdin: run until killed.
-}
+exitWithParent();

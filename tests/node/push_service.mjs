@@ -26,10 +26,11 @@
 //   GET /failures           every failed check: {id, reason, status, headers, at}
 
 import { createECDH, createPublicKey, randomBytes, verify } from "node:crypto";
-import { fstatSync } from "node:fs";
 import { createServer } from "node:http";
 
 import ece from "http_ece";
+
+import { exitWithParent, readBody, send } from "./peer.mjs";
 
 /** The most a push message body may be (RFC 8030 section 7.2, RFC 8291 section 4). */
 const MAX_BODY = 4096;
@@ -47,25 +48,6 @@ let nextId = 1;
 let nextMessage = 1;
 
 const b64url = (buffer) => Buffer.from(buffer).toString("base64url");
-
-function send(res, status, body, headers = {}) {
-  const text = body === undefined ? "" : JSON.stringify(body);
-  res.writeHead(status, {
-    ...headers,
-    ...(text ? { "content-type": "application/json" } : {}),
-    "content-length": Buffer.byteLength(text),
-  });
-  res.end(text);
-}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    req.on("data", (chunk) => chunks.push(chunk));
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
-}
 
 function parseJson(buffer) {
   try {
@@ -294,11 +276,4 @@ server.listen(0, "127.0.0.1", () => {
   process.stdout.write(JSON.stringify({ port }) + "\n");
 });
 
-// (Rust's piped stdin is a pipe, Node's child_process one a socket.)
-const stdin = fstatSync(0);
-if (stdin.isFIFO() || stdin.isSocket()) {
-  process.stdin.on("end", () => process.exit(0));
-  process.stdin.on("error", () => process.exit(0));
-  process.stdin.resume();
-}
-process.on("SIGTERM", () => process.exit(0));
+exitWithParent();

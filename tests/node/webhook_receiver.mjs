@@ -22,10 +22,11 @@
 //   GET /attempts   every hook: {id, timestamp, status, accepted, at}
 //   GET /failures   failed verifications: {id, reason, headers, body (text), at}
 
-import { fstatSync } from "node:fs";
 import { createServer } from "node:http";
 
 import { Webhook } from "standardwebhooks";
+
+import { exitWithParent, readBody, send } from "./peer.mjs";
 
 const secret = process.argv[2];
 if (!secret || !secret.startsWith("whsec_")) {
@@ -42,25 +43,6 @@ const attempts = [];
 const failures = [];
 /** How hooks are answered: null (verify) or {status, retryAfter, until}. */
 let mode = null;
-
-function send(res, status, body, headers = {}) {
-  const text = body === undefined ? "" : JSON.stringify(body);
-  res.writeHead(status, {
-    ...headers,
-    ...(text ? { "content-type": "application/json" } : {}),
-    "content-length": Buffer.byteLength(text),
-  });
-  res.end(text);
-}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    req.on("data", (chunk) => chunks.push(chunk));
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
-}
 
 /** The status the mode answers a hook with now, or null to verify it. */
 function failing() {
@@ -152,11 +134,4 @@ server.listen(0, "127.0.0.1", () => {
   process.stdout.write(JSON.stringify({ port: server.address().port }) + "\n");
 });
 
-// (Rust's piped stdin is a pipe, Node's child_process one a socket.)
-const stdin = fstatSync(0);
-if (stdin.isFIFO() || stdin.isSocket()) {
-  process.stdin.on("end", () => process.exit(0));
-  process.stdin.on("error", () => process.exit(0));
-  process.stdin.resume();
-}
-process.on("SIGTERM", () => process.exit(0));
+exitWithParent();

@@ -3,12 +3,11 @@
 //! an app uses it, and a browser's own `EventSource` in Chromium. The test
 //! sends commands and waits, with a deadline, for what the client reported.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -34,17 +33,7 @@ pub struct Driver {
 impl Driver {
     /// Starts a client process (installing `tests/node` when needed).
     pub async fn start() -> Self {
-        node::test_clients_prepared();
-        let dir = node::test_clients_dir();
-        let mut child = Command::new("node")
-            .arg(dir.join("driver.mjs"))
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start node");
+        let mut child = node::spawn_test_client("driver.mjs", &[]);
         let stdin = child.stdin.take().expect("stdin");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::unbounded_channel();

@@ -96,6 +96,24 @@ fn modified(path: &Path) -> Option<SystemTime> {
     path.metadata().and_then(|meta| meta.modified()).ok()
 }
 
+/// Starts `node <script> <args>` in `tests/node` (installing its
+/// dependencies when needed) with stdin and stdout piped to the caller,
+/// stderr inherited, and the process killed when the handle is dropped.
+pub fn spawn_test_client(script: &str, args: &[&str]) -> tokio::process::Child {
+    test_clients_prepared();
+    let dir = test_clients_dir();
+    tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start node {script}: {e}"))
+}
+
 /// Runs npm in `dir` with its output streamed, and fails the test if it fails.
 pub fn npm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
     println!("running npm {} in {}", args.join(" "), dir.display());

@@ -16,12 +16,11 @@
 //! [`super::wait_for`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 
 use super::node;
 
@@ -48,18 +47,7 @@ impl Peer {
         if let Some(why) = node::missing() {
             panic!("the {script} peer needs Node.js: {why}");
         }
-        node::test_clients_prepared();
-        let dir = node::test_clients_dir();
-        let mut child = Command::new("node")
-            .arg(dir.join(script))
-            .args(args)
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start node {script}: {e}"));
+        let mut child = node::spawn_test_client(script, args);
         let stdin = child.stdin.take().expect("the peer's stdin");
         let stdout = child.stdout.take().expect("the peer's stdout");
         let mut lines = BufReader::new(stdout).lines();
